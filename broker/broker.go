@@ -1,0 +1,386 @@
+// Package broker is Muster's broker service: it queues requests no replica
+// could take, keeps the ATMCB figures and EntireX-style counters per
+// service, and sends attach notifications when work waits and no replica
+// is free. The wire contract it speaks is in package proto; the Go client
+// SDK is package client.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/streams"
+)
+
+// Config configures a broker.
+type Config struct {
+	// ID names this broker in notifications (default: generated).
+	ID string
+	// DefaultTimeout is the deadline given to requests that carry none
+	// (plain NATS clients that set neither Muster-Deadline nor
+	// Muster-Timeout). Default 30s.
+	DefaultTimeout time.Duration
+	// NotifyDelay gathers the requests of a burst into one notification
+	// (default 2ms).
+	NotifyDelay time.Duration
+	// RenotifyInterval is the least time between two notifications for one
+	// service while work keeps waiting (default 1s).
+	RenotifyInterval time.Duration
+	// Logger receives the broker's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.ID == "" {
+		c.ID = nuid.Next()
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = 30 * time.Second
+	}
+	if c.NotifyDelay <= 0 {
+		c.NotifyDelay = 2 * time.Millisecond
+	}
+	if c.RenotifyInterval <= 0 {
+		c.RenotifyInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Broker is a running broker. Several may run against one NATS system;
+// they share the call subjects in a queue group.
+type Broker struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	queue jetstream.Stream
+	log   *slog.Logger
+
+	reg *registry
+
+	mu   sync.Mutex
+	svcs map[proto.Service]*svcState
+
+	subs   []*nats.Subscription
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// svcState is the broker's figures for one service.
+type svcState struct {
+	stats     proto.ServiceStats
+	missing   int
+	scheduled bool
+	lastSent  time.Time
+}
+
+// Start starts a broker on nc (which the caller keeps and closes).
+func Start(ctx context.Context, nc *nats.Conn, cfg Config) (b *Broker, retErr error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("broker: jetstream: %w", err)
+	}
+	q, err := streams.EnsureQueue(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	b = &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), svcs: map[proto.Service]*svcState{}, cancel: cancel}
+	defer func() {
+		if retErr != nil {
+			b.Shutdown()
+		}
+	}()
+	if b.reg, err = startRegistry(ctx, runCtx, js, b.log, &b.wg); err != nil {
+		return nil, err
+	}
+	for _, s := range []struct {
+		subj, queue string
+		cb          nats.MsgHandler
+	}{
+		{proto.CallPrefix + ">", proto.BrokerQueue, b.onCall},
+		{proto.BrokerStatsSubject, "", b.onStats},
+		{proto.BrokerStatsSubject + ".>", "", b.onStats},
+	} {
+		sub, err := nc.QueueSubscribe(s.subj, s.queue, s.cb)
+		if err != nil {
+			return nil, fmt.Errorf("broker: subscribe %s: %w", s.subj, err)
+		}
+		b.subs = append(b.subs, sub)
+	}
+	b.wg.Add(1)
+	go b.loop(runCtx)
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return nil, fmt.Errorf("broker: flush: %w", err)
+	}
+	b.log.Info("broker started")
+	return b, nil
+}
+
+// Shutdown stops the broker; it is idempotent. Queued requests stay in
+// the stream for the next broker and the replicas.
+func (b *Broker) Shutdown() {
+	b.once.Do(func() {
+		for _, s := range b.subs {
+			_ = s.Unsubscribe()
+		}
+		b.cancel()
+		b.wg.Wait()
+	})
+}
+
+// ID returns the broker's id.
+func (b *Broker) ID() string { return b.cfg.ID }
+
+// loop sweeps expired registrations and re-sends notifications for
+// services whose work still waits.
+func (b *Broker) loop(ctx context.Context) {
+	defer b.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.reg.sweep(ctx, time.Now())
+		pending, err := b.pendingAll(ctx)
+		if err != nil {
+			continue
+		}
+		b.mu.Lock()
+		for svc, n := range pending {
+			st := b.stateLocked(svc)
+			if n > 0 && time.Since(st.lastSent) >= 2*b.cfg.RenotifyInterval {
+				st.missing = max(st.missing, 1)
+				b.scheduleLocked(svc, st)
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+func (b *Broker) stateLocked(svc proto.Service) *svcState {
+	st := b.svcs[svc]
+	if st == nil {
+		st = &svcState{stats: proto.ServiceStats{Service: svc.String()}}
+		b.svcs[svc] = st
+	}
+	return st
+}
+
+// onCall queues one request (see proto.CallPrefix).
+func (b *Broker) onCall(m *nats.Msg) {
+	if m.Reply == "" {
+		b.log.Warn("request without reply subject dropped", "subject", m.Subject)
+		return
+	}
+	svc, err := proto.ServiceFromTokens(m.Subject)
+	if err != nil || m.Subject != proto.CallSubject(svc) {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, proto.CallPrefix))
+		return
+	}
+	op, err := proto.ParseOp(m.Header)
+	if err == nil && op != proto.OpCall && op != proto.OpNew {
+		err = fmt.Errorf("%s %s is sent to the replica subject, not queued", proto.HdrOp, op)
+	}
+	now := time.Now()
+	dl := time.Time{}
+	if err == nil {
+		dl, err = proto.ParseDeadline(m.Header, now)
+	}
+	if err != nil {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		return
+	}
+	if dl.IsZero() {
+		dl = now.Add(b.cfg.DefaultTimeout)
+	}
+	if !dl.After(now) {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before the request was queued"))
+		return
+	}
+	live, attachable := b.reg.known(svc.String(), now)
+	if live == 0 && !attachable {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
+		return
+	}
+	q := nats.NewMsg(proto.QueueSubject(svc))
+	q.Data = m.Data
+	for k, v := range m.Header {
+		q.Header[k] = v
+	}
+	q.Header.Set(proto.HdrReply, m.Reply)
+	q.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
+	q.Header.Del(proto.HdrTimeout)
+	q.Header.Set(proto.HdrEnqueued, proto.FormatDeadline(now))
+	ttl := time.Until(dl).Truncate(time.Second) + time.Second // expire with the caller, never before
+	q.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := b.js.PublishMsg(ctx, q); err != nil {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %v", err))
+		return
+	}
+	if m.Header.Get(proto.HdrProgress) == "1" {
+		st := nats.NewMsg(m.Reply)
+		st.Header.Set(proto.HdrStatus, proto.StatusQueued)
+		_ = b.nc.PublishMsg(st)
+	}
+	b.mu.Lock()
+	st := b.stateLocked(svc)
+	st.stats.TotalRequests++
+	if live > 0 {
+		st.stats.ServerOccupied++
+	}
+	st.missing++
+	b.scheduleLocked(svc, st)
+	b.mu.Unlock()
+}
+
+// scheduleLocked arranges one notification for svc: soon after the first
+// request of a burst, then at most once per RenotifyInterval.
+func (b *Broker) scheduleLocked(svc proto.Service, st *svcState) {
+	if st.scheduled {
+		return
+	}
+	st.scheduled = true
+	delay := b.cfg.NotifyDelay
+	if next := time.Until(st.lastSent.Add(b.cfg.RenotifyInterval)); next > delay {
+		delay = next
+	}
+	time.AfterFunc(delay, func() { b.notify(svc) })
+}
+
+// notify sends the attach notification for svc if its work still waits.
+func (b *Broker) notify(svc proto.Service) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pending, err := b.pending(ctx, svc)
+	b.mu.Lock()
+	st := b.stateLocked(svc)
+	st.scheduled = false
+	missing := st.missing
+	if err != nil || pending == 0 {
+		st.missing = 0 // a replica took it: nothing to start
+		b.mu.Unlock()
+		return
+	}
+	st.missing = 0
+	st.lastSent = time.Now()
+	st.stats.Notifications++
+	st.stats.LastNotifiedMS = st.lastSent.UnixMilli()
+	b.mu.Unlock()
+
+	fig := b.reg.figures(svc.String(), time.Now())
+	n := proto.Notification{
+		Version: proto.NotificationVersion, Service: svc.String(),
+		Missing: max(missing, 1), Replicas: fig.Replicas, Pending: pending, Active: fig.Active,
+		Broker: b.cfg.ID, Time: time.Now().UnixMilli(),
+	}
+	body, _ := json.Marshal(n)
+	if err := b.nc.Publish(proto.NotifySubject(svc), body); err != nil {
+		b.log.Warn("notification not sent", "service", svc.String(), "err", err)
+	}
+}
+
+// pending counts the queued requests of svc.
+func (b *Broker) pending(ctx context.Context, svc proto.Service) (int, error) {
+	all, err := b.pendingFiltered(ctx, proto.QueueSubject(svc))
+	if err != nil {
+		return 0, err
+	}
+	return all[svc], nil
+}
+
+// pendingAll counts queued requests per service.
+func (b *Broker) pendingAll(ctx context.Context) (map[proto.Service]int, error) {
+	return b.pendingFiltered(ctx, proto.QueuePrefix+">")
+}
+
+func (b *Broker) pendingFiltered(ctx context.Context, filter string) (map[proto.Service]int, error) {
+	info, err := b.queue.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("broker: queue info: %w", err)
+	}
+	out := map[proto.Service]int{}
+	for subj, n := range info.State.Subjects {
+		if svc, err := proto.ServiceFromTokens(subj); err == nil {
+			out[svc] = int(n)
+		}
+	}
+	return out, nil
+}
+
+// Stats returns the figures of every service the broker knows of.
+func (b *Broker) Stats(ctx context.Context) []proto.ServiceStats {
+	pending, _ := b.pendingAll(ctx)
+	now := time.Now()
+	b.mu.Lock()
+	for svc := range pending {
+		b.stateLocked(svc)
+	}
+	for _, name := range b.reg.services(now) {
+		if svc, err := proto.ParseService(name); err == nil {
+			b.stateLocked(svc)
+		}
+	}
+	out := make([]proto.ServiceStats, 0, len(b.svcs))
+	for svc, st := range b.svcs {
+		fig := b.reg.figures(svc.String(), now)
+		s := &st.stats
+		s.Replicas, s.Quiescing, s.Capacity, s.Active = fig.Replicas, fig.Quiescing, fig.Capacity, fig.Active
+		s.Pending, s.Missing = pending[svc], st.missing
+		s.ActiveHigh = max(s.ActiveHigh, s.Active)
+		s.PendingHigh = max(s.PendingHigh, s.Pending)
+		out = append(out, *s)
+	}
+	b.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+func (b *Broker) onStats(m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	all := b.Stats(ctx)
+	if m.Subject != proto.BrokerStatsSubject {
+		svc, err := proto.ServiceFromTokens(m.Subject)
+		if err != nil {
+			b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
+			return
+		}
+		var one []proto.ServiceStats
+		for _, s := range all {
+			if s.Service == svc.String() {
+				one = append(one, s)
+			}
+		}
+		all = one
+	}
+	body, _ := json.Marshal(proto.BrokerStats{Broker: b.cfg.ID, Services: all})
+	_ = m.Respond(body)
+}
+
+func (b *Broker) replyError(to string, e *proto.Error) {
+	if to == "" {
+		return
+	}
+	m := nats.NewMsg(to)
+	proto.SetError(m.Header, e)
+	_ = b.nc.PublishMsg(m)
+}

@@ -1,0 +1,187 @@
+package client
+
+import (
+	"context"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// Conv is an open conversation with one replica. Its methods are not safe
+// for concurrent use: a conversation is one exchange at a time.
+type Conv struct {
+	c       *Client
+	svc     proto.Service
+	id      string
+	replica string
+	token   string // event inbox token
+	events  chan *nats.Msg
+
+	mu    sync.Mutex
+	ended *proto.Error
+}
+
+// Open starts a conversation (NEW) with data as its first message and
+// returns it with the replica's first reply. If the replica ended the
+// conversation with that reply, the Conv is already Ended.
+func (c *Client) Open(ctx context.Context, service string, data []byte) (*Conv, []byte, error) {
+	svc, err := proto.ParseService(service)
+	if err != nil {
+		return nil, nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	ctx, cancel := c.withDeadline(ctx)
+	defer cancel()
+	token, events := c.register()
+	m := &nats.Msg{Data: data, Header: nats.Header{}}
+	m.Header.Set(proto.HdrOp, proto.OpNew)
+	m.Header.Set(proto.HdrNotify, c.prefix+token)
+	r, err := c.request(ctx, svc, m, watch{events: events})
+	if err != nil {
+		c.unregister(token)
+		return nil, nil, err
+	}
+	cv := &Conv{c: c, svc: svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events}
+	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
+		c.unregister(token)
+		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
+	}
+	if r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
+		cv.end(proto.ErrEOC)
+	}
+	return cv, r.Data, nil
+}
+
+// ID returns the conversation id.
+func (cv *Conv) ID() string { return cv.id }
+
+// Replica returns the id of the replica serving the conversation.
+func (cv *Conv) Replica() string { return cv.replica }
+
+// Ended returns why the conversation ended, or nil while it is open.
+func (cv *Conv) Ended() error {
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	cv.pollEventsLocked()
+	if cv.ended == nil {
+		return nil
+	}
+	return cv.ended
+}
+
+// Send sends the next message (OLD) and returns the replica's reply. After
+// the conversation ended it returns why: proto.ErrAfterEOC after a normal
+// end, else the code that ended it (0003/0073 timeout, 0003/0010 replica
+// deregistered, 0003/0012 replica gone …).
+func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
+	if err := cv.usable(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := cv.c.withDeadline(ctx)
+	defer cancel()
+	r, err := cv.exchange(ctx, proto.OpOld, data)
+	if err != nil {
+		return nil, err
+	}
+	if r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
+		cv.end(proto.ErrEOC)
+	}
+	return r.Data, nil
+}
+
+// End ends the conversation from the client's side (EOC). Ending a
+// conversation the replica already ended normally is not an error.
+func (cv *Conv) End(ctx context.Context) error { return cv.close(ctx, proto.OpEOC, proto.ErrEOC) }
+
+// Cancel aborts the conversation; the replica's handler sees proto.ErrCancelled.
+func (cv *Conv) Cancel(ctx context.Context) error {
+	return cv.close(ctx, proto.OpCancel, proto.ErrCancelled)
+}
+
+func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error {
+	cv.mu.Lock()
+	cv.pollEventsLocked()
+	ended := cv.ended
+	cv.mu.Unlock()
+	if ended == proto.ErrEOC {
+		return nil
+	}
+	if ended != nil {
+		return ended
+	}
+	ctx, cancel := cv.c.withDeadline(ctx)
+	defer cancel()
+	_, err := cv.exchange(ctx, op, nil)
+	cv.end(reason)
+	return err
+}
+
+// exchange sends one message to the replica's private subject and waits
+// for the answer, watching the replica's liveness and conversation events.
+func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg, error) {
+	m := &nats.Msg{Subject: proto.ReplicaSubject(cv.replica), Data: data, Header: nats.Header{}}
+	m.Header.Set(proto.HdrOp, op)
+	m.Header.Set(proto.HdrConv, cv.id)
+	r, err := cv.c.roundTrip(ctx, m, watch{replica: cv.replica, conv: cv.id, events: cv.events})
+	if err == errNoResponders {
+		err = proto.Errorf(proto.CodeLoggedOff, "replica %s is gone", cv.replica)
+	}
+	if err == nil {
+		if e := proto.ErrorFromHeader(r.Header); e != nil {
+			err = e
+		}
+	}
+	if err != nil {
+		if e, ok := err.(*proto.Error); ok && e.Code != proto.CodeWaitTimeout {
+			cv.end(e) // any coded error from the replica's side ends the conversation
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// usable returns the error a Send on an ended conversation gets.
+func (cv *Conv) usable() error {
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	cv.pollEventsLocked()
+	switch cv.ended {
+	case nil:
+		return nil
+	case proto.ErrEOC:
+		return proto.ErrAfterEOC
+	default:
+		return cv.ended
+	}
+}
+
+// pollEventsLocked applies conversation-ended events that arrived while
+// the client was not waiting.
+func (cv *Conv) pollEventsLocked() {
+	for {
+		select {
+		case ev := <-cv.events:
+			if e := proto.ErrorFromHeader(ev.Header); e != nil && cv.ended == nil {
+				cv.ended = e
+				if e.Code == proto.CodeEOC {
+					cv.ended = proto.ErrEOC
+				}
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (cv *Conv) end(e *proto.Error) {
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	if cv.ended == nil {
+		if e.Code == proto.CodeEOC {
+			e = proto.ErrEOC
+		}
+		cv.ended = e
+	}
+	cv.c.unregister(cv.token)
+}

@@ -1,0 +1,187 @@
+package proto
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// NotificationVersion is the current version of Notification.
+const NotificationVersion = 1
+
+// Notification is the attach notification (EntireX's ETB_ATMCB), sent by a
+// broker as JSON on NotifySubject when work for a service waits and no
+// replica is free or starting.
+type Notification struct {
+	Version  int    `json:"version"`
+	Service  string `json:"service"`  // CLASS/NAME/SERVICE
+	Missing  int    `json:"missing"`  // replicas wanted: requests not scheduled at once since the last notification
+	Replicas int    `json:"replicas"` // registered replicas, not counting quiescing ones
+	Pending  int    `json:"pending"`  // requests waiting in the queue
+	Active   int    `json:"active"`   // active conversations (calls in progress included)
+	Broker   string `json:"broker"`   // id of the broker that sent it
+	Time     int64  `json:"time"`     // Unix ms
+}
+
+// ErrBadBody is wrapped by body decode errors.
+var ErrBadBody = errors.New("proto: bad body")
+
+// DecodeNotification decodes and validates a Notification.
+func DecodeNotification(b []byte) (Notification, error) {
+	var n Notification
+	if err := strictJSON(b, &n); err != nil {
+		return n, err
+	}
+	if n.Version < 1 {
+		return n, fmt.Errorf("%w: notification version %d", ErrBadBody, n.Version)
+	}
+	if _, err := ParseService(n.Service); err != nil {
+		return n, fmt.Errorf("%w: notification: %w", ErrBadBody, err)
+	}
+	if n.Missing < 0 || n.Replicas < 0 || n.Pending < 0 || n.Active < 0 {
+		return n, fmt.Errorf("%w: notification has a negative count", ErrBadBody)
+	}
+	return n, nil
+}
+
+// Replica states.
+const (
+	StateReady     = "ready"
+	StateQuiescing = "quiescing"
+)
+
+// ReplicaInfo is a replica's registration, kept in ReplicaBucket under its
+// id and rewritten at every heartbeat. A record older than its TTL
+// (HeartbeatMS × 3) means the replica is gone.
+type ReplicaInfo struct {
+	ID          string `json:"id"`
+	Service     string `json:"service"`
+	Host        string `json:"host"`
+	PID         int    `json:"pid"`
+	Version     string `json:"version"`
+	State       string `json:"state"`
+	Capacity    int    `json:"capacity"`     // concurrent conversations it takes
+	Active      int    `json:"active"`       // conversations open now
+	Started     int64  `json:"started"`      // Unix ms
+	HeartbeatMS int64  `json:"heartbeat_ms"` // interval between records
+	Updated     int64  `json:"updated"`      // Unix ms of this record
+	Stats       Stats  `json:"stats"`
+}
+
+// Stats are a replica's counters since it started.
+type Stats struct {
+	Conversations int64 `json:"conversations"` // calls + conversations taken
+	Messages      int64 `json:"messages"`      // messages received (events)
+	Errors        int64 `json:"errors"`
+	BytesIn       int64 `json:"bytes_in"`
+	BytesOut      int64 `json:"bytes_out"`
+	ProcessingNS  int64 `json:"processing_ns"` // total handler time
+	Queued        int64 `json:"queued"`        // requests taken from the durable queue
+}
+
+// DecodeReplicaInfo decodes and validates a ReplicaInfo.
+func DecodeReplicaInfo(b []byte) (ReplicaInfo, error) {
+	var r ReplicaInfo
+	if err := strictJSON(b, &r); err != nil {
+		return r, err
+	}
+	if err := ValidID(r.ID); err != nil {
+		return r, fmt.Errorf("%w: replica: %w", ErrBadBody, err)
+	}
+	if _, err := ParseService(r.Service); err != nil {
+		return r, fmt.Errorf("%w: replica: %w", ErrBadBody, err)
+	}
+	if r.Capacity < 1 || r.Active < 0 || r.HeartbeatMS <= 0 {
+		return r, fmt.Errorf("%w: replica %s: capacity %d, active %d, heartbeat %dms", ErrBadBody, r.ID, r.Capacity, r.Active, r.HeartbeatMS)
+	}
+	return r, nil
+}
+
+// Expired reports whether the record is older than three heartbeats at now.
+func (r ReplicaInfo) Expired(now time.Time) bool {
+	return now.Sub(time.UnixMilli(r.Updated)) > 3*time.Duration(r.HeartbeatMS)*time.Millisecond
+}
+
+// ServiceStats are the broker's figures for one service: the ATMCB counts
+// plus EntireX's monitoring counters.
+type ServiceStats struct {
+	Service        string `json:"service"`
+	Replicas       int    `json:"replicas"`
+	Quiescing      int    `json:"quiescing"`
+	Capacity       int    `json:"capacity"`
+	Active         int    `json:"active"`
+	ActiveHigh     int    `json:"active_high"`
+	Pending        int    `json:"pending"`
+	PendingHigh    int    `json:"pending_high"`
+	Missing        int    `json:"missing"`
+	TotalRequests  int64  `json:"total_requests"` // requests the broker queued
+	ServerOccupied int64  `json:"server_occupied"`
+	Expired        int64  `json:"expired"`
+	Notifications  int64  `json:"notifications"`
+	LastNotifiedMS int64  `json:"last_notified"`
+}
+
+// BrokerStats answers BrokerStatsSubject.
+type BrokerStats struct {
+	Broker   string         `json:"broker"`
+	Services []ServiceStats `json:"services"`
+}
+
+func strictJSON(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadBody, err)
+	}
+	return nil
+}
+
+// AttachBucket is the key-value bucket of attach manager registrations
+// (AttachInfo, JSON), keyed by attach manager id.
+const AttachBucket = "muster_attach"
+
+// AttachInfo is an attach manager's registration (EntireX: REGISTER
+// OPTION=ATTACH for each service it can start), rewritten every heartbeat.
+type AttachInfo struct {
+	ID          string   `json:"id"`
+	Host        string   `json:"host"`
+	Version     string   `json:"version"`
+	Services    []string `json:"services"` // CLASS/NAME/SERVICE it can start
+	Isolated    bool     `json:"isolated"` // maintenance: starts nothing
+	HeartbeatMS int64    `json:"heartbeat_ms"`
+	Updated     int64    `json:"updated"` // Unix ms
+}
+
+// DecodeAttachInfo decodes and validates an AttachInfo.
+func DecodeAttachInfo(b []byte) (AttachInfo, error) {
+	var a AttachInfo
+	if err := strictJSON(b, &a); err != nil {
+		return a, err
+	}
+	if err := ValidID(a.ID); err != nil {
+		return a, fmt.Errorf("%w: attach manager: %w", ErrBadBody, err)
+	}
+	for _, s := range a.Services {
+		if _, err := ParseService(s); err != nil {
+			return a, fmt.Errorf("%w: attach manager %s: %w", ErrBadBody, a.ID, err)
+		}
+	}
+	if a.HeartbeatMS <= 0 {
+		return a, fmt.Errorf("%w: attach manager %s: heartbeat %dms", ErrBadBody, a.ID, a.HeartbeatMS)
+	}
+	return a, nil
+}
+
+// Expired reports whether the record is older than three heartbeats at now.
+func (a AttachInfo) Expired(now time.Time) bool {
+	return now.Sub(time.UnixMilli(a.Updated)) > 3*time.Duration(a.HeartbeatMS)*time.Millisecond
+}
+
+// Offers reports whether the attach manager can start svc.
+func (a AttachInfo) Offers(svc string) bool {
+	for _, s := range a.Services {
+		if s == svc {
+			return true
+		}
+	}
+	return false
+}

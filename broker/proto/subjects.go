@@ -1,0 +1,94 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Subject prefixes and names. Everything Muster puts on NATS lives under
+// "muster." so that one account permission covers it.
+const (
+	// WarmPrefix + CLASS.NAME.SERVICE is the warm path: every replica with a
+	// free conversation slot is subscribed to it in queue group WarmQueue. A
+	// request there reaches a free replica in one NATS round trip, or gets
+	// NATS "no responders" (status 503) at once when none is free.
+	WarmPrefix = "muster.svc."
+	// WarmQueue is the queue group of the warm subjects.
+	WarmQueue = "muster"
+
+	// CallPrefix + CLASS.NAME.SERVICE is the broker's entry: a request there
+	// is queued durably until a replica takes it, or answered with a coded
+	// error (0007/0007 unknown service, 0074/0074 expired). Any NATS client
+	// can use it; the Go SDK uses it after a 503 on the warm subject.
+	CallPrefix = "muster.call."
+	// BrokerQueue is the queue group the brokers serve CallPrefix in.
+	BrokerQueue = "muster-broker"
+
+	// QueuePrefix + CLASS.NAME.SERVICE holds queued requests in the
+	// JetStream work-queue stream QueueStream. Only brokers publish there.
+	QueuePrefix = "muster.q."
+	// QueueStream is the JetStream stream of queued requests.
+	QueueStream = "MUSTER_QUEUE"
+
+	// ReplicaPrefix + replica id is a replica's private subject: OLD, EOC,
+	// CANCEL and PING messages of its conversations go there directly.
+	ReplicaPrefix = "muster.rep."
+	// ControlPrefix + replica id takes QUIESCE and IMMED (deregister).
+	ControlPrefix = "muster.ctl."
+
+	// NotifyPrefix + CLASS.NAME.SERVICE carries attach notifications
+	// (Notification, JSON) from a broker to attach managers.
+	NotifyPrefix = "muster.attach.notify."
+
+	// BrokerStatsSubject answers with the broker's figures for every service
+	// (BrokerStats, JSON). A request to BrokerStatsSubject + "." +
+	// CLASS.NAME.SERVICE answers for one service.
+	BrokerStatsSubject = "muster.broker.stats"
+
+	// ReplicaBucket is the JetStream key-value bucket of replica
+	// registrations (ReplicaInfo, JSON), keyed by replica id.
+	ReplicaBucket = "muster_replicas"
+)
+
+// WarmSubject returns the warm-path subject of s.
+func WarmSubject(s Service) string { return WarmPrefix + s.Tokens() }
+
+// CallSubject returns the broker's queueing entry subject of s.
+func CallSubject(s Service) string { return CallPrefix + s.Tokens() }
+
+// QueueSubject returns the subject queued requests of s are stored under.
+func QueueSubject(s Service) string { return QueuePrefix + s.Tokens() }
+
+// NotifySubject returns the subject attach notifications for s are sent on.
+func NotifySubject(s Service) string { return NotifyPrefix + s.Tokens() }
+
+// ErrBadID is wrapped by replica id validation errors.
+var ErrBadID = errors.New("proto: bad id")
+
+// ValidID checks a replica or conversation id: 1–64 characters of
+// [A-Za-z0-9_-], so it is one subject token.
+func ValidID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("%w: %q must be 1-64 characters", ErrBadID, id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %q has character %q", ErrBadID, id, c)
+		}
+	}
+	return nil
+}
+
+// ReplicaSubject returns the private subject of replica id.
+func ReplicaSubject(id string) string { return ReplicaPrefix + id }
+
+// ControlSubject returns the control subject of replica id.
+func ControlSubject(id string) string { return ControlPrefix + id }
+
+// ConsumerName returns the durable JetStream consumer all replicas of s
+// pull queued requests from. Parts may contain '-' and '_', so the name
+// length-prefixes each part to stay unambiguous: "q3_ABC4_ECHO...".
+func ConsumerName(s Service) string {
+	return fmt.Sprintf("q%d_%s%d_%s%d_%s", len(s.Class), s.Class, len(s.Name), s.Name, len(s.Service), s.Service)
+}

@@ -1,0 +1,180 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/streams"
+)
+
+// registry mirrors the replica and attach-manager buckets in memory,
+// through KV watchers, so the broker decides without a round trip.
+type registry struct {
+	log              *slog.Logger
+	repKV, attKV     jetstream.KeyValue
+	mu               sync.Mutex
+	replicas         map[string]proto.ReplicaInfo
+	attach           map[string]proto.AttachInfo
+	replicaRevisions map[string]uint64
+}
+
+// figures are the registry's counts for one service.
+type figures struct {
+	Replicas, Quiescing, Capacity, Active int
+}
+
+func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
+	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{}, replicaRevisions: map[string]uint64{}}
+	var err error
+	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
+		return nil, err
+	}
+	if r.attKV, err = streams.EnsureBucket(ctx, js, proto.AttachBucket); err != nil {
+		return nil, err
+	}
+	for _, kv := range []jetstream.KeyValue{r.repKV, r.attKV} {
+		w, err := kv.WatchAll(runCtx)
+		if err != nil {
+			return nil, err
+		}
+		ready := make(chan struct{})
+		wg.Add(1)
+		go r.watch(w, kv == r.repKV, ready)
+		select { // the initial values, so the first decisions see them
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return r, nil
+}
+
+func (r *registry) watch(w jetstream.KeyWatcher, replicas bool, ready chan struct{}) {
+	defer func() { _ = w.Stop() }()
+	readyOnce := sync.OnceFunc(func() { close(ready) })
+	defer readyOnce()
+	for e := range w.Updates() {
+		if e == nil {
+			readyOnce()
+			continue
+		}
+		r.apply(e, replicas)
+	}
+}
+
+func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		if replicas {
+			delete(r.replicas, key)
+			delete(r.replicaRevisions, key)
+		} else {
+			delete(r.attach, key)
+		}
+		return
+	}
+	if replicas {
+		ri, err := proto.DecodeReplicaInfo(e.Value())
+		if err != nil {
+			r.log.Warn("bad replica record ignored", "key", key, "err", err)
+			return
+		}
+		r.replicas[key] = ri
+		r.replicaRevisions[key] = e.Revision()
+		return
+	}
+	ai, err := proto.DecodeAttachInfo(e.Value())
+	if err != nil {
+		r.log.Warn("bad attach record ignored", "key", key, "err", err)
+		return
+	}
+	r.attach[key] = ai
+}
+
+// known returns the live replicas of svc and whether an attach manager can
+// start it.
+func (r *registry) known(svc string, now time.Time) (live int, attachable bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ri := range r.replicas {
+		if ri.Service == svc && !ri.Expired(now) {
+			live++
+		}
+	}
+	for _, ai := range r.attach {
+		if !ai.Isolated && !ai.Expired(now) && ai.Offers(svc) {
+			return live, true
+		}
+	}
+	return live, false
+}
+
+func (r *registry) figures(svc string, now time.Time) figures {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var f figures
+	for _, ri := range r.replicas {
+		if ri.Service != svc || ri.Expired(now) {
+			continue
+		}
+		if ri.State == proto.StateQuiescing {
+			f.Quiescing++
+		} else {
+			f.Replicas++
+			f.Capacity += ri.Capacity
+		}
+		f.Active += ri.Active
+	}
+	return f
+}
+
+// services lists the services with a live replica or an attach manager.
+func (r *registry) services(now time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	for _, ri := range r.replicas {
+		if !ri.Expired(now) {
+			seen[ri.Service] = true
+		}
+	}
+	for _, ai := range r.attach {
+		if !ai.Expired(now) {
+			for _, s := range ai.Services {
+				seen[s] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for s := range seen {
+		out = append(out, s)
+	}
+	return out
+}
+
+// sweep deletes the records of replicas whose heartbeats stopped (they
+// died without deregistering), unless they were rewritten meanwhile.
+func (r *registry) sweep(ctx context.Context, now time.Time) {
+	r.mu.Lock()
+	var dead []string
+	var revs []uint64
+	for id, ri := range r.replicas {
+		if ri.Expired(now) {
+			dead = append(dead, id)
+			revs = append(revs, r.replicaRevisions[id])
+		}
+	}
+	r.mu.Unlock()
+	for i, id := range dead {
+		if err := r.repKV.Delete(ctx, id, jetstream.LastRevision(revs[i])); err == nil {
+			r.log.Info("replica expired", "replica", id)
+		}
+	}
+}

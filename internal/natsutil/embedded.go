@@ -1,0 +1,65 @@
+// Package natsutil starts embedded NATS servers and opens client
+// connections with the usual NATS credentials.
+package natsutil
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures an in-process nats-server with JetStream.
+type EmbeddedConfig struct {
+	// Listen is host:port for clients; port 0 or -1 picks a free port.
+	Listen string
+	// StoreDir is the JetStream store directory (persistent data).
+	StoreDir string
+	// ServerName names the server (defaults to "muster").
+	ServerName string
+	// MaxPayload caps message size in bytes (0: NATS default of 1 MiB).
+	MaxPayload int32
+}
+
+// StartEmbedded starts a nats-server with JetStream in this process and
+// waits until it accepts connections. Stop it with Shutdown and
+// WaitForShutdown.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("natsutil: listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("natsutil: listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	name := cfg.ServerName
+	if name == "" {
+		name = "muster"
+	}
+	opts := &server.Options{
+		ServerName: name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsutil: new server: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("natsutil: embedded server on %s not ready within 10s", cfg.Listen)
+	}
+	return s, nil
+}

@@ -1,0 +1,58 @@
+package natsutil
+
+import "github.com/urfave/cli/v2"
+
+// Flag names accepted by every muster command that talks to NATS.
+const (
+	FlagServer   = "server"
+	FlagUser     = "user"
+	FlagPassword = "password"
+	FlagToken    = "token"
+	FlagCreds    = "creds"
+	FlagNKey     = "nkey"
+	FlagTLSCA    = "tlsca"
+	FlagTLSCert  = "tlscert"
+	FlagTLSKey   = "tlskey"
+)
+
+// ConnFlags returns the flags every muster command that talks to NATS
+// accepts: --server (env MUSTER_URL), --user (MUSTER_USER), --password
+// (MUSTER_PASSWORD), --token (MUSTER_TOKEN), --creds (MUSTER_CREDS),
+// --nkey (MUSTER_NKEY, a seed file path), --tlsca (MUSTER_TLS_CA),
+// --tlscert (MUSTER_TLS_CERT) and --tlskey (MUSTER_TLS_KEY).
+//
+// --server defaults to empty: the caller decides what that means, such as
+// starting an embedded server or using DefaultURL. Each call returns new
+// flag values, since urfave/cli records parse state in them.
+func ConnFlags() []cli.Flag {
+	f := func(name, env, usage string) cli.Flag {
+		return &cli.StringFlag{Name: name, EnvVars: []string{env}, Usage: usage}
+	}
+	return []cli.Flag{
+		f(FlagServer, EnvURL, "NATS server URL(s), comma-separated (default: command specific)"),
+		f(FlagUser, EnvUser, "NATS user name"),
+		f(FlagPassword, EnvPassword, "NATS password (prefer the environment variable)"),
+		f(FlagToken, EnvToken, "NATS auth token (prefer the environment variable)"),
+		f(FlagCreds, EnvCreds, "NATS JWT user credentials `FILE`"),
+		f(FlagNKey, EnvNKey, "NATS user nkey seed `FILE`"),
+		f(FlagTLSCA, EnvTLSCA, "CA certificate `FILE` to trust for TLS"),
+		f(FlagTLSCert, EnvTLSCert, "client certificate `FILE` for mutual TLS (needs --tlskey)"),
+		f(FlagTLSKey, EnvTLSKey, "client key `FILE` for mutual TLS (needs --tlscert)"),
+	}
+}
+
+// ConnConfigFromCLI reads the ConnFlags values from c. Name is left empty
+// for the caller to set.
+func ConnConfigFromCLI(c *cli.Context) ConnConfig {
+	return ConnConfig{
+		URL:          c.String(FlagServer),
+		User:         c.String(FlagUser),
+		Password:     c.String(FlagPassword),
+		Token:        c.String(FlagToken),
+		CredsFile:    c.String(FlagCreds),
+		NKeySeedFile: c.String(FlagNKey),
+		TLSCA:        c.String(FlagTLSCA),
+		TLSCert:      c.String(FlagTLSCert),
+		TLSKey:       c.String(FlagTLSKey),
+	}
+}

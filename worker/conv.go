@@ -1,0 +1,322 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// Message is one client message of a call or conversation.
+type Message struct {
+	Data     []byte
+	Header   nats.Header
+	Seq      int       // 1 for the first message of the conversation
+	Deadline time.Time // the caller's deadline, zero if it sent none
+}
+
+// Conv is one call or conversation, owned by the handler serving it. A call
+// is a conversation of one message: Receive returns it, Reply answers it,
+// and the call is over.
+type Conv struct {
+	r        *replica
+	id       string
+	call     bool
+	notify   string // client's event subject (conversations)
+	progress bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	in       chan *nats.Msg // OLD, EOC and CANCEL messages, routed by the replica
+
+	mu        sync.Mutex
+	first     *Message // the opening message, until Receive takes it
+	firstTo   string   // reply subject of the opening message
+	pending   *Message // received and not yet replied
+	replyTo   string   // where the pending message's reply goes
+	ended     *proto.Error
+	seq       int
+	progress0 *time.Timer
+}
+
+// ID returns the conversation id ("" for a call).
+func (c *Conv) ID() string {
+	if c.call {
+		return ""
+	}
+	return c.id
+}
+
+// IsCall reports whether this is a one-shot call rather than a conversation.
+func (c *Conv) IsCall() bool { return c.call }
+
+// Service returns the service being served.
+func (c *Conv) Service() proto.Service { return c.r.cfg.service }
+
+// Receive returns the next client message. The first call returns the
+// opening message at once. Later calls wait for the client's next message
+// and return a *proto.Error when the conversation ends instead: proto.ErrEOC
+// (client ended it), proto.ErrCancelled, proto.ErrConvTimeout (CONV-NONACT),
+// proto.ErrShutdownImmed (the replica is stopping). Every message must be
+// answered with Reply or ReplyEnd before the next Receive.
+func (c *Conv) Receive(ctx context.Context) (*Message, error) {
+	c.mu.Lock()
+	if c.pending != nil {
+		c.mu.Unlock()
+		return nil, ErrNotReplied
+	}
+	if c.first != nil {
+		m := c.first
+		c.first = nil
+		c.takeLocked(m, c.firstTo)
+		c.mu.Unlock()
+		return m, nil
+	}
+	if c.ended != nil {
+		e := c.ended
+		c.mu.Unlock()
+		return nil, e
+	}
+	c.mu.Unlock()
+
+	timer := time.NewTimer(c.r.cfg.convTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case nm := <-c.in:
+			op, _ := proto.ParseOp(nm.Header)
+			switch op {
+			case proto.OpOld:
+				m := c.r.message(nm)
+				c.mu.Lock()
+				if c.ended != nil {
+					e := c.ended
+					c.mu.Unlock()
+					c.r.replyError(nm.Reply, e)
+					return nil, e
+				}
+				c.takeLocked(m, nm.Reply)
+				c.mu.Unlock()
+				return m, nil
+			case proto.OpEOC, proto.OpCancel:
+				e := proto.ErrEOC
+				if op == proto.OpCancel {
+					e = proto.ErrCancelled
+				}
+				c.mu.Lock()
+				c.endLocked(e)
+				c.mu.Unlock()
+				c.r.ack(nm.Reply, c.id)
+				return nil, e
+			}
+		case <-timer.C:
+			c.mu.Lock()
+			if c.ended == nil {
+				c.endLocked(proto.ErrConvTimeout)
+				c.notifyLocked(proto.ErrConvTimeout)
+			}
+			e := c.ended
+			c.mu.Unlock()
+			return nil, e
+		case <-c.ctx.Done():
+			c.mu.Lock()
+			e := c.ended
+			c.mu.Unlock()
+			if e == nil {
+				e = proto.ErrShutdownImmed
+			}
+			return nil, e
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Reply answers the message last returned by Receive; the conversation goes
+// on (for a call, Reply ends it).
+func (c *Conv) Reply(data []byte) error { return c.reply(data, c.call) }
+
+// ReplyEnd answers the last message and ends the conversation (EOC by the
+// replica): the client sees the reply and then proto.ErrAfterEOC if it sends again.
+func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
+
+func (c *Conv) reply(data []byte, end bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		return ErrReplied
+	}
+	to := c.replyTo
+	c.pending, c.replyTo = nil, ""
+	c.stopProgressLocked()
+	if max := c.r.nc.MaxPayload() - 1024; int64(len(data)) > max {
+		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
+		c.endLocked(e)
+		c.r.replyError(to, e)
+		return e
+	}
+	m := nats.NewMsg(to)
+	m.Data = data
+	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
+	if !c.call {
+		m.Header.Set(proto.HdrConv, c.id)
+	}
+	if end {
+		if !c.call {
+			m.Header.Set(proto.HdrStatus, proto.StatusEOC)
+		}
+		c.endLocked(proto.ErrEOC)
+	}
+	c.r.stats.bytesOut.Add(int64(len(data)))
+	return c.r.nc.PublishMsg(m)
+}
+
+// takeLocked makes m the message awaiting a reply.
+func (c *Conv) takeLocked(m *Message, replyTo string) {
+	c.seq++
+	m.Seq = c.seq
+	c.pending, c.replyTo = m, replyTo
+}
+
+// endLocked records why the conversation ended; the first reason wins.
+func (c *Conv) endLocked(e *proto.Error) {
+	if c.ended == nil {
+		c.ended = e
+	}
+}
+
+// notifyLocked tells a client that is not waiting for a reply that the
+// conversation ended, on the event subject it gave with NEW.
+func (c *Conv) notifyLocked(e *proto.Error) {
+	if c.notify == "" {
+		return
+	}
+	m := nats.NewMsg(c.notify)
+	proto.SetError(m.Header, e)
+	m.Header.Set(proto.HdrStatus, proto.StatusEnded)
+	m.Header.Set(proto.HdrConv, c.id)
+	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
+	_ = c.r.nc.PublishMsg(m)
+}
+
+// startProgress sends the client a "working" status after delay, so it knows
+// which replica holds its request and can watch that replica's liveness.
+func (c *Conv) startProgress(delay time.Duration) {
+	if !c.progress {
+		return
+	}
+	if delay <= 0 {
+		c.sendWorking()
+		return
+	}
+	c.mu.Lock()
+	c.progress0 = time.AfterFunc(delay, c.sendWorking)
+	c.mu.Unlock()
+}
+
+// sendWorking sends the "working" status while the opening message is
+// still unanswered.
+func (c *Conv) sendWorking() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	to := c.firstTo
+	if c.first == nil {
+		if c.pending == nil || c.seq != 1 {
+			return
+		}
+		to = c.replyTo
+	}
+	m := nats.NewMsg(to)
+	m.Header.Set(proto.HdrStatus, proto.StatusWorking)
+	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
+	if !c.call {
+		m.Header.Set(proto.HdrConv, c.id)
+	}
+	_ = c.r.nc.PublishMsg(m)
+}
+
+func (c *Conv) stopProgressLocked() {
+	if c.progress0 != nil {
+		c.progress0.Stop()
+		c.progress0 = nil
+	}
+}
+
+// finish runs when the handler returns: an unanswered message gets an
+// answer, and a client still in the conversation learns it is over.
+func (c *Conv) finish(herr error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopProgressLocked()
+	var e *proto.Error
+	if herr != nil {
+		e = asWireError(herr)
+	}
+	to := c.replyTo
+	if c.first != nil {
+		to = c.firstTo
+	}
+	if c.pending != nil || c.first != nil {
+		c.pending, c.first = nil, nil
+		if e != nil {
+			c.r.replyError(to, e)
+			c.endLocked(e)
+			return
+		}
+		// Returned without replying: an empty reply that ends it.
+		m := nats.NewMsg(to)
+		m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
+		if !c.call {
+			m.Header.Set(proto.HdrConv, c.id)
+			m.Header.Set(proto.HdrStatus, proto.StatusEOC)
+		}
+		_ = c.r.nc.PublishMsg(m)
+		c.endLocked(proto.ErrEOC)
+		return
+	}
+	if c.ended == nil {
+		if e == nil {
+			e = proto.ErrEOC
+		}
+		c.endLocked(e)
+		c.notifyLocked(e)
+	}
+}
+
+// abort ends the conversation now (IMMED): the client gets code e on its
+// pending message or as an event, the handler gets proto.ErrShutdownImmed.
+func (c *Conv) abort(e *proto.Error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended != nil {
+		return
+	}
+	c.stopProgressLocked()
+	c.ended = proto.ErrShutdownImmed
+	switch {
+	case c.first != nil:
+		c.r.replyError(c.firstTo, e)
+		c.first = nil
+	case c.pending != nil:
+		c.r.replyError(c.replyTo, e)
+		c.pending = nil
+	default:
+		c.notifyLocked(e)
+	}
+	c.cancel()
+}
+
+// endReason returns why the conversation ended, for tombstones.
+func (c *Conv) endReason() *proto.Error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended == nil {
+		return proto.ErrEOC
+	}
+	if c.ended == proto.ErrShutdownImmed {
+		return proto.ErrDeregistered
+	}
+	return c.ended
+}

@@ -1,0 +1,119 @@
+package worker
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// onWarm takes a call or NEW from the warm path. A request that arrives
+// after the replica filled up (it was in flight when the warm subscription
+// closed) is handed to the broker with its reply subject unchanged, so it
+// is queued and the caller never notices.
+func (r *replica) onWarm(nm *nats.Msg) {
+	if r.accept(nm, nm.Reply, false) {
+		return
+	}
+	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Reply: nm.Reply, Header: nm.Header, Data: nm.Data}
+	if err := r.nc.PublishMsg(fwd); err != nil {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and cannot reach the broker: %v", err))
+	}
+}
+
+// onPulled handles what the server sends to the pull inbox: a queued
+// request, or a status that closes the pull request (404, 408, 409).
+func (r *replica) onPulled(nm *nats.Msg) {
+	if status := nm.Header.Get(proto.HdrNATSStatus); status != "" && len(nm.Data) == 0 {
+		r.mu.Lock()
+		r.pulling = false
+		if status != "409" { // 409: consumer gone or too many pulls; retry at the next heartbeat
+			r.pullLocked()
+		}
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Lock()
+	r.pulling = false
+	r.mu.Unlock()
+	ackTo := nm.Reply
+	replyTo := nm.Header.Get(proto.HdrReply)
+	if replyTo == "" {
+		_ = r.nc.Publish(ackTo, []byte("+TERM")) // not from a broker: nobody to answer
+		r.cfg.logger.Warn("queued request without reply subject dropped", "subject", nm.Subject)
+		r.mu.Lock()
+		r.pullLocked()
+		r.mu.Unlock()
+		return
+	}
+	if r.accept(nm, replyTo, true) {
+		_ = r.nc.Publish(ackTo, []byte("+ACK"))
+	} else {
+		_ = r.nc.Publish(ackTo, []byte("-NAK")) // full or quiescing: another replica takes it
+	}
+	r.mu.Lock()
+	r.pullLocked()
+	r.mu.Unlock()
+}
+
+// onPrivate routes OLD, EOC and CANCEL to their conversation and answers PING.
+func (r *replica) onPrivate(nm *nats.Msg) {
+	op, err := proto.ParseOp(nm.Header)
+	if err != nil {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		return
+	}
+	id := nm.Header.Get(proto.HdrConv)
+	if op == proto.OpPing && id == "" {
+		r.ack(nm.Reply, "")
+		return
+	}
+	if op == proto.OpCall || op == proto.OpNew {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%s goes to the service subject %s", op, proto.WarmSubject(r.cfg.service)))
+		return
+	}
+	if id == "" {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%s without %s header", op, proto.HdrConv))
+		return
+	}
+	r.mu.Lock()
+	c, ok := r.convs[id]
+	tomb := r.tombs[id]
+	r.mu.Unlock()
+	if !ok {
+		if tomb == nil {
+			tomb = proto.Errorf(proto.CodeNoConversation, "no conversation %s on replica %s", id, r.cfg.replicaID)
+		}
+		r.replyError(nm.Reply, tomb)
+		return
+	}
+	if op == proto.OpPing {
+		r.ack(nm.Reply, id)
+		return
+	}
+	select {
+	case c.in <- nm:
+	default:
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "message sent before the previous one was answered"))
+	}
+}
+
+// onControl handles QUIESCE and IMMED (deregister) requests.
+func (r *replica) onControl(nm *nats.Msg) {
+	switch op := nm.Header.Get(proto.HdrOp); op {
+	case proto.OpQuiesce:
+		r.ack(nm.Reply, "")
+		r.quiesce("quiesce requested")
+	case proto.OpImmed:
+		r.ack(nm.Reply, "")
+		r.mu.Lock()
+		r.immedWanted = true
+		r.mu.Unlock()
+		r.quiesce("immediate stop requested")
+	default:
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "control op %q: want %s or %s", op, proto.OpQuiesce, proto.OpImmed))
+	}
+}
+
+var _ = fmt.Sprintf

@@ -1,0 +1,226 @@
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// Environment variables an attach manager sets for the replicas it starts.
+// Options passed to Run override them.
+const (
+	EnvService      = "MUSTER_SERVICE"        // CLASS/NAME/SERVICE (required)
+	EnvReplicaID    = "MUSTER_REPLICA_ID"     // replica id (default: generated)
+	EnvCapacity     = "MUSTER_CAPACITY"       // concurrent conversations (default 1)
+	EnvIdleTimeout  = "MUSTER_IDLE_TIMEOUT"   // exit after this long without a conversation (Go duration; 0 = never)
+	EnvMinReplicas  = "MUSTER_MIN_REPLICAS"   // replicas kept alive despite the idle timeout (default 0)
+	EnvExitAfterEOC = "MUSTER_EXIT_AFTER_EOC" // "1": exit after the first conversation ends
+	EnvConvTimeout  = "MUSTER_CONV_TIMEOUT"   // CONV-NONACT: end a conversation idle this long (default 5m)
+	EnvHeartbeat    = "MUSTER_HEARTBEAT"      // registration refresh interval (default 2s)
+	EnvGrace        = "MUSTER_GRACE"          // quiesce grace period before IMMED (default 10s)
+	EnvTempDir      = "MUSTER_TEMP_DIR"       // the replica's own temp dir (set by the attach manager)
+)
+
+// config is the resolved settings of one replica.
+type config struct {
+	service      proto.Service
+	replicaID    string
+	capacity     int
+	idleTimeout  time.Duration
+	minReplicas  int
+	exitAfterEOC bool
+	convTimeout  time.Duration
+	heartbeat    time.Duration
+	grace        time.Duration
+	conn         *nats.Conn
+	connCfg      natsutil.ConnConfig
+	logger       *slog.Logger
+	signals      bool
+	version      string
+	ready        func()
+}
+
+// Option sets one optional knob of Run.
+type Option func(*config) error
+
+// WithService sets the service ("CLASS/NAME/SERVICE") the replica serves.
+func WithService(s string) Option {
+	return func(c *config) error {
+		svc, err := proto.ParseService(s)
+		c.service = svc
+		return err
+	}
+}
+
+// WithConn uses an existing connection (Run does not close it).
+func WithConn(nc *nats.Conn) Option { return func(c *config) error { c.conn = nc; return nil } }
+
+// WithURL sets the NATS URL when Run opens its own connection.
+func WithURL(url string) Option { return func(c *config) error { c.connCfg.URL = url; return nil } }
+
+// WithReplicaID sets the replica id (one subject token).
+func WithReplicaID(id string) Option {
+	return func(c *config) error { c.replicaID = id; return proto.ValidID(id) }
+}
+
+// WithCapacity sets how many conversations the replica serves at once.
+func WithCapacity(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: capacity %d < 1", ErrConfig, n)
+		}
+		c.capacity = n
+		return nil
+	}
+}
+
+// WithIdleTimeout makes the replica exit after d without any conversation
+// (0: never).
+func WithIdleTimeout(d time.Duration) Option {
+	return func(c *config) error { c.idleTimeout = d; return nonNegative("idle timeout", d) }
+}
+
+// WithMinReplicas keeps the n longest-running replicas of the service alive
+// despite the idle timeout.
+func WithMinReplicas(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: min replicas %d < 0", ErrConfig, n)
+		}
+		c.minReplicas = n
+		return nil
+	}
+}
+
+// WithExitAfterConversation makes the replica exit when its first
+// conversation ends: one replica per conversation, as EntireX replicas do.
+func WithExitAfterConversation(on bool) Option {
+	return func(c *config) error { c.exitAfterEOC = on; return nil }
+}
+
+// WithConvTimeout sets CONV-NONACT: a conversation whose client sends
+// nothing for d is ended with 0003/0073 on both sides.
+func WithConvTimeout(d time.Duration) Option {
+	return func(c *config) error { c.convTimeout = d; return positive("conversation timeout", d) }
+}
+
+// WithHeartbeat sets how often the registration is refreshed.
+func WithHeartbeat(d time.Duration) Option {
+	return func(c *config) error { c.heartbeat = d; return positive("heartbeat", d) }
+}
+
+// WithGrace sets how long a quiescing replica lets open conversations run
+// before it ends them (IMMED).
+func WithGrace(d time.Duration) Option {
+	return func(c *config) error { c.grace = d; return nonNegative("grace", d) }
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(c *config) error { c.logger = l; return nil } }
+
+// WithSignals makes Run quiesce on SIGTERM and SIGINT (default true).
+func WithSignals(on bool) Option { return func(c *config) error { c.signals = on; return nil } }
+
+// WithReadyFunc calls f once the replica is registered and serving.
+func WithReadyFunc(f func()) Option { return func(c *config) error { c.ready = f; return nil } }
+
+// WithVersion sets the version the replica reports (default "0.1.0").
+func WithVersion(v string) Option { return func(c *config) error { c.version = v; return nil } }
+
+func positive(what string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: %s %v must be > 0", ErrConfig, what, d)
+	}
+	return nil
+}
+
+func nonNegative(what string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%w: %s %v must be >= 0", ErrConfig, what, d)
+	}
+	return nil
+}
+
+// resolve builds the config: defaults, then the environment, then opts.
+func resolve(lookup func(string) (string, bool), opts []Option) (*config, error) {
+	c := &config{
+		capacity:    1,
+		convTimeout: 5 * time.Minute,
+		heartbeat:   2 * time.Second,
+		grace:       10 * time.Second,
+		signals:     true,
+		version:     "0.1.0",
+		connCfg:     natsutil.ConnConfigFromEnv(lookup),
+	}
+	env := func(k string, set func(string) Option) error {
+		v, ok := lookup(k)
+		if !ok || v == "" {
+			return nil
+		}
+		if err := set(v)(c); err != nil {
+			return fmt.Errorf("%w: environment %s=%q: %w", ErrConfig, k, v, err)
+		}
+		return nil
+	}
+	dur := func(f func(time.Duration) Option) func(string) Option {
+		return func(v string) Option {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return func(*config) error { return err }
+			}
+			return f(d)
+		}
+	}
+	num := func(f func(int) Option) func(string) Option {
+		return func(v string) Option {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return func(*config) error { return err }
+			}
+			return f(n)
+		}
+	}
+	for _, e := range []struct {
+		key string
+		set func(string) Option
+	}{
+		{EnvService, WithService},
+		{EnvReplicaID, WithReplicaID},
+		{EnvCapacity, num(WithCapacity)},
+		{EnvIdleTimeout, dur(WithIdleTimeout)},
+		{EnvMinReplicas, num(WithMinReplicas)},
+		{EnvExitAfterEOC, func(v string) Option { return WithExitAfterConversation(v == "1" || v == "true") }},
+		{EnvConvTimeout, dur(WithConvTimeout)},
+		{EnvHeartbeat, dur(WithHeartbeat)},
+		{EnvGrace, dur(WithGrace)},
+	} {
+		if err := env(e.key, e.set); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	if c.service == (proto.Service{}) {
+		return nil, fmt.Errorf("%w: no service: set %s or use WithService", ErrConfig, EnvService)
+	}
+	if c.replicaID == "" {
+		c.replicaID = nats.NewInbox()[len(nats.InboxPrefix):]
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	c.logger = c.logger.With("service", c.service.String(), "replica", c.replicaID)
+	return c, nil
+}
+
+func osLookup(k string) (string, bool) { return os.LookupEnv(k) }
