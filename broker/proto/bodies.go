@@ -92,16 +92,25 @@ func DecodeReplicaInfo(b []byte) (ReplicaInfo, error) {
 	if _, err := ParseService(r.Service); err != nil {
 		return r, fmt.Errorf("%w: replica: %w", ErrBadBody, err)
 	}
-	if r.Capacity < 1 || r.Active < 0 || r.HeartbeatMS <= 0 {
+	if r.Capacity < 1 || r.Active < 0 || r.HeartbeatMS <= 0 || r.HeartbeatMS > maxHeartbeatMS {
 		return r, fmt.Errorf("%w: replica %s: capacity %d, active %d, heartbeat %dms", ErrBadBody, r.ID, r.Capacity, r.Active, r.HeartbeatMS)
 	}
 	return r, nil
 }
 
-// Expired reports whether the record is older than three heartbeats at now.
-func (r ReplicaInfo) Expired(now time.Time) bool {
-	return now.Sub(time.UnixMilli(r.Updated)) > 3*time.Duration(r.HeartbeatMS)*time.Millisecond
+// maxHeartbeatMS caps heartbeat intervals at a day, so three of them never
+// overflow a time.Duration.
+const maxHeartbeatMS = 24 * 3600 * 1000
+
+// expired reports whether a record written at updated (Unix ms) with the
+// given heartbeat is older than three heartbeats at now.
+func expired(updated, heartbeatMS int64, now time.Time) bool {
+	heartbeatMS = min(max(heartbeatMS, 0), maxHeartbeatMS)
+	return now.Sub(time.UnixMilli(updated)) > 3*time.Duration(heartbeatMS)*time.Millisecond
 }
+
+// Expired reports whether the record is older than three heartbeats at now.
+func (r ReplicaInfo) Expired(now time.Time) bool { return expired(r.Updated, r.HeartbeatMS, now) }
 
 // ServiceStats are the broker's figures for one service: the ATMCB counts
 // plus EntireX's monitoring counters.
@@ -165,16 +174,14 @@ func DecodeAttachInfo(b []byte) (AttachInfo, error) {
 			return a, fmt.Errorf("%w: attach manager %s: %w", ErrBadBody, a.ID, err)
 		}
 	}
-	if a.HeartbeatMS <= 0 {
+	if a.HeartbeatMS <= 0 || a.HeartbeatMS > maxHeartbeatMS {
 		return a, fmt.Errorf("%w: attach manager %s: heartbeat %dms", ErrBadBody, a.ID, a.HeartbeatMS)
 	}
 	return a, nil
 }
 
 // Expired reports whether the record is older than three heartbeats at now.
-func (a AttachInfo) Expired(now time.Time) bool {
-	return now.Sub(time.UnixMilli(a.Updated)) > 3*time.Duration(a.HeartbeatMS)*time.Millisecond
-}
+func (a AttachInfo) Expired(now time.Time) bool { return expired(a.Updated, a.HeartbeatMS, now) }
 
 // Offers reports whether the attach manager can start svc.
 func (a AttachInfo) Offers(svc string) bool {

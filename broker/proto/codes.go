@@ -102,7 +102,7 @@ func (e *Error) Error() string {
 // Is makes errors.Is(err, ErrConvTimeout) true for any *Error with that code.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t.Code == e.Code
+	return ok && t != nil && t.Code == e.Code
 }
 
 // Errorf builds an *Error with a formatted description.

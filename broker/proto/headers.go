@@ -134,6 +134,9 @@ func ErrorFromHeader(h map[string][]string) *Error {
 		if err != nil {
 			return &Error{Code: CodeBadRequest, Description: "reply carried " + err.Error()}
 		}
+		if desc == v {
+			desc = "" // SetError's stand-in for an empty description
+		}
 		return &Error{Code: c, Description: desc}
 	}
 	if desc != "" || get(h, HdrServiceErrorCode) != "" {
