@@ -44,7 +44,7 @@ func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slo
 		}
 		ready := make(chan struct{})
 		wg.Add(1)
-		go r.watch(w, kv == r.repKV, ready)
+		go r.watch(runCtx, w, kv == r.repKV, ready, wg)
 		select { // the initial values, so the first decisions see them
 		case <-ready:
 		case <-ctx.Done():
@@ -54,16 +54,25 @@ func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slo
 	return r, nil
 }
 
-func (r *registry) watch(w jetstream.KeyWatcher, replicas bool, ready chan struct{}) {
+func (r *registry) watch(ctx context.Context, w jetstream.KeyWatcher, replicas bool, ready chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
 	defer func() { _ = w.Stop() }()
 	readyOnce := sync.OnceFunc(func() { close(ready) })
 	defer readyOnce()
-	for e := range w.Updates() {
-		if e == nil {
-			readyOnce()
-			continue
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				readyOnce()
+				continue
+			}
+			r.apply(e, replicas)
 		}
-		r.apply(e, replicas)
 	}
 }
 

@@ -5,6 +5,10 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/nats-io/nats.go/jetstream"
 	"io"
 	"log/slog"
 	"testing"
@@ -110,4 +114,32 @@ func (e *Env) StartReplica(h worker.HandlerFunc, opts ...worker.Option) *Replica
 		}
 	})
 	return r
+}
+
+// RegisterAttach writes an attach manager record offering services, as a
+// real attach manager does, and waits until the broker sees it.
+func RegisterAttach(t testing.TB, e *Env, id string, services ...string) {
+	t.Helper()
+	js, err := jetstream.New(e.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, proto.AttachBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(proto.AttachInfo{ID: id, Host: "test", Version: "test", Services: services, HeartbeatMS: 60000, Updated: time.Now().UnixMilli()})
+	if _, err := kv.Put(ctx, id, b); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		for _, s := range e.Broker.Stats(ctx) {
+			if s.Service == services[0] {
+				return nil
+			}
+		}
+		return fmt.Errorf("broker does not see attach manager %s", id)
+	})
 }

@@ -1,0 +1,350 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/testutil"
+	"github.com/musterhq/muster/worker"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestCallWarmPath(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	got, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "hello" {
+		t.Fatalf("reply %q, want hello", got)
+	}
+	st := brokerStats(t, e, demo.EchoService)
+	if st.TotalRequests != 0 {
+		t.Fatalf("a warm call went through the broker queue: %+v", st)
+	}
+}
+
+func TestPlainNATSClient(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	// Warm subject: a plain request is a call.
+	r, err := e.NC.Request(proto.WarmSubject(proto.MustService(demo.EchoService)), []byte("plain"), 5*time.Second)
+	if err != nil || string(r.Data) != "plain" {
+		t.Fatalf("warm: %v %+v", err, r)
+	}
+	// Broker subject: queued if need be, one reply.
+	r, err = e.NC.Request(proto.CallSubject(proto.MustService(demo.EchoService)), []byte("via broker"), 5*time.Second)
+	if err != nil || string(r.Data) != "via broker" {
+		t.Fatalf("broker: %v %+v", err, r)
+	}
+	// Unknown service through the broker: 0007/0007 at once.
+	r, err = e.NC.Request(proto.CallSubject(proto.MustService("NO/SUCH/SVC")), []byte("x"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Header.Get(proto.HdrError); got != "0007/0007" {
+		t.Fatalf("Muster-Error %q, want 0007/0007", got)
+	}
+	if got := r.Header.Get(proto.HdrServiceErrorCode); got != "70007" {
+		t.Fatalf("Nats-Service-Error-Code %q, want 70007", got)
+	}
+}
+
+func TestUnknownServiceIsPrompt(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	start := time.Now()
+	_, err := e.Client.Call(ctxT(t, 10*time.Second), "NO/SUCH/SVC", []byte("x"))
+	if !errors.Is(err, proto.ErrNotRegistered) {
+		t.Fatalf("err %v, want 0007/0007", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v: not prompt", d)
+	}
+}
+
+func TestNoBroker(t *testing.T) {
+	s := testutil.StartNATS(t)
+	c := newClient(t, testutil.Connect(t, s))
+	_, err := c.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("x"))
+	if !errors.Is(err, proto.ErrBrokerNotActive) {
+		t.Fatalf("err %v, want 0215/0148", err)
+	}
+}
+
+func TestBadServiceName(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	_, err := e.Client.Call(ctxT(t, 5*time.Second), "BAD.NAME/X/Y", nil)
+	if !errors.Is(err, proto.ErrBadRequest) {
+		t.Fatalf("err %v, want 0900/0001", err)
+	}
+}
+
+func TestConversation(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	ctx := ctxT(t, 10*time.Second)
+	cv, first, err := e.Client.Open(ctx, demo.EchoService, []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first) != "#1 one" {
+		t.Fatalf("first reply %q", first)
+	}
+	for i, want := range []string{"#2 two", "#3 three"} {
+		got, err := cv.Send(ctx, []byte([]string{"two", "three"}[i]))
+		if err != nil || string(got) != want {
+			t.Fatalf("send %d: %q %v, want %q", i, got, err, want)
+		}
+	}
+	if err := cv.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cv.Send(ctx, []byte("after")); !errors.Is(err, proto.ErrAfterEOC) {
+		t.Fatalf("send after EOC: %v, want 0020/0004", err)
+	}
+	// EOC by the replica ("bye").
+	cv, _, err = e.Client.Open(ctx, demo.EchoService, []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cv.Send(ctx, []byte("bye"))
+	if err != nil || string(got) != "#2 bye" {
+		t.Fatalf("bye: %q %v", got, err)
+	}
+	if !errors.Is(cv.Ended(), proto.ErrEOC) {
+		t.Fatalf("Ended() = %v after replica EOC", cv.Ended())
+	}
+	if _, err := cv.Send(ctx, []byte("more")); !errors.Is(err, proto.ErrAfterEOC) {
+		t.Fatalf("send after replica EOC: %v", err)
+	}
+}
+
+func TestConversationCancel(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	seen := make(chan error, 1)
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		if _, err := c.Receive(ctx); err != nil {
+			return err
+		}
+		_ = c.Reply([]byte("ok"))
+		_, err := c.Receive(ctx)
+		seen <- err
+		return nil
+	}, worker.WithService("T/CANCEL/X"))
+	ctx := ctxT(t, 10*time.Second)
+	cv, _, err := e.Client.Open(ctx, "T/CANCEL/X", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cv.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-seen:
+		if !errors.Is(err, proto.ErrCancelled) {
+			t.Fatalf("handler saw %v, want 0003/0011", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("handler never saw the cancel")
+	}
+}
+
+func TestQueueAtZeroReplicasDrainsWhenReplicaRegisters(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	registerAttach(t, e, demo.EchoService)
+	ctx := ctxT(t, 20*time.Second)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			want := fmt.Sprintf("m%d", i)
+			got, err := e.Client.Call(ctx, demo.EchoService, []byte(want))
+			if err == nil && string(got) != want {
+				err = fmt.Errorf("got %q want %q", got, want)
+			}
+			errs <- err
+		}(i)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st := brokerStats(t, e, demo.EchoService); st.Pending != n {
+			return fmt.Errorf("pending %d, want %d", st.Pending, n)
+		}
+		return nil
+	})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithCapacity(4))
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	st := brokerStats(t, e, demo.EchoService)
+	if st.TotalRequests != n || st.Pending != 0 {
+		t.Fatalf("stats %+v: want %d queued in total, 0 pending", st, n)
+	}
+}
+
+func TestNotificationWhenWorkWaits(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	registerAttach(t, e, demo.EchoService)
+	sub, err := e.NC.SubscribeSync(proto.NotifyPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Second)
+	done := make(chan error, 1)
+	go func() { _, err := e.Client.Call(ctx, demo.EchoService, []byte("x")); done <- err }()
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no attach notification: %v", err)
+	}
+	n, err := proto.DecodeNotification(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Service != demo.EchoService || n.Missing < 1 || n.Pending != 1 || n.Replicas != 0 || m.Subject != proto.NotifySubject(proto.MustService(demo.EchoService)) {
+		t.Fatalf("notification %+v on %s", n, m.Subject)
+	}
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeadlineExpiresWhileQueued(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	registerAttach(t, e, demo.EchoService)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := e.Client.Call(ctx, demo.EchoService, []byte("late"))
+	if !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("err %v, want 0074/0074", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("deadline error after %v", d)
+	}
+	// A replica that registers later must not serve the expired request.
+	served := make(chan string, 4)
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		served <- string(m.Data)
+		return c.Reply(m.Data)
+	}, worker.WithService(demo.EchoService))
+	got, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("fresh"))
+	if err != nil || string(got) != "fresh" {
+		t.Fatalf("fresh call: %q %v", got, err)
+	}
+	if s := <-served; s != "fresh" {
+		t.Fatalf("replica served %q: an expired request was served late", s)
+	}
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if st := brokerStats(t, e, demo.EchoService); st.Pending != 0 {
+			return fmt.Errorf("expired request still queued: %+v", st)
+		}
+		return nil
+	})
+}
+
+func TestPayloadTooBig(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	big := make([]byte, e.NC.MaxPayload()+1)
+	_, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, big)
+	if !errors.Is(err, proto.ErrPayloadTooBig) {
+		t.Fatalf("err %v, want 0900/0002", err)
+	}
+	// The system keeps working.
+	if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandlerErrorIsCoded(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		if _, err := c.Receive(ctx); err != nil {
+			return err
+		}
+		return errors.New("disk full")
+	}, worker.WithService("T/ERR/X"))
+	_, err := e.Client.Call(ctxT(t, 5*time.Second), "T/ERR/X", nil)
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceError || pe.Description != "disk full" {
+		t.Fatalf("err %#v, want 0900/0003 disk full", err)
+	}
+}
+
+func TestMalformedMessagesGetErrors(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithReplicaID("r1"))
+	svc := proto.MustService(demo.EchoService)
+	cases := []struct {
+		name, subject string
+		hdr           nats.Header
+		want          proto.Code
+	}{
+		{"bad op on warm", proto.WarmSubject(svc), nats.Header{proto.HdrOp: {"FLY"}}, proto.CodeBadRequest},
+		{"OLD on warm", proto.WarmSubject(svc), nats.Header{proto.HdrOp: {"OLD"}}, proto.CodeBadRequest},
+		{"bad deadline on warm", proto.WarmSubject(svc), nats.Header{proto.HdrDeadline: {"soon"}}, proto.CodeBadRequest},
+		{"bad timeout on broker", proto.CallSubject(svc), nats.Header{proto.HdrTimeout: {"-4"}}, proto.CodeBadRequest},
+		{"OLD without conv", proto.ReplicaSubject("r1"), nats.Header{proto.HdrOp: {"OLD"}}, proto.CodeBadRequest},
+		{"OLD unknown conv", proto.ReplicaSubject("r1"), nats.Header{proto.HdrOp: {"OLD"}, proto.HdrConv: {"nope"}}, proto.CodeNoConversation},
+		{"bad control", proto.ControlSubject("r1"), nats.Header{proto.HdrOp: {"REBOOT"}}, proto.CodeBadRequest},
+		{"short broker subject", "muster.call.X", nil, proto.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &nats.Msg{Subject: tc.subject, Header: tc.hdr, Data: []byte("x")}
+			r, err := e.NC.RequestMsg(m, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := proto.ErrorFromHeader(r.Header); got == nil || got.Code != tc.want {
+				t.Fatalf("error %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// registerAttach makes svc attachable, as an attach manager's record does.
+func registerAttach(t *testing.T, e *harness.Env, svc string) {
+	t.Helper()
+	harness.RegisterAttach(t, e, "test-attach", svc)
+}
+
+func brokerStats(t *testing.T, e *harness.Env, svc string) proto.ServiceStats {
+	t.Helper()
+	for _, s := range e.Broker.Stats(context.Background()) {
+		if s.Service == svc {
+			return s
+		}
+	}
+	return proto.ServiceStats{Service: svc}
+}
