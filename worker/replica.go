@@ -71,6 +71,7 @@ type replica struct {
 	immedWanted bool
 
 	stop     chan struct{} // closed when the replica starts to quiesce
+	hbKick   chan struct{} // asks the heartbeat loop to write now
 	hbDone   chan struct{} // closed to stop the heartbeat loop
 	hbExited chan struct{}
 	wg       sync.WaitGroup // one per conversation goroutine
@@ -82,7 +83,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{},
-		stop: make(chan struct{}), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
+		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
 	}
 }
 
@@ -189,6 +190,7 @@ func (r *replica) heartbeat() {
 		case <-r.hbDone:
 			return
 		case <-t.C:
+		case <-r.hbKick:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.heartbeat)
 		if err := r.register(ctx); err != nil {
@@ -319,11 +321,10 @@ func (r *replica) quiesce(reason string) {
 	}
 	close(r.stop)
 	r.cfg.logger.Info("quiescing", "reason", reason, "open", r.active)
-	go func() { // publish the quiescing state at once, not at the next heartbeat
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = r.register(ctx)
-	}()
+	select { // publish the quiescing state at once, not at the next heartbeat
+	case r.hbKick <- struct{}{}:
+	default:
+	}
 }
 
 // accept takes a call or NEW conversation if a slot is free. It reports
