@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,7 +68,8 @@ type Broker struct {
 	queue jetstream.Stream
 	log   *slog.Logger
 
-	reg *registry
+	reg  *registry
+	turn atomic.Uint64 // round-robin among equally loaded attach managers
 
 	mu   sync.Mutex
 	svcs map[proto.Service]*svcState
@@ -162,6 +164,17 @@ func (b *Broker) loop(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		now := time.Now()
+		for svc, n := range pending {
+			if n == 0 {
+				continue
+			}
+			if live, _ := b.reg.known(svc.String(), now); live == 0 {
+				if why, failing := b.reg.failing(svc.String(), now); failing {
+					b.failQueued(ctx, svc, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+				}
+			}
+		}
 		b.mu.Lock()
 		for svc, n := range pending {
 			st := b.stateLocked(svc)
@@ -215,9 +228,21 @@ func (b *Broker) onCall(m *nats.Msg) {
 		return
 	}
 	live, attachable := b.reg.known(svc.String(), now)
+	if live == 0 && !attachable { // make sure, before saying no
+		sctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		b.reg.sync(sctx)
+		cancel()
+		live, attachable = b.reg.known(svc.String(), now)
+	}
 	if live == 0 && !attachable {
 		b.replyError(m.Reply, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
 		return
+	}
+	if live == 0 {
+		if why, failing := b.reg.failing(svc.String(), now); failing {
+			b.replyError(m.Reply, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+			return
+		}
 	}
 	q := nats.NewMsg(proto.QueueSubject(svc))
 	q.Data = m.Data
@@ -286,16 +311,24 @@ func (b *Broker) notify(svc proto.Service) {
 	st.stats.LastNotifiedMS = st.lastSent.UnixMilli()
 	b.mu.Unlock()
 
-	fig := b.reg.figures(svc.String(), time.Now())
+	now := time.Now()
+	fig := b.reg.figures(svc.String(), now)
 	n := proto.Notification{
 		Version: proto.NotificationVersion, Service: svc.String(),
 		Missing: max(missing, 1), Replicas: fig.Replicas, Pending: pending, Active: fig.Active,
-		Broker: b.cfg.ID, Time: time.Now().UnixMilli(),
+		Broker: b.cfg.ID, Time: now.UnixMilli(),
+	}
+	target, ok := b.reg.chooseAttach(svc.String(), now, b.turn.Add(1))
+	if ok {
+		n.Target = target.ID
 	}
 	body, _ := json.Marshal(n)
-	if err := b.nc.Publish(proto.NotifySubject(svc), body); err != nil {
-		b.log.Warn("notification not sent", "service", svc.String(), "err", err)
+	if ok {
+		if err := b.nc.Publish(proto.AttachSubject(target.ID), body); err != nil {
+			b.log.Warn("notification not sent", "service", svc.String(), "target", target.ID, "err", err)
+		}
 	}
+	_ = b.nc.Publish(proto.NotifySubject(svc), body) // for observers
 }
 
 // pending counts the queued requests of svc.
@@ -324,6 +357,33 @@ func (b *Broker) pendingFiltered(ctx context.Context, filter string) (map[proto.
 		}
 	}
 	return out, nil
+}
+
+// failQueued answers every queued request of svc with e and removes it:
+// the service cannot start, so waiting to the deadline helps nobody.
+func (b *Broker) failQueued(ctx context.Context, svc proto.Service, e *proto.Error) {
+	cons, err := b.queue.Consumer(ctx, proto.ConsumerName(svc))
+	if err != nil {
+		return
+	}
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			b.replyError(m.Headers().Get(proto.HdrReply), e)
+			_ = m.Term()
+			b.mu.Lock()
+			b.stateLocked(svc).stats.Expired++
+			b.mu.Unlock()
+		}
+		if n == 0 {
+			return
+		}
+	}
 }
 
 // Stats returns the figures of every service the broker knows of.

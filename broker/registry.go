@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -21,6 +22,8 @@ type registry struct {
 	replicas         map[string]proto.ReplicaInfo
 	attach           map[string]proto.AttachInfo
 	replicaRevisions map[string]uint64
+	lastRev          map[jetstream.KeyValue]uint64 // highest revision applied per bucket
+	changed          chan struct{}                 // closed and replaced at every apply
 }
 
 // figures are the registry's counts for one service.
@@ -29,7 +32,8 @@ type figures struct {
 }
 
 func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
-	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{}, replicaRevisions: map[string]uint64{}}
+	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
+		replicaRevisions: map[string]uint64{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
 	var err error
 	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
 		return nil, err
@@ -79,6 +83,13 @@ func (r *registry) watch(ctx context.Context, w jetstream.KeyWatcher, replicas b
 func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	kv := r.attKV
+	if replicas {
+		kv = r.repKV
+	}
+	r.lastRev[kv] = max(r.lastRev[kv], e.Revision())
+	close(r.changed)
+	r.changed = make(chan struct{})
 	key := e.Key()
 	if e.Operation() != jetstream.KeyValuePut {
 		if replicas {
@@ -105,6 +116,36 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 		return
 	}
 	r.attach[key] = ai
+}
+
+// sync waits (up to ctx) until the watchers have applied every record
+// stored when it was called, so a decision made after it sees a replica
+// that registered just before. Only the slow paths (0007/0007) use it.
+func (r *registry) sync(ctx context.Context) {
+	for _, kv := range []jetstream.KeyValue{r.repKV, r.attKV} {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return
+		}
+		bs, ok := st.(*jetstream.KeyValueBucketStatus)
+		if !ok {
+			return
+		}
+		want := bs.StreamInfo().State.LastSeq
+		for {
+			r.mu.Lock()
+			got, ch := r.lastRev[kv], r.changed
+			r.mu.Unlock()
+			if got >= want {
+				break
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return // the newest record expired: nothing more will come
+			}
+		}
+	}
 }
 
 // known returns the live replicas of svc and whether an attach manager can
@@ -186,4 +227,61 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 			r.log.Info("replica expired", "replica", id)
 		}
 	}
+}
+
+// chooseAttach picks the one attach manager to notify for svc among the
+// live, non-isolated ones that offer it and do not report it failing: the
+// one with the most room (fewest replicas per allowed replica), ties
+// broken round-robin by turn.
+func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cands []proto.AttachInfo
+	for _, ai := range r.attach {
+		if ai.Isolated || ai.Expired(now) || !ai.Offers(svc) || ai.Failing[svc] != "" {
+			continue
+		}
+		cands = append(cands, ai)
+	}
+	if len(cands) == 0 {
+		return proto.AttachInfo{}, false
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].ID < cands[j].ID })
+	load := func(a proto.AttachInfo) float64 {
+		if a.MaxReplicas <= 0 {
+			return float64(a.Replicas)
+		}
+		return float64(a.Replicas) / float64(a.MaxReplicas)
+	}
+	best := load(cands[0])
+	var ties []proto.AttachInfo
+	for _, a := range cands {
+		switch l := load(a); {
+		case l < best:
+			best, ties = l, []proto.AttachInfo{a}
+		case l == best:
+			ties = append(ties, a)
+		}
+	}
+	return ties[turn%uint64(len(ties))], true
+}
+
+// failing returns why svc cannot be started when every live, non-isolated
+// attach manager offering it reports it failing.
+func (r *registry) failing(svc string, now time.Time) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reason, offered := "", false
+	for _, ai := range r.attach {
+		if ai.Isolated || ai.Expired(now) || !ai.Offers(svc) {
+			continue
+		}
+		offered = true
+		why := ai.Failing[svc]
+		if why == "" {
+			return "", false
+		}
+		reason = ai.ID + ": " + why
+	}
+	return reason, offered
 }

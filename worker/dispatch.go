@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"fmt"
-
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -13,7 +11,7 @@ import (
 // closed) is handed to the broker with its reply subject unchanged, so it
 // is queued and the caller never notices.
 func (r *replica) onWarm(nm *nats.Msg) {
-	if r.accept(nm, nm.Reply, false) {
+	if r.accept(nm, nm.Reply, "") {
 		return
 	}
 	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Reply: nm.Reply, Header: nm.Header, Data: nm.Data}
@@ -47,9 +45,7 @@ func (r *replica) onPulled(nm *nats.Msg) {
 		r.mu.Unlock()
 		return
 	}
-	if r.accept(nm, replyTo, true) {
-		_ = r.nc.Publish(ackTo, []byte("+ACK"))
-	} else {
+	if !r.accept(nm, replyTo, ackTo) {
 		_ = r.nc.Publish(ackTo, []byte("-NAK")) // full or quiescing: another replica takes it
 	}
 	r.mu.Lock()
@@ -115,5 +111,3 @@ func (r *replica) onControl(nm *nats.Msg) {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "control op %q: want %s or %s", op, proto.OpQuiesce, proto.OpImmed))
 	}
 }
-
-var _ = fmt.Sprintf

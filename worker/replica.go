@@ -91,6 +91,8 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 // control subjects first, then the registration, then the warm path and
 // the pull of queued work.
 func (r *replica) start(ctx context.Context) (retErr error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // every startup step is bounded
+	defer cancel()
 	defer func() {
 		if retErr != nil {
 			r.unsubscribeAll()
@@ -126,7 +128,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	if err := sub(proto.ControlSubject(r.cfg.replicaID), r.onControl); err != nil {
 		return err
 	}
-	r.pullInbox = r.nc.NewRespInbox()
+	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it
 	if err := sub(r.pullInbox, r.onPulled); err != nil {
 		return err
 	}
@@ -135,16 +137,23 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 			return err
 		}
 	}
+	r.mu.Lock()
+	err = r.subscribeWarmLocked()
+	if err == nil {
+		r.pullLocked()
+		r.armIdleLocked()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Registered means reachable: the server has the subscriptions first.
+	if err := r.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("worker: flush: %w", err)
+	}
 	if err := r.register(ctx); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.subscribeWarmLocked(); err != nil {
-		return err
-	}
-	r.pullLocked()
-	r.armIdleLocked()
 	go r.heartbeat()
 	return nil
 }
@@ -330,7 +339,11 @@ func (r *replica) quiesce(reason string) {
 // accept takes a call or NEW conversation if a slot is free. It reports
 // false when the replica is full or quiescing; the caller then forwards or
 // NAKs the request.
-func (r *replica) accept(nm *nats.Msg, replyTo string, queued bool) bool {
+//
+// For a queued request, ackTo is the JetStream ack subject: the request is
+// ACKed once its slot is reserved, before the handler can reply.
+func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
+	queued := ackTo != ""
 	op, err := proto.ParseOp(nm.Header)
 	if err == nil && op != proto.OpCall && op != proto.OpNew {
 		err = fmt.Errorf("%w: %s %s belongs on the replica subject", proto.ErrBadHeader, proto.HdrOp, op)
@@ -341,10 +354,12 @@ func (r *replica) accept(nm *nats.Msg, replyTo string, queued bool) bool {
 	}
 	if err != nil {
 		r.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		r.term(ackTo)
 		return true
 	}
 	if !m.Deadline.IsZero() && time.Now().After(m.Deadline) {
 		r.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before a replica took the request"))
+		r.term(ackTo)
 		return true
 	}
 	r.mu.Lock()
@@ -377,6 +392,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo string, queued bool) bool {
 
 	r.stats.convs.Add(1)
 	if queued {
+		_ = r.nc.Publish(ackTo, []byte("+ACK"))
 		r.stats.queued.Add(1)
 		c.startProgress(0)
 	} else {
@@ -384,6 +400,13 @@ func (r *replica) accept(nm *nats.Msg, replyTo string, queued bool) bool {
 	}
 	go r.serve(c)
 	return true
+}
+
+// term removes a queued request that will never be served.
+func (r *replica) term(ackTo string) {
+	if ackTo != "" {
+		_ = r.nc.Publish(ackTo, []byte("+TERM"))
+	}
 }
 
 // serve runs the handler for one conversation and frees its slot.

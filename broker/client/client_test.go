@@ -198,10 +198,12 @@ func TestQueueAtZeroReplicasDrainsWhenReplicaRegisters(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	st := brokerStats(t, e, demo.EchoService)
-	if st.TotalRequests != n || st.Pending != 0 {
-		t.Fatalf("stats %+v: want %d queued in total, 0 pending", st, n)
-	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error { // acks are asynchronous
+		if st := brokerStats(t, e, demo.EchoService); st.TotalRequests != n || st.Pending != 0 {
+			return fmt.Errorf("stats %+v: want %d queued in total, 0 pending", st, n)
+		}
+		return nil
+	})
 }
 
 func TestNotificationWhenWorkWaits(t *testing.T) {

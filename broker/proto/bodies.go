@@ -21,6 +21,7 @@ type Notification struct {
 	Pending  int    `json:"pending"`  // requests waiting in the queue
 	Active   int    `json:"active"`   // active conversations (calls in progress included)
 	Broker   string `json:"broker"`   // id of the broker that sent it
+	Target   string `json:"target"`   // attach manager chosen to act ("" when none offers the service)
 	Time     int64  `json:"time"`     // Unix ms
 }
 
@@ -158,6 +159,23 @@ type AttachInfo struct {
 	Isolated    bool     `json:"isolated"` // maintenance: starts nothing
 	HeartbeatMS int64    `json:"heartbeat_ms"`
 	Updated     int64    `json:"updated"` // Unix ms
+	Started     int64    `json:"started"` // Unix ms
+
+	// Failing maps a service to why its replicas cannot start (they crash
+	// before registering, or do not register within the start timeout).
+	// While every attach manager offering a service reports it failing and
+	// no replica of it runs, brokers answer its callers 0900/0004 with the
+	// reason instead of letting them wait.
+	Failing map[string]string `json:"failing,omitempty"`
+
+	// Host figures, for placement and for operators.
+	Replicas    int     `json:"replicas"`     // replica processes running or starting
+	Starting    int     `json:"starting"`     // of which not yet registered
+	MaxReplicas int     `json:"max_replicas"` // the host's limit
+	CPUPercent  float64 `json:"cpu_percent"`
+	Load1       float64 `json:"load1"`
+	MemFree     uint64  `json:"mem_free"` // bytes available
+	MemTotal    uint64  `json:"mem_total"`
 }
 
 // DecodeAttachInfo decodes and validates an AttachInfo.

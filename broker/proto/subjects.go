@@ -40,6 +40,10 @@ const (
 	// (Notification, JSON) from a broker to attach managers.
 	NotifyPrefix = "muster.attach.notify."
 
+	// AttachPrefix + attach manager id is where a broker sends the attach
+	// notification to the one attach manager it chose for the work.
+	AttachPrefix = "muster.attach.host."
+
 	// BrokerStatsSubject answers with the broker's figures for every service
 	// (BrokerStats, JSON). A request to BrokerStatsSubject + "." +
 	// CLASS.NAME.SERVICE answers for one service.
@@ -61,6 +65,9 @@ func QueueSubject(s Service) string { return QueuePrefix + s.Tokens() }
 
 // NotifySubject returns the subject attach notifications for s are sent on.
 func NotifySubject(s Service) string { return NotifyPrefix + s.Tokens() }
+
+// AttachSubject returns the notification subject of attach manager id.
+func AttachSubject(id string) string { return AttachPrefix + id }
 
 // ErrBadID is wrapped by replica id validation errors.
 var ErrBadID = errors.New("proto: bad id")
