@@ -77,6 +77,7 @@ type ServiceCounters struct {
 	Crashed     int64 `json:"crashed"`
 	Hung        int64 `json:"hung"`
 	Exited      int64 `json:"exited"`
+	HighWater   int   `json:"high_water"` // most replicas alive (starting or running) at once
 }
 
 // replicaRun is one replica process the manager started.
@@ -189,15 +190,18 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	if s == nil || m.isolated || m.stopping {
 		return
 	}
-	want := n.Missing
-	if want < 1 || want > 100 {
-		want = 1
-	}
+	// How many replicas the waiting work needs, less those on their way.
+	// The broker's "missing" only counts requests since its last
+	// notification; the queue depth is the better measure of a burst.
 	starting, running := m.countLocked(s)
-	if starting > 0 { // replicas on their way will take part of the work
-		need := (n.Pending+s.cfg.Capacity-1)/s.cfg.Capacity - starting
-		want = min(want, max(need, 0))
+	want := n.Missing
+	if need := (n.Pending+s.cfg.Capacity-1)/s.cfg.Capacity - starting; need > 0 || starting > 0 {
+		want = need
 	}
+	if starting == 0 && (want < 1 || want > 100) {
+		want = 1 // EntireX: an nAttach outside 1..100 counts as 1
+	}
+	want = min(want, 100)
 	k := min(want, s.cfg.Max-starting-running, m.cfg.Host.MaxReplicas-len(m.reps))
 	if s.failing != "" {
 		k = min(k, 1) // one probe at a time while failing
@@ -259,6 +263,8 @@ func (m *Manager) startLocked(s *svcRun) bool {
 	r := &replicaRun{id: id, svc: s, proc: p, started: time.Now()}
 	m.reps[id] = r
 	s.stats.Started++
+	starting, running := m.countLocked(s)
+	s.stats.HighWater = max(s.stats.HighWater, starting+running)
 	if err := m.state.Save(ProcRecord{ID: id, Service: sc.Service, PID: p.PID(), CreateTimeMS: p.CreateTimeMS(), TempDir: tempDir, StartedMS: r.started.UnixMilli()}); err != nil {
 		m.log.Warn("state record not saved", "replica", id, "err", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,7 @@ type Config struct {
 	// (default 2ms).
 	NotifyDelay time.Duration
 	// RenotifyInterval is the least time between two notifications for one
-	// service while work keeps waiting (default 1s).
+	// service while work keeps waiting (default 100ms).
 	RenotifyInterval time.Duration
 	// Logger receives the broker's logs (default slog.Default()).
 	Logger *slog.Logger
@@ -52,7 +53,7 @@ func (c *Config) setDefaults() {
 		c.NotifyDelay = 2 * time.Millisecond
 	}
 	if c.RenotifyInterval <= 0 {
-		c.RenotifyInterval = time.Second
+		c.RenotifyInterval = 100 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -137,7 +138,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (b *Broker, retErr er
 func (b *Broker) Shutdown() {
 	b.once.Do(func() {
 		for _, s := range b.subs {
-			_ = s.Unsubscribe()
+			_ = s.Drain()
 		}
 		b.cancel()
 		b.wg.Wait()
@@ -178,7 +179,7 @@ func (b *Broker) loop(ctx context.Context) {
 		b.mu.Lock()
 		for svc, n := range pending {
 			st := b.stateLocked(svc)
-			if n > 0 && time.Since(st.lastSent) >= 2*b.cfg.RenotifyInterval {
+			if n > 0 && time.Since(st.lastSent) >= b.cfg.RenotifyInterval {
 				st.missing = max(st.missing, 1)
 				b.scheduleLocked(svc, st)
 			}
@@ -196,15 +197,23 @@ func (b *Broker) stateLocked(svc proto.Service) *svcState {
 	return st
 }
 
-// onCall queues one request (see proto.CallPrefix).
+// onCall queues one request (see proto.CallPrefix). A request forwarded by
+// a full replica carries the caller's reply subject in Muster-Reply; the
+// broker then acknowledges the forward itself, so the replica learns if no
+// broker took it.
 func (b *Broker) onCall(m *nats.Msg) {
-	if m.Reply == "" {
+	replyTo := m.Reply
+	if fwd := m.Header.Get(proto.HdrReply); fwd != "" {
+		replyTo = fwd
+		defer func() { _ = m.Respond(nil) }()
+	}
+	if replyTo == "" {
 		b.log.Warn("request without reply subject dropped", "subject", m.Subject)
 		return
 	}
 	svc, err := proto.ServiceFromTokens(m.Subject)
 	if err != nil || m.Subject != proto.CallSubject(svc) {
-		b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, proto.CallPrefix))
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, proto.CallPrefix))
 		return
 	}
 	op, err := proto.ParseOp(m.Header)
@@ -217,39 +226,56 @@ func (b *Broker) onCall(m *nats.Msg) {
 		dl, err = proto.ParseDeadline(m.Header, now)
 	}
 	if err != nil {
-		b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
 		return
 	}
 	if dl.IsZero() {
 		dl = now.Add(b.cfg.DefaultTimeout)
 	}
 	if !dl.After(now) {
-		b.replyError(m.Reply, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before the request was queued"))
+		b.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before the request was queued"))
 		return
 	}
 	live, attachable := b.reg.known(svc.String(), now)
-	if live == 0 && !attachable { // make sure, before saying no
-		sctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-		b.reg.sync(sctx)
-		cancel()
-		live, attachable = b.reg.known(svc.String(), now)
-	}
 	if live == 0 && !attachable {
-		b.replyError(m.Reply, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
+		// Maybe a replica registered a moment ago: make sure before saying
+		// no, off this callback so other calls do not wait for it.
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+			b.reg.sync(ctx)
+			cancel()
+			b.decide(m, svc, replyTo, dl)
+		}()
+		return
+	}
+	b.decide(m, svc, replyTo, dl)
+}
+
+// decide answers 0007/0007 or 0900/0004 when nothing can serve svc, and
+// queues the request otherwise.
+func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.Time) {
+	now := time.Now()
+	live, attachable := b.reg.known(svc.String(), now)
+	if live == 0 && !attachable {
+		b.replyError(replyTo, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
 		return
 	}
 	if live == 0 {
 		if why, failing := b.reg.failing(svc.String(), now); failing {
-			b.replyError(m.Reply, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+			b.replyError(replyTo, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
 			return
 		}
 	}
 	q := nats.NewMsg(proto.QueueSubject(svc))
 	q.Data = m.Data
 	for k, v := range m.Header {
-		q.Header[k] = v
+		if !strings.HasPrefix(k, "Nats-") { // JetStream would act on Nats-Msg-Id, Nats-Expected-…
+			q.Header[k] = v
+		}
 	}
-	q.Header.Set(proto.HdrReply, m.Reply)
+	q.Header.Set(proto.HdrReply, replyTo)
 	q.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
 	q.Header.Del(proto.HdrTimeout)
 	q.Header.Set(proto.HdrEnqueued, proto.FormatDeadline(now))
@@ -258,11 +284,11 @@ func (b *Broker) onCall(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := b.js.PublishMsg(ctx, q); err != nil {
-		b.replyError(m.Reply, proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %v", err))
+		b.replyError(replyTo, proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %v", err))
 		return
 	}
 	if m.Header.Get(proto.HdrProgress) == "1" {
-		st := nats.NewMsg(m.Reply)
+		st := nats.NewMsg(replyTo)
 		st.Header.Set(proto.HdrStatus, proto.StatusQueued)
 		_ = b.nc.PublishMsg(st)
 	}
@@ -362,7 +388,7 @@ func (b *Broker) pendingFiltered(ctx context.Context, filter string) (map[proto.
 // failQueued answers every queued request of svc with e and removes it:
 // the service cannot start, so waiting to the deadline helps nobody.
 func (b *Broker) failQueued(ctx context.Context, svc proto.Service, e *proto.Error) {
-	cons, err := b.queue.Consumer(ctx, proto.ConsumerName(svc))
+	cons, err := streams.QueueConsumer(ctx, b.queue, svc) // replicas that never started never made it
 	if err != nil {
 		return
 	}
@@ -377,7 +403,7 @@ func (b *Broker) failQueued(ctx context.Context, svc proto.Service, e *proto.Err
 			b.replyError(m.Headers().Get(proto.HdrReply), e)
 			_ = m.Term()
 			b.mu.Lock()
-			b.stateLocked(svc).stats.Expired++
+			b.stateLocked(svc).stats.Failed++
 			b.mu.Unlock()
 		}
 		if n == 0 {
@@ -420,6 +446,9 @@ func (b *Broker) onStats(m *nats.Msg) {
 	all := b.Stats(ctx)
 	if m.Subject != proto.BrokerStatsSubject {
 		svc, err := proto.ServiceFromTokens(m.Subject)
+		if err == nil && m.Subject != proto.BrokerStatsSubject+"."+svc.Tokens() {
+			err = fmt.Errorf("subject %q: want %s.CLASS.NAME.SERVICE", m.Subject, proto.BrokerStatsSubject)
+		}
 		if err != nil {
 			b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
 			return

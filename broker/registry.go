@@ -154,8 +154,8 @@ func (r *registry) known(svc string, now time.Time) (live int, attachable bool) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ri := range r.replicas {
-		if ri.Service == svc && !ri.Expired(now) {
-			live++
+		if ri.Service == svc && ri.State == proto.StateReady && !ri.Expired(now) {
+			live++ // quiescing replicas take no new work
 		}
 	}
 	for _, ai := range r.attach {

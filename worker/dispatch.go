@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"strings"
+	"time"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -8,16 +11,26 @@ import (
 
 // onWarm takes a call or NEW from the warm path. A request that arrives
 // after the replica filled up (it was in flight when the warm subscription
-// closed) is handed to the broker with its reply subject unchanged, so it
-// is queued and the caller never notices.
+// was drained) is handed to the broker with the caller's reply subject in
+// Muster-Reply, so it is queued and the caller never notices; if no broker
+// acknowledges the hand-over, the caller gets 0215/0148 at once.
 func (r *replica) onWarm(nm *nats.Msg) {
 	if r.accept(nm, nm.Reply, "") {
 		return
 	}
-	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Reply: nm.Reply, Header: nm.Header, Data: nm.Data}
-	if err := r.nc.PublishMsg(fwd); err != nil {
-		r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and cannot reach the broker: %v", err))
+	if nm.Reply == "" {
+		return
 	}
+	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Header: nats.Header{}, Data: nm.Data}
+	for k, v := range nm.Header {
+		fwd.Header[k] = v
+	}
+	fwd.Header.Set(proto.HdrReply, nm.Reply)
+	go func() {
+		if _, err := r.nc.RequestMsg(fwd, 5*time.Second); err != nil {
+			r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
+		}
+	}()
 }
 
 // onPulled handles what the server sends to the pull inbox: a queued
@@ -26,7 +39,9 @@ func (r *replica) onPulled(nm *nats.Msg) {
 	if status := nm.Header.Get(proto.HdrNATSStatus); status != "" && len(nm.Data) == 0 {
 		r.mu.Lock()
 		r.pulling = false
-		if status != "409" { // 409: consumer gone or too many pulls; retry at the next heartbeat
+		if status == "409" { // consumer gone or too many pulls: retry at the next heartbeat
+			r.lostCons = r.lostCons || strings.Contains(nm.Header.Get("Description"), "Deleted")
+		} else {
 			r.pullLocked()
 		}
 		r.mu.Unlock()

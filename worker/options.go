@@ -113,7 +113,13 @@ func WithConvTimeout(d time.Duration) Option {
 
 // WithHeartbeat sets how often the registration is refreshed.
 func WithHeartbeat(d time.Duration) Option {
-	return func(c *config) error { c.heartbeat = d; return positive("heartbeat", d) }
+	return func(c *config) error {
+		c.heartbeat = d
+		if d < 10*time.Millisecond || d > 30*time.Second {
+			return fmt.Errorf("%w: heartbeat %v: want 10ms to 30s (registrations are kept 2m)", ErrConfig, d)
+		}
+		return nil
+	}
 }
 
 // WithGrace sets how long a quiescing replica lets open conversations run

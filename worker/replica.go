@@ -49,6 +49,7 @@ type replica struct {
 	nc       *nats.Conn
 	kv       jetstream.KeyValue
 	pullSubj string // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
+	stream   jetstream.Stream
 	started  time.Time
 	stats    counters
 
@@ -65,6 +66,7 @@ type replica struct {
 	subs        []*nats.Subscription
 	pullInbox   string
 	pulling     bool      // a pull request is open at the server
+	lostCons    bool      // the server said the consumer is gone: recreate it
 	pullSent    time.Time // when it was sent
 	idle        *time.Timer
 	exitReason  string
@@ -87,9 +89,9 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	}
 }
 
-// start registers the replica and opens its subscriptions: private and
-// control subjects first, then the registration, then the warm path and
-// the pull of queued work.
+// start opens the replica's subscriptions (private, control, pull inbox,
+// discovery, then the warm path and the first pull), flushes them to the
+// server, and only then writes the registration: registered means reachable.
 func (r *replica) start(ctx context.Context) (retErr error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // every startup step is bounded
 	defer cancel()
@@ -106,6 +108,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
+	r.stream = stream
 	cons, err := streams.QueueConsumer(ctx, stream, r.cfg.service)
 	if err != nil {
 		return err
@@ -207,6 +210,20 @@ func (r *replica) heartbeat() {
 		}
 		cancel()
 		r.mu.Lock()
+		lost := r.lostCons
+		r.mu.Unlock()
+		if lost {
+			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.heartbeat)
+			if _, err := streams.QueueConsumer(ctx, r.stream, r.cfg.service); err != nil {
+				r.cfg.logger.Warn("cannot recreate the queue consumer", "err", err)
+			} else {
+				r.mu.Lock()
+				r.lostCons = false
+				r.mu.Unlock()
+			}
+			cancel()
+		}
+		r.mu.Lock()
 		if r.pulling && time.Since(r.pullSent) > pullExpires+5*time.Second {
 			r.pulling = false
 		}
@@ -227,9 +244,13 @@ func (r *replica) subscribeWarmLocked() error {
 	return nil
 }
 
+// unsubscribeWarmLocked leaves the warm path. It drains rather than
+// unsubscribes: requests the server sent before it saw the UNSUB still
+// reach onWarm (which forwards them to the broker) instead of being
+// dropped by the client library.
 func (r *replica) unsubscribeWarmLocked() {
 	if r.warm != nil {
-		_ = r.warm.Unsubscribe()
+		_ = r.warm.Drain()
 		r.warm = nil
 	}
 }
@@ -384,9 +405,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 		ctx: ctx, cancel: cancel, in: make(chan *nats.Msg, 1),
 		first: m, firstTo: replyTo,
 	}
-	if !c.call {
-		r.convs[c.id] = c
-	}
+	r.convs[c.id] = c // calls too, so IMMED can answer them
 	r.wg.Add(1)
 	r.mu.Unlock()
 
@@ -438,8 +457,8 @@ func (r *replica) release(c *Conv) {
 	reason := c.endReason()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	delete(r.convs, c.id)
 	if !c.call {
-		delete(r.convs, c.id)
 		r.tombLocked(c.id, reason)
 	}
 	r.active--
@@ -554,7 +573,7 @@ func (r *replica) unsubscribeAll() {
 	defer r.mu.Unlock()
 	r.unsubscribeWarmLocked()
 	for _, s := range r.subs {
-		_ = s.Unsubscribe()
+		_ = s.Drain() // in-flight messages still get an answer (a NAK, an error)
 	}
 	r.subs = nil
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -114,6 +115,9 @@ func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error
 	defer cancel()
 	_, err := cv.exchange(ctx, op, nil)
 	cv.end(reason)
+	if errors.Is(err, proto.ErrEOC) && op == proto.OpEOC {
+		return nil // the replica ended it first: ending it is done either way
+	}
 	return err
 }
 

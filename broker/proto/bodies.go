@@ -127,7 +127,7 @@ type ServiceStats struct {
 	Missing        int    `json:"missing"`
 	TotalRequests  int64  `json:"total_requests"` // requests the broker queued
 	ServerOccupied int64  `json:"server_occupied"`
-	Expired        int64  `json:"expired"`
+	Failed         int64  `json:"failed"` // queued requests answered 0900/0004 (service failing)
 	Notifications  int64  `json:"notifications"`
 	LastNotifiedMS int64  `json:"last_notified"`
 }

@@ -1,0 +1,291 @@
+package attach
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// testConfig writes an attach config whose services run this test binary
+// in a worker helper mode, and loads it. Each service line is
+// "SERVICE MODE key: value, key: value".
+func testConfig(t *testing.T, maxReplicas int, services ...string) *Config {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, "host:\n  name: t-%d\n  max_replicas: %d\n  state_dir: %s/state\n  temp_dir: %s/tmp\n  log_dir: %s/logs\n  heartbeat: 200ms\n  grace: 2s\nservices:\n",
+		time.Now().UnixNano()%1e9, maxReplicas, dir, dir, dir)
+	for _, s := range services {
+		f := strings.SplitN(s, " ", 3)
+		fmt.Fprintf(&b, "  - service: %s\n    program: %s\n    args: [\"-test.run=^$\"]\n    env: {%s: %s, GORACE: \"atexit_sleep_ms=0\"}\n", f[0], exe, helperEnv, f[1])
+		if len(f) == 3 {
+			for _, kv := range strings.Split(f[2], ",") {
+				fmt.Fprintf(&b, "    %s\n", strings.TrimSpace(kv))
+			}
+		}
+	}
+	path := filepath.Join(dir, "attach.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	return cfg
+}
+
+func startManager(t *testing.T, e *harness.Env, cfg *Config) *Manager {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := Start(ctx, e.NC, cfg, Options{Conn: natsutil.ConnConfig{URL: e.Server.ClientURL()}, Logger: harness.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown(context.Background()); assertNoLeftovers(t, cfg) })
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error { // the broker sees the ATTACH registration
+		for _, s := range e.Broker.Stats(ctx) {
+			if s.Service == cfg.Services[0].Service {
+				return nil
+			}
+		}
+		return errors.New("broker does not see the attach manager")
+	})
+	return m
+}
+
+// assertNoLeftovers checks that no replica process, temp dir or state
+// record of cfg's manager is left.
+func assertNoLeftovers(t *testing.T, cfg *Config) {
+	t.Helper()
+	if ents, _ := os.ReadDir(cfg.Host.TempDir); len(ents) > 0 {
+		t.Errorf("temp dirs left: %v", ents)
+	}
+	if recs, _ := (StateDir{Dir: cfg.Host.StateDir}).Load(); len(recs) > 0 {
+		t.Errorf("state records left: %+v", recs)
+	}
+}
+
+func alive(m *Manager) int { return m.Info().Replicas }
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestColdStartAndIdleScaleDownToZero(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/ECHO/COLD worker-echo max: 2, idle_timeout: 500ms")
+	m := startManager(t, e, cfg)
+	if n := alive(m); n != 0 {
+		t.Fatalf("%d replicas before any call", n)
+	}
+	start := time.Now()
+	got, err := e.Client.Call(ctxT(t, 20*time.Second), "T/ECHO/COLD", []byte("hello"))
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("cold call: %q %v", got, err)
+	}
+	t.Logf("cold start (zero replicas → first reply): %v", time.Since(start))
+	if n := alive(m); n != 1 {
+		t.Fatalf("%d replicas after one call, want 1", n)
+	}
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n := alive(m); n != 0 {
+			return fmt.Errorf("%d replicas still alive after the idle timeout", n)
+		}
+		return nil
+	})
+	assertNoLeftovers(t, cfg)
+}
+
+func TestBurstNeverExceedsMax(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 16, "T/ECHO/BURST worker-echo max: 4, idle_timeout: 30s")
+	m := startManager(t, e, cfg)
+	ctx := ctxT(t, 60*time.Second)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			want := fmt.Sprint(i)
+			got, err := e.Client.Call(ctx, "T/ECHO/BURST", []byte(want))
+			if err == nil && string(got) != want {
+				err = fmt.Errorf("call %d got %q", i, got)
+			}
+			errs <- err
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			if failed < 5 {
+				t.Error(err)
+			}
+		}
+	}
+	c := m.Counters()["T/ECHO/BURST"]
+	if failed > 0 || c.HighWater > 4 || c.HighWater < 1 {
+		t.Fatalf("%d of %d calls failed; replicas alive at most %d (max 4); counters %+v", failed, n, c.HighWater, c)
+	}
+	t.Logf("burst of %d: started %d replicas, at most %d alive", n, c.Started, c.HighWater)
+}
+
+func TestIdleScaleDownToMin(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/ECHO/MIN worker-echo min: 1, max: 3, idle_timeout: 300ms")
+	m := startManager(t, e, cfg)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := m.Info().Replicas - m.Info().Starting; n != 1 {
+			return fmt.Errorf("%d registered replicas at start, want min 1", n)
+		}
+		return nil
+	})
+	// Load it so more replicas start, then let them idle out.
+	ctx := ctxT(t, 30*time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 60; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.Client.Call(ctx, "T/ECHO/MIN", []byte("x")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := alive(m); n != 1 {
+			return fmt.Errorf("%d replicas alive, want min 1", n)
+		}
+		return nil
+	})
+}
+
+func TestCrashLoopMarksServiceFailing(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/CRASH/START worker-crash max: 2")
+	m := startManager(t, e, cfg)
+	start := time.Now()
+	_, err := e.Client.Call(ctxT(t, 30*time.Second), "T/CRASH/START", []byte("x"))
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceFailing || !strings.Contains(pe.Description, "before it registered") {
+		t.Fatalf("err %v, want 0900/0004 with the reason", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("failing reported after %v, want seconds", d)
+	}
+	t.Logf("crash loop reported after %v: %v", time.Since(start), err)
+	if f := m.Info().Failing["T/CRASH/START"]; f == "" {
+		t.Fatal("registration does not say failing")
+	}
+	// New calls are answered at once while it is failing.
+	start = time.Now()
+	if _, err := e.Client.Call(ctxT(t, 30*time.Second), "T/CRASH/START", nil); !errors.Is(err, proto.ErrServiceFailing) || time.Since(start) > time.Second {
+		t.Fatalf("second call: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestStartTimeoutKillsSilentReplica(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/SILENT/X worker-silent max: 1, start_timeout: 300ms")
+	m := startManager(t, e, cfg)
+	_, err := e.Client.Call(ctxT(t, 30*time.Second), "T/SILENT/X", nil)
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceFailing || !strings.Contains(pe.Description, "start timeout") {
+		t.Fatalf("err %v, want 0900/0004 naming the start timeout", err)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := alive(m); n != 0 {
+			return fmt.Errorf("%d silent replicas still alive", n)
+		}
+		return nil
+	})
+}
+
+func TestHungReplicaIsKilled(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/HANG/X worker-hang min: 1, max: 1")
+	m := startManager(t, e, cfg)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if c := m.Counters()["T/HANG/X"]; c.Hung < 1 {
+			return fmt.Errorf("counters %+v: no hung replica killed yet", c)
+		}
+		return nil
+	})
+}
+
+func TestCrashMidConversationRestartsForMin(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/CRASH/MID worker-crash-mid min: 1, max: 1")
+	m := startManager(t, e, cfg)
+	ctx := ctxT(t, 20*time.Second)
+	cv, _, err := e.Client.Open(ctx, "T/CRASH/MID", []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := cv.Send(ctx, []byte("crash")); !errors.Is(err, proto.ErrLoggedOff) || time.Since(start) > 2*time.Second {
+		t.Fatalf("send: %v after %v, want 0003/0012 within 2s", err, time.Since(start))
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if c := m.Counters()["T/CRASH/MID"]; c.Crashed < 1 || c.Started < 2 {
+			return fmt.Errorf("counters %+v: want a crash and a restart", c)
+		}
+		return nil
+	})
+	if got, err := e.Client.Call(ctx, "T/CRASH/MID", []byte("again")); err != nil || string(got) != "again" {
+		t.Fatalf("after restart: %q %v", got, err)
+	}
+}
+
+func TestShutdownStopsEverything(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	pidfile := filepath.Join(t.TempDir(), "gc.pid")
+	cfg := testConfig(t, 8, "T/ECHO/SHUT worker-echo min: 2, max: 2", "T/GC/X worker-grandchild min: 1, max: 1")
+	cfg.Services[1].Env[pidfileEnv] = pidfile
+	m := startManager(t, e, cfg)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if i := m.Info(); i.Replicas != 3 || i.Starting != 0 {
+			return fmt.Errorf("%d replicas, %d starting", i.Replicas, i.Starting)
+		}
+		if _, err := os.Stat(pidfile); err != nil {
+			return err
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(pidfile)
+	var gc int
+	fmt.Sscan(string(b), &gc)
+	m.Shutdown(context.Background())
+	if n := alive(m); n != 0 {
+		t.Fatalf("%d replicas after shutdown", n)
+	}
+	if st, err := readProcStat(gc); gc <= 0 || err == nil && st.State != 'Z' {
+		t.Fatalf("grandchild %d survived the shutdown (%c)", gc, st.State)
+	}
+	assertNoLeftovers(t, cfg)
+}

@@ -1,0 +1,113 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/worker"
+)
+
+// workerHelper runs the test binary as a real Muster replica (the
+// attach manager sets MUSTER_* as for any replica). Modes:
+//
+//	worker-echo        demo.Echo
+//	worker-crash       exits 3 before registering
+//	worker-crash-mid   serves; the message "crash" makes it exit 2 mid-conversation
+//	worker-hang        registers, then never heartbeats again while it lives
+//	worker-silent      never registers (start timeout)
+//	worker-grandchild  starts a sleeping grandchild, then serves demo.Echo
+//	worker-ignore-term serves, but ignores SIGTERM
+//	manager            runs an attach manager (see managerHelper)
+func workerHelper(mode string) (int, bool) {
+	run := func(h worker.HandlerFunc, opts ...worker.Option) int {
+		if err := worker.Run(context.Background(), h, opts...); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			return 1
+		}
+		return 0
+	}
+	switch mode {
+	case "worker-echo":
+		return run(demo.Echo), true
+	case "worker-crash":
+		fmt.Fprintln(os.Stderr, "worker-crash: cannot open database")
+		return 3, true
+	case "worker-crash-mid":
+		return run(func(ctx context.Context, c *worker.Conv) error {
+			for {
+				m, err := c.Receive(ctx)
+				if err != nil {
+					return nil
+				}
+				if string(m.Data) == "crash" {
+					os.Exit(2)
+				}
+				if err := c.Reply(m.Data); err != nil {
+					return err
+				}
+			}
+		}), true
+	case "worker-hang":
+		return run(demo.Echo, worker.WithHeartbeat(30*time.Second)), true
+	case "worker-silent":
+		time.Sleep(helperMaxLife)
+		return 0, true
+	case "worker-grandchild":
+		gc := exec.Command(os.Args[0], "-test.run=^$")
+		gc.Env = append(os.Environ(), helperEnv+"=sleep")
+		if err := gc.Start(); err != nil {
+			return 1, true
+		}
+		if f := os.Getenv(pidfileEnv); f != "" {
+			_ = os.WriteFile(f, []byte(fmt.Sprint(gc.Process.Pid)), 0o600)
+		}
+		return run(demo.Echo), true
+	case "worker-ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+		return run(demo.Echo, worker.WithSignals(false)), true
+	case "manager":
+		return managerHelper(), true
+	}
+	return 0, false
+}
+
+// managerHelper runs an attach manager in this process, for tests that
+// kill a manager: config from ATTACH_TEST_CONFIG, NATS from MUSTER_URL.
+// It prints "ready" once started and stops on SIGTERM.
+func managerHelper() int {
+	cfg, err := LoadConfig(os.Getenv("ATTACH_TEST_CONFIG"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	conn := natsutil.ConnConfigFromEnv(nil)
+	nc, err := conn.Connect()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := Start(ctx, nc, cfg, Options{Conn: conn})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	select {
+	case <-term:
+	case <-time.After(helperMaxLife):
+	}
+	m.Shutdown(context.Background())
+	return 0
+}
