@@ -18,9 +18,11 @@ const (
 	HdrConv = "Muster-Conv"
 	// HdrReplica is the replica id, in every reply from a replica.
 	HdrReplica = "Muster-Replica"
-	// HdrDeadline is the caller's absolute deadline, Unix milliseconds. A
-	// replica never starts work past it; the broker drops queued requests
-	// past it with 0074/0074.
+	// HdrDeadline is the caller's absolute deadline, Unix milliseconds. The
+	// broker refuses requests already past it (0074/0074) and stamps the
+	// queued copy with a Nats-TTL so the stream drops it after; a replica
+	// that pulls a request past it answers 0074/0074 and never starts it.
+	// The Go client reports 0074/0074 itself when its deadline passes.
 	HdrDeadline = "Muster-Deadline"
 	// HdrTimeout is a relative deadline in milliseconds, for plain clients
 	// that cannot compute an absolute one. HdrDeadline wins if both are set.

@@ -17,9 +17,10 @@ const (
 	WarmQueue = "muster"
 
 	// CallPrefix + CLASS.NAME.SERVICE is the broker's entry: a request there
-	// is queued durably until a replica takes it, or answered with a coded
-	// error (0007/0007 unknown service, 0074/0074 expired). Any NATS client
-	// can use it; the Go SDK uses it after a 503 on the warm subject.
+	// is queued durably until a replica takes it, or answered at once with a
+	// coded error (0007/0007 unknown service, 0900/0004 service failing,
+	// 0074/0074 deadline already passed, 0900/0001 malformed). Any NATS
+	// client can use it; the Go SDK uses it after a 503 on the warm subject.
 	CallPrefix = "muster.call."
 	// BrokerQueue is the queue group the brokers serve CallPrefix in.
 	BrokerQueue = "muster-broker"
