@@ -312,6 +312,17 @@ func (m *Manager) reap(r *replicaRun) {
 	if err := m.state.Remove(r.id); err != nil {
 		m.log.Warn("state record not removed", "replica", r.id, "err", err)
 	}
+	// The registration may not have reached the watcher before a quick
+	// crash: the record itself says whether it registered. A dead
+	// replica's record goes at once, so no broker counts it any more.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if _, err := m.repKV.Get(ctx, r.id); err == nil {
+		m.mu.Lock()
+		r.registered = true
+		m.mu.Unlock()
+		_ = m.repKV.Delete(ctx, r.id)
+	}
+	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.reps, r.id)
