@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
@@ -283,6 +285,9 @@ func TestShutdownStopsEverything(t *testing.T) {
 	m.Shutdown(context.Background())
 	if n := alive(m); n != 0 {
 		t.Fatalf("%d replicas after shutdown", n)
+	}
+	if _, err := m.attKV.Get(context.Background(), m.ID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("ATTACH registration after shutdown: %v", err)
 	}
 	if st, err := readProcStat(gc); gc <= 0 || err == nil && st.State != 'Z' {
 		t.Fatalf("grandchild %d survived the shutdown (%c)", gc, st.State)
