@@ -76,6 +76,7 @@ type Broker struct {
 	svcs map[proto.Service]*svcState
 
 	subs   []*nats.Subscription
+	runCtx context.Context // done at Shutdown
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -90,7 +91,7 @@ type svcState struct {
 }
 
 // Start starts a broker on nc (which the caller keeps and closes).
-func Start(ctx context.Context, nc *nats.Conn, cfg Config) (b *Broker, retErr error) {
+func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr error) {
 	cfg.setDefaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -101,7 +102,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (b *Broker, retErr er
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	b = &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), svcs: map[proto.Service]*svcState{}, cancel: cancel}
+	b := &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), svcs: map[proto.Service]*svcState{}, runCtx: runCtx, cancel: cancel}
 	defer func() {
 		if retErr != nil {
 			b.Shutdown()
@@ -319,7 +320,10 @@ func (b *Broker) scheduleLocked(svc proto.Service, st *svcState) {
 
 // notify sends the attach notification for svc if its work still waits.
 func (b *Broker) notify(svc proto.Service) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if b.runCtx.Err() != nil {
+		return // shut down
+	}
+	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()
 	pending, err := b.pending(ctx, svc)
 	b.mu.Lock()

@@ -103,6 +103,16 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 		r.ack(nm.Reply, id)
 		return
 	}
+	if op == proto.OpCancel { // abort now, even while the handler is busy
+		c.mu.Lock()
+		c.endLocked(proto.ErrCancelled)
+		c.pending, c.first = nil, nil // the client who cancels waits for no reply
+		c.stopProgressLocked()
+		c.mu.Unlock()
+		c.cancel()
+		r.ack(nm.Reply, id)
+		return
+	}
 	select {
 	case c.in <- nm:
 	default:

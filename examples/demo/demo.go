@@ -65,3 +65,6 @@ func normalEnd(err error) error {
 	}
 	return err
 }
+
+// SleepService is the sleep demo's service name.
+const SleepService = "DEMO/SLEEP/SLEEP"

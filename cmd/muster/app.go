@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// exitStatusHelp documents the exit codes in every command's help.
+const exitStatusHelp = `EXIT STATUS:
+   0  success
+   1  error: bad usage, no connection, I/O …
+   2  Muster answered with a coded error, printed as "muster: CCCC/NNNN description"`
+
+// app builds the muster command. Tests run it with their own Reader,
+// Writer and ErrWriter.
+func app() *cli.App {
+	a := &cli.App{
+		Name:        "muster",
+		Usage:       "run and use a Muster system: broker, replicas, calls and conversations",
+		Version:     versionString(),
+		Description: "Results go to stdout, diagnostics to stderr.\n\n" + exitStatusHelp,
+		Commands: []*cli.Command{
+			upCommand(),
+			brokerCommand(),
+			attachCommand(),
+			callCommand(),
+			converseCommand(),
+			exampleCommand(),
+			serviceCommand(),
+			replicaCommand(),
+			versionCommand(),
+		},
+		// main reports errors and picks the exit status; the library must
+		// never call os.Exit itself.
+		ExitErrHandler:            func(*cli.Context, error) {},
+		DisableSliceFlagSeparator: true, // -H 'X=a,b' is one header value
+		HideVersion:               true, // `muster version` says it
+	}
+	a.OnUsageError = usageError
+	wrapActions(a.Commands)
+	return a
+}
+
+// wrapActions makes every command's action report Muster's coded errors
+// as codedError, so main prints "CCCC/NNNN description" once, and makes
+// usage errors plain errors (urfave/cli would print them to stdout).
+func wrapActions(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if act := c.Action; act != nil {
+			c.Action = func(ctx *cli.Context) error { return coded(act(ctx)) }
+		}
+		c.OnUsageError = usageError
+		wrapActions(c.Subcommands)
+	}
+}
+
+// usageError reports a flag error, pointing at the help.
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w (see %s --help)", err, c.Command.HelpName)
+}
+
+// codedError is a *proto.Error as the CLI reports it: without the
+// library's "muster: " prefix (main adds its own), exit status 2.
+type codedError struct{ pe *proto.Error }
+
+func (e *codedError) Error() string {
+	if e.pe.Description == "" {
+		return e.pe.Code.String()
+	}
+	return e.pe.Code.String() + " " + e.pe.Description
+}
+
+func (e *codedError) Unwrap() error { return e.pe }
+
+// coded turns an error that is a *proto.Error into a codedError. Commands
+// return *proto.Error values unwrapped, so no context is lost.
+func coded(err error) error {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return &codedError{pe: pe}
+	}
+	return err
+}
+
+// exitCode is the process exit status for err (see exitStatusHelp).
+func exitCode(err error) int {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return 2
+	}
+	return 1
+}
+
+// connect opens a NATS connection from the ConnFlags (natsutil.DefaultURL
+// when --server and MUSTER_URL are unset), named for monitoring.
+func connect(c *cli.Context, name string) (*nats.Conn, error) {
+	cfg := natsutil.ConnConfigFromCLI(c)
+	cfg.Name = name
+	return cfg.Connect()
+}
+
+// connFlags are natsutil.ConnFlags plus more.
+func connFlags(more ...cli.Flag) []cli.Flag { return append(natsutil.ConnFlags(), more...) }
+
+// logLevelFlag is --log-level, read by newLogger.
+func logLevelFlag() cli.Flag {
+	return &cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MUSTER_LOG_LEVEL"}, Usage: "log `LEVEL`: debug, info, warn or error"}
+}
+
+// newLogger logs text to the app's stderr at --log-level.
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl})), nil
+}

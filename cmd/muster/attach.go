@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/attach"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// attachCommand is `muster attach`.
+func attachCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "attach",
+		Usage: "run this host's attach manager: start replicas on demand from a local config",
+		Description: "Registers every service in the config with the ATTACH role, starts replicas\n" +
+			"when a broker asks, supervises them, and stops them all on SIGINT/SIGTERM.\n" +
+			"Programs come from the config file only, never from a message.\n" +
+			"--check FILE validates a config and exits (0 good, 1 with every problem).\n\n" + exitStatusHelp,
+		Flags: connFlags(
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` (YAML; see docs/OPERATIONS.md)"},
+			&cli.StringFlag{Name: "check", Usage: "validate config `FILE` and exit"},
+			logLevelFlag(),
+		),
+		Action: runAttach,
+	}
+}
+
+func runAttach(c *cli.Context) error {
+	if f := c.String("check"); f != "" {
+		cfg, err := attach.LoadConfig(f)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "%s: ok: %d services, host %s, at most %d replicas\n", cfg.File, len(cfg.Services), cfg.Host.Name, cfg.Host.MaxReplicas)
+		return nil
+	}
+	if c.String("config") == "" {
+		return errors.New("attach: --config FILE is required (or --check FILE)")
+	}
+	cfg, err := attach.LoadConfig(c.String("config"))
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	connCfg := natsutil.ConnConfigFromCLI(c)
+	if connCfg.URL == "" {
+		connCfg.URL = natsutil.DefaultURL
+	}
+	connCfg.Name = "muster attach " + cfg.Host.Name
+	nc, err := connCfg.Connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	m, err := startAttach(ctx, nc, connCfg, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "muster attach: %s serving %d services (config %s)\n", m.ID(), len(cfg.Services), cfg.File)
+	<-ctx.Done()
+	log.Info("shutting down")
+	bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { m.Shutdown(context.Background()) })
+	return nil
+}
+
+// startAttach starts an attach manager whose replicas reach NATS with connCfg.
+func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsutil.ConnConfig, cfg *attach.Config, log *slog.Logger) (*attach.Manager, error) {
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	connCfg.Name = ""
+	return attach.Start(sctx, nc, cfg, attach.Options{Conn: connCfg, Version: version, Logger: log})
+}
+
+// demoConfig is the built-in attach config of `muster up`: the demo
+// services, served by this very binary (`muster example echo|sleep`).
+// With an embedded server its state lives beside the NATS data.
+func demoConfig(dataDir string) (*attach.Config, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the muster binary for the demo services: %w", err)
+	}
+	cfg := attach.DemoConfig(exe)
+	if dataDir != "" {
+		cfg.Host.StateDir = filepath.Join(dataDir, "attach")
+		cfg.Host.LogDir = filepath.Join(dataDir, "attach", "logs")
+	}
+	return cfg, nil
+}

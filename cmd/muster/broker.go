@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// startTimeout bounds how long starting a component may take.
+const startTimeout = 30 * time.Second
+
+// defaultTimeoutFlag is --default-timeout, the broker's DefaultTimeout.
+func defaultTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "default-timeout", Value: 30 * time.Second, Usage: "deadline of requests that carry none"}
+}
+
+// brokerCommand is `muster broker`.
+func brokerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "broker",
+		Usage: "run a broker against an existing NATS server until SIGINT/SIGTERM",
+		Description: "Connects to --server (default " + natsutil.DefaultURL + "), which must have JetStream.\n" +
+			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
+		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag()),
+		Action: runBroker,
+	}
+}
+
+func runBroker(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	nc, err := connect(c, "muster broker")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer b.Shutdown()
+	fmt.Fprintf(c.App.ErrWriter, "muster broker %s on %s\n", b.ID(), nc.ConnectedUrlRedacted())
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+func TestBroker(t *testing.T) {
+	s := testutil.StartNATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		a := app()
+		a.Reader, a.Writer, a.ErrWriter = strings.NewReader(""), io.Discard, stderr
+		done <- a.RunContext(ctx, []string{"muster", "broker", "--server", s.ClientURL(), "--log-level", "warn"})
+	}()
+	// Reading the banner through the mutex also orders the broker's flag
+	// parsing before ours (see startUp).
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(stderr.String(), "muster broker ") {
+			return fmt.Errorf("broker not started; stderr:\n%s", stderr)
+		}
+		return nil
+	})
+	var st proto.BrokerStats
+	if err := json.Unmarshal([]byte(run(t, nil, "service", "ls", "--server", s.ClientURL(), "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "muster broker "+st.Broker+" ") {
+		t.Fatalf("broker %q answered; stderr:\n%s", st.Broker, stderr)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("broker returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("broker did not stop")
+	}
+}
+
+func TestBrokerNoServer(t *testing.T) {
+	r := runApp(context.Background(), nil, "broker", "--server", "nats://"+freeAddr(t))
+	if r.err == nil || exitCode(r.err) != 1 {
+		t.Fatalf("err %v, want exit 1", r.err)
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/attach"
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// stopTimeout bounds each step of the shutdown after the replicas' grace.
+const stopTimeout = 10 * time.Second
+
+// upCommand is `muster up`.
+func upCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "run a local Muster system: embedded NATS with JetStream, a broker and an attach manager",
+		Description: "Starts an embedded NATS server (or uses --server / MUSTER_URL), a broker and an\n" +
+			"attach manager that starts replicas on demand: of the demo services (served by\n" +
+			"this binary, `muster example echo|sleep`), or of the services in --config FILE.\n" +
+			"Runs until SIGINT or SIGTERM, then stops the replicas (after the config's grace),\n" +
+			"the broker and NATS. The embedded server has no authentication: keep it on loopback.\n\n" + exitStatusHelp,
+		Flags: connFlags(
+			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
+			&cli.StringFlag{Name: "data", Usage: "`DIR` of the embedded server's JetStream store (default: $XDG_STATE_HOME/muster or ~/.local/state/muster)"},
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` instead of the built-in demo config"},
+			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
+			defaultTimeoutFlag(),
+			logLevelFlag(),
+		),
+		Action: runUp,
+	}
+}
+
+// stack runs cleanup functions in the reverse order of their registration.
+type stack []func()
+
+func (s *stack) push(f func()) { *s = append(*s, f) }
+
+func (s *stack) run() {
+	for i := len(*s) - 1; i >= 0; i-- {
+		(*s)[i]()
+	}
+	*s = nil
+}
+
+func runUp(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var cleanup stack // replicas, broker, connection, NATS: the reverse of starting
+	defer cleanup.run()
+
+	connCfg, where, dataDir, err := upNATS(c, log, &cleanup)
+	if err != nil {
+		return err
+	}
+	connCfg.Name = "muster up"
+	nc, err := connCfg.Connect()
+	if err != nil {
+		return err
+	}
+	cleanup.push(nc.Close)
+	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), where)
+
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log})
+	if err != nil {
+		return err
+	}
+	cleanup.push(func() { bounded(log, "broker shutdown", stopTimeout, b.Shutdown) })
+	fmt.Fprintf(c.App.ErrWriter, "muster up: broker %s\n", b.ID())
+
+	var cfg *attach.Config
+	switch {
+	case c.String("config") != "":
+		cfg, err = attach.LoadConfig(c.String("config"))
+	case c.Bool("demo"):
+		cfg, err = demoConfig(dataDir)
+	}
+	if err != nil {
+		return err
+	}
+	if cfg != nil {
+		m, err := startAttach(sctx, nc, connCfg, cfg, log)
+		if err != nil {
+			return err
+		}
+		cleanup.push(func() {
+			bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { m.Shutdown(context.Background()) })
+		})
+		names := make([]string, len(cfg.Services))
+		for i, s := range cfg.Services {
+			names[i] = s.Service
+		}
+		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
+		try := "muster call"
+		if u := nc.ConnectedUrlRedacted(); u != natsutil.DefaultURL {
+			try += " --server " + u
+		}
+		fmt.Fprintf(c.App.ErrWriter, "try: %s %s hello\n", try, names[0])
+	}
+	cancel()
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+// bounded runs f and waits up to d for it, logging if it takes longer
+// (f then finishes in the background; the process is about to exit).
+func bounded(log *slog.Logger, what string, d time.Duration, f func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		log.Debug(what+" done", "took", time.Since(start))
+	case <-t.C:
+		log.Warn(what+" did not finish in time", "timeout", d)
+	}
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// upNATS starts the embedded NATS server, or with --server uses that one,
+// and returns how to connect to it and a note on where it runs.
+func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsutil.ConnConfig, where, storeDir string, err error) {
+	if c.String(natsutil.FlagServer) != "" {
+		if c.IsSet("nats-listen") || c.IsSet("data") {
+			return cfg, "", "", errors.New("--nats-listen and --data configure the embedded server: not with --server or MUSTER_URL")
+		}
+		return natsutil.ConnConfigFromCLI(c), "external", "", nil
+	}
+	dir, err := dataDir(c.String("data"), log)
+	if err != nil {
+		return cfg, "", "", err
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return cfg, "", "", err
+	}
+	cleanup.push(unlock)
+	listen := c.String("nats-listen")
+	if err := checkListen(listen, log); err != nil {
+		return cfg, "", "", err
+	}
+	s, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{Listen: listen, StoreDir: dir})
+	if err != nil {
+		return cfg, "", "", err
+	}
+	cleanup.push(func() {
+		bounded(log, "NATS shutdown", stopTimeout, func() { s.Shutdown(); s.WaitForShutdown() })
+	})
+	return natsutil.ConnConfig{URL: s.ClientURL()}, "embedded, data in " + dir, dir, nil
+}
+
+// dataDir returns the JetStream store directory, created 0700: dir, else
+// $XDG_STATE_HOME/muster, else ~/.local/state/muster.
+func dataDir(dir string, log *slog.Logger) (string, error) {
+	if dir == "" {
+		if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+			dir = filepath.Join(x, "muster")
+		} else {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("no --data given: %w", err)
+			}
+			dir = filepath.Join(home, ".local", "state", "muster")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is accessible to other users", "dir", dir, "mode", st.Mode().Perm())
+	}
+	return dir, nil
+}
+
+// checkListen fails at once if listen is taken (StartEmbedded would only
+// time out) and warns if it is reachable from other hosts.
+func checkListen(listen string, log *slog.Logger) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--nats-listen %q: %w", listen, err)
+	}
+	if !isLoopback(host) {
+		log.Warn("the embedded NATS server has no authentication and listens beyond loopback", "listen", listen)
+	}
+	if port == "0" || port == "-1" {
+		return nil
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("--nats-listen %s: %w", listen, err)
+	}
+	return l.Close()
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
