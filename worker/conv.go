@@ -129,6 +129,12 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			}
 			return nil, e
 		case <-ctx.Done():
+			c.mu.Lock()
+			e := c.ended
+			c.mu.Unlock()
+			if e != nil { // the conversation's own end (CANCEL, IMMED) is the better answer
+				return nil, e
+			}
 			return nil, ctx.Err()
 		}
 	}
@@ -146,6 +152,9 @@ func (c *Conv) reply(data []byte, end bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
+		if c.ended != nil {
+			return c.ended // cancelled or ended meanwhile
+		}
 		return ErrReplied
 	}
 	to := c.replyTo
