@@ -32,7 +32,25 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode))
 	}
+	pidDir, err := os.MkdirTemp("", "attach-test-pids-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv(pidDirEnv, pidDir)
 	code := m.Run()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(managedLeaks(pidDir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if leaked := managedLeaks(pidDir); len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "attach: replicas started by managers outlived the tests (killed now): %v\n", leaked)
+		for _, pid := range leaked {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		code = 1
+	}
+	_ = os.RemoveAll(pidDir)
 	if leaked := checkChildLeaks(5 * time.Second); len(leaked) > 0 {
 		fmt.Fprintf(os.Stderr, "attach: helper processes outlived the tests (killed now): %v\n", leaked)
 		for _, pid := range leaked {

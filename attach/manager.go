@@ -72,12 +72,13 @@ type svcRun struct {
 
 // ServiceCounters are what a manager counts per service.
 type ServiceCounters struct {
-	Started     int64 `json:"started"`
-	StartFailed int64 `json:"start_failed"`
-	Crashed     int64 `json:"crashed"`
-	Hung        int64 `json:"hung"`
-	Exited      int64 `json:"exited"`
-	HighWater   int   `json:"high_water"` // most replicas alive (starting or running) at once
+	Started     int64  `json:"started"`
+	StartFailed int64  `json:"start_failed"`
+	Crashed     int64  `json:"crashed"`
+	Hung        int64  `json:"hung"`
+	Exited      int64  `json:"exited"`
+	HighWater   int    `json:"high_water"` // most replicas alive (starting or running) at once
+	LastExit    string `json:"last_exit"`  // how the last replica ended: "exit 3", "signal killed" …
 }
 
 // replicaRun is one replica process the manager started.
@@ -328,6 +329,7 @@ func (m *Manager) reap(r *replicaRun) {
 	delete(m.reps, r.id)
 	s := r.svc
 	s.stats.Exited++
+	s.stats.LastExit = st.String()
 	log := m.log.With("service", s.cfg.Service, "replica", r.id, "status", st.String())
 	switch {
 	case m.stopping:
@@ -336,6 +338,9 @@ func (m *Manager) reap(r *replicaRun) {
 	case r.stopReason != "":
 		log.Warn("replica stopped", "reason", r.stopReason)
 		if !r.registered {
+			// A start timeout already cost the waiting callers that long:
+			// tell them now rather than after more attempts.
+			s.failures = max(s.failures, m.opts.FailAfter-1)
 			m.startFailedLocked(s, r.stopReason)
 		} else {
 			s.stats.Hung++

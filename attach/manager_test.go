@@ -35,7 +35,7 @@ func testConfig(t *testing.T, maxReplicas int, services ...string) *Config {
 		time.Now().UnixNano()%1e9, maxReplicas, dir, dir, dir)
 	for _, s := range services {
 		f := strings.SplitN(s, " ", 3)
-		fmt.Fprintf(&b, "  - service: %s\n    program: %s\n    args: [\"-test.run=^$\"]\n    env: {%s: %s, GORACE: \"atexit_sleep_ms=0\"}\n", f[0], exe, helperEnv, f[1])
+		fmt.Fprintf(&b, "  - service: %s\n    program: %s\n    args: [\"-test.run=^$\"]\n    env: {%s: %s, %s: %q, GORACE: \"atexit_sleep_ms=0\"}\n", f[0], exe, helperEnv, f[1], pidDirEnv, os.Getenv(pidDirEnv))
 		if len(f) == 3 {
 			for _, kv := range strings.Split(f[2], ",") {
 				fmt.Fprintf(&b, "    %s\n", strings.TrimSpace(kv))
@@ -293,4 +293,25 @@ func TestShutdownStopsEverything(t *testing.T) {
 		t.Fatalf("grandchild %d survived the shutdown (%c)", gc, st.State)
 	}
 	assertNoLeftovers(t, cfg)
+}
+
+func TestShutdownKillsReplicaIgnoringSIGTERM(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/STUBBORN/X worker-ignore-term min: 1, max: 1")
+	cfg.Host.Grace = 300 * time.Millisecond
+	m := startManager(t, e, cfg)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if i := m.Info(); i.Replicas != 1 || i.Starting != 0 {
+			return fmt.Errorf("%d replicas, %d starting", i.Replicas, i.Starting)
+		}
+		return nil
+	})
+	start := time.Now()
+	m.Shutdown(context.Background())
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v with a 300ms grace", d)
+	}
+	if n := alive(m); n != 0 {
+		t.Fatalf("%d replicas after shutdown", n)
+	}
 }

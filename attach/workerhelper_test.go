@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -26,6 +28,9 @@ import (
 //	worker-ignore-term serves, but ignores SIGTERM
 //	manager            runs an attach manager (see managerHelper)
 func workerHelper(mode string) (int, bool) {
+	if dir := os.Getenv(pidDirEnv); dir != "" && mode != "manager" {
+		recordHelper(dir)
+	}
 	run := func(h worker.HandlerFunc, opts ...worker.Option) int {
 		if err := worker.Run(context.Background(), h, opts...); err != nil {
 			fmt.Fprintln(os.Stderr, "worker:", err)
@@ -110,4 +115,34 @@ func managerHelper() int {
 	}
 	m.Shutdown(context.Background())
 	return 0
+}
+
+// pidDirEnv names a directory where every worker helper started by a
+// manager records its PID and start time, so TestMain can check that none
+// outlives the tests.
+const pidDirEnv = "ATTACH_TEST_PIDDIR"
+
+func recordHelper(dir string) {
+	pid := os.Getpid()
+	if st, err := readProcStat(pid); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, strconv.Itoa(pid)), []byte(strconv.FormatUint(st.StartTicks, 10)), 0o600)
+	}
+}
+
+// managedLeaks returns the recorded worker helpers still running.
+func managedLeaks(dir string) []int {
+	ents, _ := os.ReadDir(dir)
+	var alive []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		st, err := readProcStat(pid)
+		if err == nil && st.State != 'Z' && strconv.FormatUint(st.StartTicks, 10) == string(b) {
+			alive = append(alive, pid)
+		}
+	}
+	return alive
 }

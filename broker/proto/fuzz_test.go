@@ -470,3 +470,28 @@ func FuzzValidID(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeAttachInfo(f *testing.F) {
+	f.Add([]byte(`{"id":"web-01","host":"web","version":"1","services":["A/B/C"],"heartbeat_ms":2000,"updated":1,"failing":{"A/B/C":"crash"},"replicas":2,"max_replicas":8}`))
+	f.Add([]byte(`{"id":"x","heartbeat_ms":1}`))
+	f.Add([]byte(`{"id":"bad id","heartbeat_ms":1}`))
+	f.Add([]byte(`{"id":"x","services":["nope"],"heartbeat_ms":1}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := proto.DecodeAttachInfo(b)
+		if err != nil {
+			if !errors.Is(err, proto.ErrBadBody) {
+				t.Fatalf("error %v does not wrap ErrBadBody", err)
+			}
+			return
+		}
+		again, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := proto.DecodeAttachInfo(again); err != nil {
+			t.Fatalf("re-encoded record rejected: %v\n%s", err, again)
+		}
+		_ = a.Expired(time.Now())
+	})
+}
