@@ -96,6 +96,8 @@ type replicaRun struct {
 // previous run, registers its services with the ATTACH role, starts each
 // service's min replicas and acts on attach notifications until Shutdown.
 func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (m *Manager, retErr error) {
+	ctx, cancelStart := context.WithTimeout(ctx, 30*time.Second) // every startup step is bounded
+	defer cancelStart()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

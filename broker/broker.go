@@ -93,6 +93,8 @@ type svcState struct {
 // Start starts a broker on nc (which the caller keeps and closes).
 func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr error) {
 	cfg.setDefaults()
+	ctx, cancelStart := context.WithTimeout(ctx, 30*time.Second) // every startup step is bounded
+	defer cancelStart()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("broker: jetstream: %w", err)
@@ -476,4 +478,12 @@ func (b *Broker) replyError(to string, e *proto.Error) {
 	m := nats.NewMsg(to)
 	proto.SetError(m.Header, e)
 	_ = b.nc.PublishMsg(m)
+}
+
+// ChooseAttach returns the attach manager the broker would notify next for
+// service, as it decides for a real notification (used by `muster bench
+// scale` and for operators' questions).
+func (b *Broker) ChooseAttach(service string) (string, bool) {
+	ai, ok := b.reg.chooseAttach(service, time.Now(), b.turn.Add(1))
+	return ai.ID, ok
 }

@@ -22,6 +22,8 @@ type registry struct {
 	replicas         map[string]proto.ReplicaInfo
 	attach           map[string]proto.AttachInfo
 	replicaRevisions map[string]uint64
+	bySvc            map[string]map[string]bool    // service → replica ids
+	offers           map[string]map[string]bool    // service → attach manager ids that offer it
 	lastRev          map[jetstream.KeyValue]uint64 // highest revision applied per bucket
 	changed          chan struct{}                 // closed and replaced at every apply
 }
@@ -33,7 +35,7 @@ type figures struct {
 
 func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
 	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
-		replicaRevisions: map[string]uint64{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
+		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
 	var err error
 	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
 		return nil, err
@@ -93,10 +95,9 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 	key := e.Key()
 	if e.Operation() != jetstream.KeyValuePut {
 		if replicas {
-			delete(r.replicas, key)
-			delete(r.replicaRevisions, key)
+			r.dropReplicaLocked(key)
 		} else {
-			delete(r.attach, key)
+			r.dropAttachLocked(key)
 		}
 		return
 	}
@@ -106,8 +107,10 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 			r.log.Warn("bad replica record ignored", "key", key, "err", err)
 			return
 		}
+		r.dropReplicaLocked(key)
 		r.replicas[key] = ri
 		r.replicaRevisions[key] = e.Revision()
+		addIndex(r.bySvc, ri.Service, key)
 		return
 	}
 	ai, err := proto.DecodeAttachInfo(e.Value())
@@ -115,7 +118,42 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 		r.log.Warn("bad attach record ignored", "key", key, "err", err)
 		return
 	}
+	r.dropAttachLocked(key)
 	r.attach[key] = ai
+	for _, s := range ai.Services {
+		addIndex(r.offers, s, key)
+	}
+}
+
+func (r *registry) dropReplicaLocked(id string) {
+	if ri, ok := r.replicas[id]; ok {
+		delIndex(r.bySvc, ri.Service, id)
+	}
+	delete(r.replicas, id)
+	delete(r.replicaRevisions, id)
+}
+
+func (r *registry) dropAttachLocked(id string) {
+	if ai, ok := r.attach[id]; ok {
+		for _, s := range ai.Services {
+			delIndex(r.offers, s, id)
+		}
+	}
+	delete(r.attach, id)
+}
+
+func addIndex(idx map[string]map[string]bool, k, id string) {
+	if idx[k] == nil {
+		idx[k] = map[string]bool{}
+	}
+	idx[k][id] = true
+}
+
+func delIndex(idx map[string]map[string]bool, k, id string) {
+	delete(idx[k], id)
+	if len(idx[k]) == 0 {
+		delete(idx, k)
+	}
 }
 
 // sync waits (up to ctx) until the watchers have applied every record
@@ -153,13 +191,13 @@ func (r *registry) sync(ctx context.Context) {
 func (r *registry) known(svc string, now time.Time) (live int, attachable bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, ri := range r.replicas {
-		if ri.Service == svc && ri.State == proto.StateReady && !ri.Expired(now) {
+	for id := range r.bySvc[svc] {
+		if ri := r.replicas[id]; ri.State == proto.StateReady && !ri.Expired(now) {
 			live++ // quiescing replicas take no new work
 		}
 	}
-	for _, ai := range r.attach {
-		if !ai.Isolated && !ai.Expired(now) && ai.Offers(svc) {
+	for id := range r.offers[svc] {
+		if ai := r.attach[id]; !ai.Isolated && !ai.Expired(now) {
 			return live, true
 		}
 	}
@@ -170,8 +208,9 @@ func (r *registry) figures(svc string, now time.Time) figures {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var f figures
-	for _, ri := range r.replicas {
-		if ri.Service != svc || ri.Expired(now) {
+	for id := range r.bySvc[svc] {
+		ri := r.replicas[id]
+		if ri.Expired(now) {
 			continue
 		}
 		if ri.State == proto.StateQuiescing {
@@ -237,8 +276,9 @@ func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.A
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var cands []proto.AttachInfo
-	for _, ai := range r.attach {
-		if ai.Isolated || ai.Expired(now) || !ai.Offers(svc) || ai.Failing[svc] != "" {
+	for id := range r.offers[svc] {
+		ai := r.attach[id]
+		if ai.Isolated || ai.Expired(now) || ai.Failing[svc] != "" {
 			continue
 		}
 		cands = append(cands, ai)
@@ -272,8 +312,9 @@ func (r *registry) failing(svc string, now time.Time) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	reason, offered := "", false
-	for _, ai := range r.attach {
-		if ai.Isolated || ai.Expired(now) || !ai.Offers(svc) {
+	for id := range r.offers[svc] {
+		ai := r.attach[id]
+		if ai.Isolated || ai.Expired(now) {
 			continue
 		}
 		offered = true

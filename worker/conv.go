@@ -31,14 +31,16 @@ type Conv struct {
 	cancel   context.CancelFunc
 	in       chan *nats.Msg // OLD, EOC and CANCEL messages, routed by the replica
 
-	mu        sync.Mutex
-	first     *Message // the opening message, until Receive takes it
-	firstTo   string   // reply subject of the opening message
-	pending   *Message // received and not yet replied
-	replyTo   string   // where the pending message's reply goes
-	ended     *proto.Error
-	seq       int
-	progress0 *time.Timer
+	mu       sync.Mutex
+	first    *Message // the opening message, until Receive takes it
+	firstTo  string   // reply subject of the opening message
+	pending  *Message // received and not yet replied
+	replyTo  string   // where the pending message's reply goes
+	ended    *proto.Error
+	released bool // slot given back (guarded by replica.mu)
+	seq      int
+	started  time.Time // when the opening message was accepted
+	working  bool      // the "working" status went out
 }
 
 // ID returns the conversation id ("" for a call).
@@ -89,7 +91,7 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			op, _ := proto.ParseOp(nm.Header)
 			switch op {
 			case proto.OpOld:
-				m := c.r.message(nm)
+				m, _ := c.r.message(nm)
 				c.mu.Lock()
 				if c.ended != nil {
 					e := c.ended
@@ -149,37 +151,53 @@ func (c *Conv) Reply(data []byte) error { return c.reply(data, c.call) }
 func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
 
 func (c *Conv) reply(data []byte, end bool) error {
+	m, err := c.replyMsg(data, end)
+	if err != nil || m == nil {
+		return err
+	}
+	if end {
+		// Free the slot before the reply leaves, so the caller's next
+		// request finds the replica free (the handler may still be returning).
+		c.r.release(c)
+	}
+	c.r.stats.bytesOut.Add(int64(len(data)))
+	return c.r.nc.PublishMsg(m)
+}
+
+// replyMsg builds the reply to the pending message and marks it answered.
+func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
 		if c.ended != nil {
-			return c.ended // cancelled or ended meanwhile
+			return nil, c.ended // cancelled or ended meanwhile
 		}
-		return ErrReplied
+		return nil, ErrReplied
 	}
 	to := c.replyTo
 	c.pending, c.replyTo = nil, ""
-	c.stopProgressLocked()
 	if max := c.r.nc.MaxPayload() - 1024; int64(len(data)) > max {
 		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
 		c.endLocked(e)
 		c.r.replyError(to, e)
-		return e
+		return nil, e
+	}
+	if end {
+		c.endLocked(proto.ErrEOC)
+	}
+	if c.call {
+		// A call's successful reply is the bare payload: nothing for the
+		// caller to parse on the hot path.
+		return &nats.Msg{Subject: to, Data: data}, nil
 	}
 	m := nats.NewMsg(to)
 	m.Data = data
 	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
-	if !c.call {
-		m.Header.Set(proto.HdrConv, c.id)
-	}
+	m.Header.Set(proto.HdrConv, c.id)
 	if end {
-		if !c.call {
-			m.Header.Set(proto.HdrStatus, proto.StatusEOC)
-		}
-		c.endLocked(proto.ErrEOC)
+		m.Header.Set(proto.HdrStatus, proto.StatusEOC)
 	}
-	c.r.stats.bytesOut.Add(int64(len(data)))
-	return c.r.nc.PublishMsg(m)
+	return m, nil
 }
 
 // takeLocked makes m the message awaiting a reply.
@@ -210,26 +228,17 @@ func (c *Conv) notifyLocked(e *proto.Error) {
 	_ = c.r.nc.PublishMsg(m)
 }
 
-// startProgress sends the client a "working" status after delay, so it knows
-// which replica holds its request and can watch that replica's liveness.
-func (c *Conv) startProgress(delay time.Duration) {
-	if !c.progress {
-		return
-	}
-	if delay <= 0 {
-		c.sendWorking()
-		return
-	}
-	c.mu.Lock()
-	c.progress0 = time.AfterFunc(delay, c.sendWorking)
-	c.mu.Unlock()
-}
-
-// sendWorking sends the "working" status while the opening message is
-// still unanswered.
+// sendWorking sends the client a "working" status while the opening
+// message is still unanswered, so it knows which replica holds its request
+// and can watch that replica's liveness. The replica's progress tick calls
+// it for requests older than progressDelay; requests taken from the queue
+// get it at once.
 func (c *Conv) sendWorking() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.progress || c.working || c.ended != nil {
+		return
+	}
 	to := c.firstTo
 	if c.first == nil {
 		if c.pending == nil || c.seq != 1 {
@@ -237,6 +246,7 @@ func (c *Conv) sendWorking() {
 		}
 		to = c.replyTo
 	}
+	c.working = true
 	m := nats.NewMsg(to)
 	m.Header.Set(proto.HdrStatus, proto.StatusWorking)
 	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
@@ -246,19 +256,11 @@ func (c *Conv) sendWorking() {
 	_ = c.r.nc.PublishMsg(m)
 }
 
-func (c *Conv) stopProgressLocked() {
-	if c.progress0 != nil {
-		c.progress0.Stop()
-		c.progress0 = nil
-	}
-}
-
 // finish runs when the handler returns: an unanswered message gets an
 // answer, and a client still in the conversation learns it is over.
 func (c *Conv) finish(herr error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.stopProgressLocked()
 	var e *proto.Error
 	if herr != nil {
 		e = asWireError(herr)
@@ -302,7 +304,6 @@ func (c *Conv) abort(e *proto.Error) {
 	if c.ended != nil {
 		return
 	}
-	c.stopProgressLocked()
 	c.ended = proto.ErrShutdownImmed
 	switch {
 	case c.first != nil:

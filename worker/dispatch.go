@@ -107,7 +107,6 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 		c.mu.Lock()
 		c.endLocked(proto.ErrCancelled)
 		c.pending, c.first = nil, nil // the client who cancels waits for no reply
-		c.stopProgressLocked()
 		c.mu.Unlock()
 		c.cancel()
 		r.ack(nm.Reply, id)

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/streams"
@@ -71,6 +71,7 @@ type replica struct {
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
+	seq         uint64 // conversation ids: unique within this replica, which is all they need
 
 	stop     chan struct{} // closed when the replica starts to quiesce
 	hbKick   chan struct{} // asks the heartbeat loop to write now
@@ -197,10 +198,15 @@ func (r *replica) heartbeat() {
 	defer close(r.hbExited)
 	t := time.NewTicker(r.cfg.heartbeat)
 	defer t.Stop()
+	tick := time.NewTicker(progressDelay / 2)
+	defer tick.Stop()
 	for {
 		select {
 		case <-r.hbDone:
 			return
+		case <-tick.C:
+			r.progressTick()
+			continue
 		case <-t.C:
 		case <-r.hbKick:
 		}
@@ -229,6 +235,23 @@ func (r *replica) heartbeat() {
 		}
 		r.pullLocked()
 		r.mu.Unlock()
+	}
+}
+
+// progressTick sends "working" to callers whose request this replica has
+// held longer than progressDelay (one ticker for all, not a timer per call).
+func (r *replica) progressTick() {
+	now := time.Now()
+	var slow []*Conv
+	r.mu.Lock()
+	for _, c := range r.convs {
+		if c.progress && now.Sub(c.started) >= progressDelay {
+			slow = append(slow, c)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range slow {
+		c.sendWorking()
 	}
 }
 
@@ -369,9 +392,9 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	if err == nil && op != proto.OpCall && op != proto.OpNew {
 		err = fmt.Errorf("%w: %s %s belongs on the replica subject", proto.ErrBadHeader, proto.HdrOp, op)
 	}
-	m := r.message(nm)
+	m, err2 := r.message(nm)
 	if err == nil {
-		_, err = proto.ParseDeadline(nm.Header, time.Now())
+		err = err2
 	}
 	if err != nil {
 		r.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
@@ -399,11 +422,14 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	if !m.Deadline.IsZero() && op == proto.OpCall {
 		ctx, cancel = context.WithDeadline(r.baseCtx, m.Deadline)
 	}
+	r.seq++
 	c := &Conv{
-		r: r, id: nuid.Next(), call: op == proto.OpCall,
+		r: r, id: strconv.FormatUint(r.seq, 36), call: op == proto.OpCall,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
-		ctx: ctx, cancel: cancel, in: make(chan *nats.Msg, 1),
-		first: m, firstTo: replyTo,
+		ctx: ctx, cancel: cancel, first: m, firstTo: replyTo, started: time.Now(),
+	}
+	if !c.call {
+		c.in = make(chan *nats.Msg, 1)
 	}
 	r.convs[c.id] = c // calls too, so IMMED can answer them
 	r.wg.Add(1)
@@ -413,9 +439,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	if queued {
 		_ = r.nc.Publish(ackTo, []byte("+ACK"))
 		r.stats.queued.Add(1)
-		c.startProgress(0)
-	} else {
-		c.startProgress(progressDelay)
+		c.sendWorking()
 	}
 	go r.serve(c)
 	return true
@@ -457,6 +481,10 @@ func (r *replica) release(c *Conv) {
 	reason := c.endReason()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if c.released {
+		return // already freed when its last reply went out
+	}
+	c.released = true
 	delete(r.convs, c.id)
 	if !c.call {
 		r.tombLocked(c.id, reason)
@@ -492,12 +520,13 @@ func (r *replica) tombLocked(id string, e *proto.Error) {
 	}
 }
 
-// message converts a NATS message into a Message, counting it.
-func (r *replica) message(nm *nats.Msg) *Message {
+// message converts a NATS message into a Message, counting it; the error
+// is a malformed deadline header.
+func (r *replica) message(nm *nats.Msg) (*Message, error) {
 	r.stats.msgs.Add(1)
 	r.stats.bytesIn.Add(int64(len(nm.Data)))
-	dl, _ := proto.ParseDeadline(nm.Header, time.Now())
-	return &Message{Data: nm.Data, Header: nm.Header, Deadline: dl}
+	dl, err := proto.ParseDeadline(nm.Header, time.Now())
+	return &Message{Data: nm.Data, Header: nm.Header, Deadline: dl}, err
 }
 
 func (r *replica) replyError(to string, e *proto.Error) {

@@ -30,6 +30,7 @@ func app() *cli.App {
 			upCommand(),
 			brokerCommand(),
 			attachCommand(),
+			benchCommand(),
 			callCommand(),
 			converseCommand(),
 			exampleCommand(),

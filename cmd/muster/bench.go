@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/internal/bench"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// benchCommand is `muster bench`.
+func benchCommand() *cli.Command {
+	d := bench.Defaults()
+	return &cli.Command{
+		Name:      "bench",
+		Usage:     "measure Muster against raw NATS and the spawn floor, in the same run",
+		ArgsUsage: "SCENARIO... (" + strings.Join(bench.Scenarios, " ") + ", or all)",
+		Description: "Each scenario measures Muster and its baseline in alternating rounds of one\n" +
+			"run and prints both figures, their ratio and the verdict against its target\n" +
+			"(docs/PERFORMANCE.md). NATS is embedded unless --server is given.\n" +
+			"Exit status 0 when every judged figure meets its target, 3 when one misses.",
+		Flags: connFlags(
+			&cli.BoolFlag{Name: "json", Usage: "one JSON object per scenario"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole run to `FILE` (go tool pprof)"},
+			&cli.IntFlag{Name: "clients", Value: d.Clients, Usage: "warm, conv: concurrent callers"},
+			&cli.IntFlag{Name: "replicas", Value: d.Replicas, Usage: "warm, conv: replicas and raw responders"},
+			&cli.IntFlag{Name: "capacity", Usage: "warm, conv: conversations per replica (default: clients)"},
+			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system"},
+			&cli.IntFlag{Name: "reps", Value: d.Reps, Usage: "cold: repetitions per system"},
+			&cli.IntFlag{Name: "burst", Value: d.Burst, Usage: "burst: concurrent calls"},
+			&cli.IntFlag{Name: "max-replicas", Value: d.MaxReplicas, Usage: "burst: the service's max replicas"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "burst, idle: replicas' idle timeout"},
+			&cli.IntFlag{Name: "services", Value: d.Services, Usage: "scale: services"},
+			&cli.IntFlag{Name: "hosts", Value: d.Hosts, Usage: "scale: simulated attach managers"},
+		),
+		Action: runBench,
+	}
+}
+
+func runBench(c *cli.Context) error {
+	names := c.Args().Slice()
+	if len(names) == 0 {
+		return fmt.Errorf("bench: name a scenario: %s, or all", strings.Join(bench.Scenarios, " "))
+	}
+	if len(names) == 1 && names[0] == "all" {
+		names = bench.Scenarios
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg := bench.Config{
+		Conn: natsutil.ConnConfigFromCLI(c), Executable: exe,
+		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
+		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
+		Services: c.Int("services"), Hosts: c.Int("hosts"),
+	}
+	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {
+		return fmt.Errorf("bench: counts and durations must be positive")
+	}
+	if f := c.String("cpuprofile"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var failed []string
+	for _, name := range names {
+		res, err := bench.Run(c.Context, name, cfg)
+		if err != nil {
+			return err
+		}
+		if err := bench.Print(c.App.Writer, res, c.Bool("json")); err != nil {
+			return err
+		}
+		if res.Verdict == "fail" {
+			failed = append(failed, name)
+		}
+	}
+	if len(failed) > 0 {
+		return cli.Exit("bench: targets missed: "+strings.Join(failed, ", "), 3)
+	}
+	return nil
+}

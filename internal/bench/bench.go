@@ -1,0 +1,264 @@
+// Package bench is `muster bench`: scenarios that measure Muster and its
+// baseline in the same run, in alternating rounds, and judge the figures
+// against the targets in issue #4 (and docs/PERFORMANCE.md).
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/natsutil"
+)
+
+// Config are the knobs of all scenarios; each uses the ones it needs.
+type Config struct {
+	Conn        natsutil.ConnConfig // NATS to use; URL "" starts an embedded server
+	Executable  string              // the muster binary (for `example echo` replicas)
+	Clients     int                 // warm, conv: concurrent callers (16)
+	Replicas    int                 // warm, conv: warm replicas and raw responders (2)
+	Capacity    int                 // warm, conv: conversations per replica (0: clients/replicas)
+	Duration    time.Duration       // warm, conv: measuring time per system (5s)
+	Reps        int                 // cold: repetitions per system (30)
+	Burst       int                 // burst: concurrent calls (1000)
+	MaxReplicas int                 // burst: the service's max (16)
+	IdleTimeout time.Duration       // burst, idle: replicas' idle timeout (2s)
+	Services    int                 // scale: services (10000)
+	Hosts       int                 // scale: simulated attach managers (100)
+	Logger      *slog.Logger        // default: discard
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config {
+	return Config{Clients: 16, Replicas: 2, Duration: 5 * time.Second, Reps: 30, Burst: 1000, MaxReplicas: 16,
+		IdleTimeout: 2 * time.Second, Services: 10000, Hosts: 100}
+}
+
+// Figure is one measured quantity: Muster's value, the baseline's (when
+// the scenario has one) and the target it is judged by.
+type Figure struct {
+	Name     string  `json:"name"`
+	Unit     string  `json:"unit"`
+	Muster   float64 `json:"muster"`
+	Baseline float64 `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"` // Muster / baseline
+	Target   string  `json:"target,omitempty"`
+	Pass     *bool   `json:"pass,omitempty"` // nil: reported, not judged
+}
+
+// Result is one scenario's outcome.
+type Result struct {
+	Scenario string   `json:"scenario"`
+	Verdict  string   `json:"verdict"` // "pass", "fail" or "report"
+	Figures  []Figure `json:"figures"`
+	Notes    []string `json:"notes,omitempty"`
+	Machine  string   `json:"machine"`
+	Took     float64  `json:"took_s"`
+}
+
+// Scenarios lists the scenario names.
+var Scenarios = []string{"warm", "conv", "cold", "burst", "idle", "scale"}
+
+// Run runs one scenario.
+func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	start := time.Now()
+	var res *Result
+	var err error
+	switch scenario {
+	case "warm":
+		res, err = runWarm(ctx, cfg)
+	case "conv":
+		res, err = runConv(ctx, cfg)
+	case "cold":
+		res, err = runCold(ctx, cfg)
+	case "burst":
+		res, err = runBurst(ctx, cfg)
+	case "idle":
+		res, err = runIdle(ctx, cfg)
+	case "scale":
+		res, err = runScale(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("bench: unknown scenario %q (one of %s)", scenario, strings.Join(Scenarios, ", "))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bench %s: %w", scenario, err)
+	}
+	res.Scenario = scenario
+	res.Machine = machine()
+	res.Took = time.Since(start).Seconds()
+	res.Verdict = "report"
+	for _, f := range res.Figures {
+		if f.Pass == nil {
+			continue
+		}
+		if !*f.Pass {
+			res.Verdict = "fail"
+			break
+		}
+		res.Verdict = "pass"
+	}
+	return res, nil
+}
+
+// judge makes a figure with a verdict.
+func judge(f Figure, ok bool) Figure { f.Pass = &ok; return f }
+
+// ratioFigure fills Ratio and judges it against limit (at least or at most).
+func ratioFigure(name, unit string, muster, base, limit float64, atLeast bool) Figure {
+	f := Figure{Name: name, Unit: unit, Muster: muster, Baseline: base}
+	if base > 0 {
+		f.Ratio = muster / base
+	}
+	if atLeast {
+		f.Target = fmt.Sprintf("ratio ≥ %.2g", limit)
+		return judge(f, f.Ratio >= limit)
+	}
+	f.Target = fmt.Sprintf("ratio ≤ %.2g", limit)
+	return judge(f, f.Ratio > 0 && f.Ratio <= limit)
+}
+
+func machine() string {
+	return fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+}
+
+// Print writes results as a table, or as one JSON object per line.
+func Print(w io.Writer, res *Result, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(res)
+	}
+	fmt.Fprintf(w, "%s: %s  (%.1fs, %s)\n", res.Scenario, strings.ToUpper(res.Verdict), res.Took, res.Machine)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FIGURE\tMUSTER\tBASELINE\tRATIO\tTARGET\tOK")
+	for _, f := range res.Figures {
+		base, ratio := "-", "-"
+		if f.Baseline != 0 {
+			base = num(f.Baseline) + " " + f.Unit
+		}
+		if f.Ratio != 0 {
+			ratio = fmt.Sprintf("%.2f", f.Ratio)
+		}
+		ok := ""
+		if f.Pass != nil {
+			ok = map[bool]string{true: "yes", false: "NO"}[*f.Pass]
+		}
+		fmt.Fprintf(tw, "  %s\t%s %s\t%s\t%s\t%s\t%s\n", f.Name, num(f.Muster), f.Unit, base, ratio, f.Target, ok)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	return nil
+}
+
+func num(v float64) string {
+	switch {
+	case v == float64(int64(v)) && v < 1e15:
+		return fmt.Sprintf("%d", int64(v))
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.3g", v)
+	}
+}
+
+// percentile returns the p-th percentile (0..100) of d (sorted in place).
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	i := int(p / 100 * float64(len(d)-1))
+	return d[i]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// system is the NATS server (embedded unless cfg.Conn.URL is set) and a
+// broker the scenarios share.
+type system struct {
+	cfg    Config
+	srv    *server.Server
+	dir    string
+	url    string
+	conns  []*nats.Conn
+	broker *broker.Broker
+}
+
+func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
+	s := &system{cfg: cfg, url: cfg.Conn.URL}
+	defer func() {
+		if retErr != nil {
+			s.close()
+		}
+	}()
+	if s.url == "" {
+		dir, err := os.MkdirTemp("", "muster-bench-")
+		if err != nil {
+			return nil, err
+		}
+		s.dir = dir
+		if s.srv, err = natsutil.StartEmbedded(natsutil.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: dir}); err != nil {
+			return nil, err
+		}
+		s.url = s.srv.ClientURL()
+	}
+	nc, err := s.connect("muster-bench broker")
+	if err != nil {
+		return nil, err
+	}
+	if s.broker, err = broker.Start(ctx, nc, broker.Config{Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// connCfg is how this system's processes reach NATS.
+func (s *system) connCfg() natsutil.ConnConfig {
+	c := s.cfg.Conn
+	c.URL = s.url
+	return c
+}
+
+func (s *system) connect(name string) (*nats.Conn, error) {
+	c := s.connCfg()
+	c.Name = name
+	nc, err := c.Connect()
+	if err != nil {
+		return nil, err
+	}
+	s.conns = append(s.conns, nc)
+	return nc, nil
+}
+
+func (s *system) close() {
+	if s.broker != nil {
+		s.broker.Shutdown()
+	}
+	for i := len(s.conns) - 1; i >= 0; i-- {
+		s.conns[i].Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}

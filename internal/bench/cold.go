@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/musterhq/muster/attach"
+	"github.com/musterhq/muster/broker/client"
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// managed is a system plus an attach manager serving one echo service with
+// the muster binary (`muster example echo`).
+type managed struct {
+	*system
+	m       *attach.Manager
+	cfg     *attach.Config
+	service string
+	cli     *client.Client
+	tmp     string
+}
+
+func startManaged(ctx context.Context, cfg Config, kind string, svc func(*attach.ServiceConfig)) (_ *managed, retErr error) {
+	if cfg.Executable == "" {
+		return nil, errors.New("no muster binary to start replicas with")
+	}
+	sys, err := startSystem(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mg := &managed{system: sys, service: "BENCH/" + kind + "/" + nuid.Next()}
+	defer func() {
+		if retErr != nil {
+			mg.close()
+		}
+	}()
+	if mg.tmp, err = os.MkdirTemp("", "muster-bench-attach-"); err != nil {
+		return nil, err
+	}
+	ac := attach.DemoConfig(cfg.Executable)
+	ac.Host.Name = "bench-" + nuid.Next()
+	ac.Host.StateDir = filepath.Join(mg.tmp, "state")
+	ac.Host.LogDir = filepath.Join(mg.tmp, "logs")
+	ac.Host.TempDir = filepath.Join(mg.tmp, "tmp")
+	ac.Host.Heartbeat = time.Second
+	ac.Host.Grace = 2 * time.Second
+	sc := ac.Services[0] // the demo echo's defaults
+	sc.Service = mg.service
+	sc.Args = []string{"example", "echo"}
+	svc(&sc)
+	ac.Services = []attach.ServiceConfig{sc}
+	ac.Host.MaxReplicas = max(64, sc.Max)
+	mg.cfg = ac
+	nc, err := sys.connect("bench attach")
+	if err != nil {
+		return nil, err
+	}
+	if mg.m, err = attach.Start(ctx, nc, ac, attach.Options{Conn: sys.connCfg(), Logger: cfg.Logger, Version: "bench"}); err != nil {
+		return nil, err
+	}
+	cnc, err := sys.connect("bench client")
+	if err != nil {
+		return nil, err
+	}
+	if mg.cli, err = client.New(cnc); err != nil {
+		return nil, err
+	}
+	// The broker must see the manager before the first call.
+	if err := waitFor(ctx, 10*time.Second, func() bool { _, ok := sys.broker.ChooseAttach(mg.service); return ok }); err != nil {
+		return nil, fmt.Errorf("broker never saw the attach manager: %w", err)
+	}
+	return mg, nil
+}
+
+func (mg *managed) close() {
+	if mg.m != nil {
+		mg.m.Shutdown(context.Background())
+	}
+	mg.system.close()
+	if mg.tmp != "" {
+		_ = os.RemoveAll(mg.tmp)
+	}
+}
+
+// leftovers counts state records and temp dirs the manager left.
+func (mg *managed) leftovers() (records, dirs int) {
+	recs, _ := attach.StateDir{Dir: mg.cfg.Host.StateDir}.Load()
+	ents, _ := os.ReadDir(mg.cfg.Host.TempDir)
+	return len(recs), len(ents)
+}
+
+// waitFor polls cond every millisecond until it holds or d passes.
+func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %v", d)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+func runCold(ctx context.Context, cfg Config) (*Result, error) {
+	mg, err := startManaged(ctx, cfg, "COLD", func(s *attach.ServiceConfig) {
+		s.Max, s.Capacity, s.ExitAfterConversation, s.IdleTimeout = 1, 1, true, 0
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer mg.close()
+	base := "BENCH/BASE/" + nuid.Next()
+	baseSubject := proto.WarmSubject(proto.MustService(base))
+	nc, err := mg.connect("bench cold baseline")
+	if err != nil {
+		return nil, err
+	}
+	var ml, bl []time.Duration
+	for i := 0; i < cfg.Reps; i++ {
+		if err := waitFor(ctx, 10*time.Second, func() bool { return mg.m.Info().Replicas == 0 }); err != nil {
+			return nil, fmt.Errorf("replica of round %d never exited: %w", i, err)
+		}
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t := time.Now()
+		_, err := mg.cli.Call(c, mg.service, []byte("cold"))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("muster cold call %d: %w", i, err)
+		}
+		ml = append(ml, time.Since(t))
+
+		d, err := execAndCall(ctx, cfg.Executable, mg.connCfg().Env(), base, baseSubject, nc)
+		if err != nil {
+			return nil, fmt.Errorf("baseline %d: %w", i, err)
+		}
+		bl = append(bl, d)
+	}
+	return &Result{
+		Figures: []Figure{
+			ratioFigure("p50 zero → first reply", "ms", ms(percentile(ml, 50)), ms(percentile(bl, 50)), 1.5, false),
+			ratioFigure("p99 zero → first reply", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 2, false),
+		},
+		Notes: []string{fmt.Sprintf("%d alternating repetitions; Muster: call at zero replicas through broker and attach manager; baseline: exec `%s example echo`, request its warm subject until it answers", cfg.Reps, filepath.Base(cfg.Executable))},
+	}, nil
+}
+
+// execAndCall starts the worker binary by hand and times start → first reply.
+func execAndCall(ctx context.Context, exe string, connEnv []string, service, subject string, nc *nats.Conn) (time.Duration, error) {
+	cmd := exec.Command(exe, "example", "echo")
+	cmd.Env = append(append(os.Environ(), connEnv...), "MUSTER_SERVICE="+service, "MUSTER_EXIT_AFTER_EOC=1", "MUSTER_REPLICA_ID="+nuid.Next())
+	t := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	defer func() {
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+		}
+	}()
+	deadline := t.Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		_, err := nc.Request(subject, []byte("cold"), 2*time.Second)
+		if err == nil {
+			return time.Since(t), nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return 0, err
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	_ = cmd.Process.Kill()
+	return 0, errors.New("the worker never answered")
+}

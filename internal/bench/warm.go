@@ -1,0 +1,258 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/musterhq/muster/broker/client"
+	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/worker"
+)
+
+// pair is what warm and conv measure: R Muster echo replicas and R raw NATS
+// echo responders in one queue group, each on its own connection, and one
+// client connection per side.
+type pair struct {
+	sys      *system
+	service  string // Muster's echo
+	raw      string // the raw responders' subject
+	rawNC    *nats.Conn
+	cli      *client.Client
+	stop     context.CancelFunc
+	done     []chan error
+	capacity int // of each replica
+}
+
+func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
+	sys, err := startSystem(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &pair{sys: sys, service: "BENCH/ECHO/" + nuid.Next(), raw: "bench.raw." + nuid.Next()}
+	defer func() {
+		if retErr != nil {
+			p.close()
+		}
+	}()
+	capacity := cfg.Capacity
+	if capacity <= 0 {
+		capacity = cfg.Clients // warm: any replica can take every caller
+	}
+	p.capacity = capacity
+	runCtx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	for i := 0; i < cfg.Replicas; i++ {
+		nc, err := sys.connect(fmt.Sprintf("bench raw responder %d", i))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := nc.QueueSubscribe(p.raw, "raw", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+			return nil, err
+		}
+		if err := nc.Flush(); err != nil {
+			return nil, err
+		}
+		wnc, err := sys.connect(fmt.Sprintf("bench replica %d", i))
+		if err != nil {
+			return nil, err
+		}
+		ready := make(chan struct{})
+		done := make(chan error, 1)
+		p.done = append(p.done, done)
+		go func() {
+			done <- worker.Run(runCtx, worker.HandlerFunc(demo.Echo), worker.WithConn(wnc), worker.WithService(p.service),
+				worker.WithCapacity(capacity), worker.WithSignals(false), worker.WithLogger(cfg.Logger),
+				worker.WithReadyFunc(func() { close(ready) }))
+		}()
+		select {
+		case <-ready:
+		case err := <-done:
+			return nil, fmt.Errorf("replica did not start: %v", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if p.rawNC, err = sys.connect("bench raw client"); err != nil {
+		return nil, err
+	}
+	cnc, err := sys.connect("bench muster client")
+	if err != nil {
+		return nil, err
+	}
+	if p.cli, err = client.New(cnc); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *pair) close() {
+	if p.stop != nil {
+		p.stop()
+		for _, d := range p.done {
+			<-d
+		}
+	}
+	p.sys.close()
+}
+
+// load runs n goroutines calling op until d has passed and returns the
+// count and every call's latency.
+func load(n int, d time.Duration, op func() error) (int64, []time.Duration, error) {
+	var count atomic.Int64
+	var firstErr atomic.Value
+	lats := make([][]time.Duration, n)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				t := time.Now()
+				if err := op(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t))
+				count.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, nil, err
+	}
+	return count.Load(), all, nil
+}
+
+// rounds alternates the two systems, round seconds each, until each had d.
+func rounds(d time.Duration, n int, base, muster func() error) (bc, mc int64, bl, ml []time.Duration, err error) {
+	round := time.Second
+	if d < round {
+		round = d
+	}
+	for spent := time.Duration(0); spent < d; spent += round {
+		c, l, err := load(n, round, base)
+		if err != nil {
+			return 0, 0, nil, nil, fmt.Errorf("baseline: %w", err)
+		}
+		bc, bl = bc+c, append(bl, l...)
+		c, l, err = load(n, round, muster)
+		if err != nil {
+			return 0, 0, nil, nil, fmt.Errorf("muster: %w", err)
+		}
+		mc, ml = mc+c, append(ml, l...)
+	}
+	return bc, mc, bl, ml, nil
+}
+
+func runWarm(ctx context.Context, cfg Config) (*Result, error) {
+	p, err := startPair(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	payload := []byte("0123456789abcdef0123456789abcdef")
+	raw := func() error { _, err := p.rawNC.Request(p.raw, payload, 5*time.Second); return err }
+	must := func() error {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := p.cli.Call(c, p.service, payload)
+		return err
+	}
+	// Warm both up so neither pays first-use costs in the measurement.
+	if _, _, err := load(cfg.Clients, 200*time.Millisecond, raw); err != nil {
+		return nil, err
+	}
+	if _, _, err := load(cfg.Clients, 200*time.Millisecond, must); err != nil {
+		return nil, err
+	}
+	bc, mc, bl, ml, err := rounds(cfg.Duration, cfg.Clients, raw, must)
+	if err != nil {
+		return nil, err
+	}
+	secs := cfg.Duration.Seconds()
+	queued := int64(0)
+	for _, s := range p.sys.broker.Stats(ctx) {
+		if s.Service == p.service {
+			queued = s.TotalRequests
+		}
+	}
+	return &Result{
+		Figures: []Figure{
+			ratioFigure("throughput", "calls/s", float64(mc)/secs, float64(bc)/secs, 0.8, true),
+			ratioFigure("p99 latency", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 1.5, false),
+			{Name: "p50 latency", Unit: "ms", Muster: ms(percentile(ml, 50)), Baseline: ms(percentile(bl, 50)), Ratio: ms(percentile(ml, 50)) / ms(percentile(bl, 50))},
+		},
+		Notes: []string{
+			fmt.Sprintf("%d clients, %d replicas (capacity %d each) vs %d raw responders, %v each in 1s alternating rounds, 32-byte payload",
+				cfg.Clients, cfg.Replicas, p.capacity, cfg.Replicas, cfg.Duration),
+			fmt.Sprintf("%d of %d Muster calls went through the broker queue (no free replica at that instant)", queued, mc),
+		},
+	}, nil
+}
+
+func runConv(ctx context.Context, cfg Config) (*Result, error) {
+	p, err := startPair(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	const msgs = 10
+	payload := []byte("0123456789abcdef0123456789abcdef")
+	raw := func() error {
+		for i := 0; i < msgs; i++ {
+			if _, err := p.rawNC.Request(p.raw, payload, 5*time.Second); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	must := func() error {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		cv, _, err := p.cli.Open(c, p.service, payload)
+		if err != nil {
+			return err
+		}
+		for i := 2; i < msgs; i++ {
+			if _, err := cv.Send(c, payload); err != nil {
+				return err
+			}
+		}
+		if _, err := cv.Send(c, []byte("bye")); err != nil { // the 10th message; the replica ends it
+			return err
+		}
+		if cv.Ended() == nil {
+			return fmt.Errorf("conversation not ended by the replica")
+		}
+		return nil
+	}
+	if _, _, err := load(cfg.Clients, 200*time.Millisecond, raw); err != nil {
+		return nil, err
+	}
+	if _, _, err := load(cfg.Clients, 200*time.Millisecond, must); err != nil {
+		return nil, err
+	}
+	bc, mc, _, _, err := rounds(cfg.Duration, cfg.Clients, raw, must)
+	if err != nil {
+		return nil, err
+	}
+	secs := cfg.Duration.Seconds()
+	return &Result{
+		Figures: []Figure{
+			ratioFigure("messages", "msgs/s", float64(mc*msgs)/secs, float64(bc*msgs)/secs, 0.9, true),
+		},
+		Notes: []string{fmt.Sprintf("%d clients, conversations of %d messages (NEW, 8 OLD, a last OLD the replica ends) vs %d raw requests", cfg.Clients, msgs, msgs)},
+	}, nil
+}
