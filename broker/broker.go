@@ -33,10 +33,11 @@ type Config struct {
 	// Muster-Timeout). Default 30s.
 	DefaultTimeout time.Duration
 	// NotifyDelay gathers the requests of a burst into one notification
-	// (default 2ms).
+	// (default 0: the first request of a burst is notified at once; the
+	// rest follow RenotifyInterval later).
 	NotifyDelay time.Duration
 	// RenotifyInterval is the least time between two notifications for one
-	// service while work keeps waiting (default 100ms).
+	// service while work keeps waiting (default 25ms).
 	RenotifyInterval time.Duration
 	// Logger receives the broker's logs (default slog.Default()).
 	Logger *slog.Logger
@@ -49,11 +50,11 @@ func (c *Config) setDefaults() {
 	if c.DefaultTimeout <= 0 {
 		c.DefaultTimeout = 30 * time.Second
 	}
-	if c.NotifyDelay <= 0 {
-		c.NotifyDelay = 2 * time.Millisecond
+	if c.NotifyDelay < 0 {
+		c.NotifyDelay = 0
 	}
 	if c.RenotifyInterval <= 0 {
-		c.RenotifyInterval = 100 * time.Millisecond
+		c.RenotifyInterval = 25 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -86,7 +87,8 @@ type Broker struct {
 type svcState struct {
 	stats     proto.ServiceStats
 	missing   int
-	scheduled bool
+	scheduled bool // a notification is scheduled
+	followUp  bool // a re-check while work waits is scheduled
 	lastSent  time.Time
 }
 
@@ -314,10 +316,31 @@ func (b *Broker) scheduleLocked(svc proto.Service, st *svcState) {
 	}
 	st.scheduled = true
 	delay := b.cfg.NotifyDelay
-	if next := time.Until(st.lastSent.Add(b.cfg.RenotifyInterval)); next > delay {
-		delay = next
+	// The interval limits re-sending while the same work keeps waiting; once
+	// a replica has registered since the last notification, that one was
+	// answered and new waiting work is news.
+	if b.reg.registeredSince(svc.String()).Before(st.lastSent) {
+		if next := time.Until(st.lastSent.Add(b.cfg.RenotifyInterval)); next > delay {
+			delay = next
+		}
+	}
+	if delay <= 0 {
+		go b.notify(svc)
+		return
 	}
 	time.AfterFunc(delay, func() { b.notify(svc) })
+}
+
+// followUp re-sends the notification while svc's work waits.
+func (b *Broker) followUp(svc proto.Service) {
+	b.mu.Lock()
+	st := b.stateLocked(svc)
+	st.followUp = false
+	skip := st.scheduled // a notification is on its way anyway
+	b.mu.Unlock()
+	if !skip {
+		b.notify(svc)
+	}
 }
 
 // notify sends the attach notification for svc if its work still waits.
@@ -341,6 +364,12 @@ func (b *Broker) notify(svc proto.Service) {
 	st.lastSent = time.Now()
 	st.stats.Notifications++
 	st.stats.LastNotifiedMS = st.lastSent.UnixMilli()
+	// Look again soon while the work waits: a burst that arrived after this
+	// count still gets its replicas without waiting for the next request.
+	if !st.followUp {
+		st.followUp = true
+		time.AfterFunc(4*b.cfg.RenotifyInterval, func() { b.followUp(svc) })
+	}
 	b.mu.Unlock()
 
 	now := time.Now()

@@ -24,6 +24,7 @@ type registry struct {
 	replicaRevisions map[string]uint64
 	bySvc            map[string]map[string]bool    // service → replica ids
 	offers           map[string]map[string]bool    // service → attach manager ids that offer it
+	lastReg          map[string]time.Time          // service → when a replica of it last registered
 	lastRev          map[jetstream.KeyValue]uint64 // highest revision applied per bucket
 	changed          chan struct{}                 // closed and replaced at every apply
 }
@@ -35,7 +36,7 @@ type figures struct {
 
 func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
 	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
-		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
+		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{}, lastReg: map[string]time.Time{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
 	var err error
 	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
 		return nil, err
@@ -107,6 +108,9 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 			r.log.Warn("bad replica record ignored", "key", key, "err", err)
 			return
 		}
+		if _, known := r.replicas[key]; !known {
+			r.lastReg[ri.Service] = time.Now()
+		}
 		r.dropReplicaLocked(key)
 		r.replicas[key] = ri
 		r.replicaRevisions[key] = e.Revision()
@@ -154,6 +158,13 @@ func delIndex(idx map[string]map[string]bool, k, id string) {
 	if len(idx[k]) == 0 {
 		delete(idx, k)
 	}
+}
+
+// registeredSince returns when a replica of svc last registered (zero if never).
+func (r *registry) registeredSince(svc string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastReg[svc]
 }
 
 // sync waits (up to ctx) until the watchers have applied every record

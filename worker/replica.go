@@ -32,6 +32,7 @@ const (
 	progressDelay = 200 * time.Millisecond
 	pullExpires   = 30 * time.Second
 	maxTombs      = 1024
+	poolIdle      = 10 * time.Second // an idle handler goroutine ends after this
 )
 
 // counters are a replica's statistics (atomics: read by the heartbeat and
@@ -73,6 +74,7 @@ type replica struct {
 	immedWanted bool
 	seq         uint64 // conversation ids: unique within this replica, which is all they need
 
+	work     chan *Conv    // hands conversations to idle handler goroutines
 	stop     chan struct{} // closed when the replica starts to quiesce
 	hbKick   chan struct{} // asks the heartbeat loop to write now
 	hbDone   chan struct{} // closed to stop the heartbeat loop
@@ -86,7 +88,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{},
-		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
+		work: make(chan *Conv), stop: make(chan struct{}), hbKick: make(chan struct{}, 1), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
 	}
 }
 
@@ -418,9 +420,12 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	if r.active >= r.cfg.capacity {
 		r.unsubscribeWarmLocked()
 	}
-	ctx, cancel := context.WithCancel(r.baseCtx)
-	if !m.Deadline.IsZero() && op == proto.OpCall {
-		ctx, cancel = context.WithDeadline(r.baseCtx, m.Deadline)
+	// A call's handler runs under the replica's own context (cancelled at
+	// IMMED): a context per call costs the warm path a registration in the
+	// parent's child set. The caller's deadline is in Message.Deadline.
+	ctx, cancel := r.baseCtx, context.CancelFunc(noop)
+	if op != proto.OpCall {
+		ctx, cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
 	}
 	r.seq++
 	c := &Conv{
@@ -441,8 +446,31 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 		r.stats.queued.Add(1)
 		c.sendWorking()
 	}
-	go r.serve(c)
+	select {
+	case r.work <- c: // an idle pool goroutine takes it
+	default:
+		go r.worker(c)
+	}
 	return true
+}
+
+// worker serves c, then waits up to poolIdle for the next conversation:
+// long-lived goroutines keep their grown stacks, which matters on the warm
+// path. There are at most capacity of them, since each holds a slot.
+func (r *replica) worker(c *Conv) {
+	idle := time.NewTimer(poolIdle)
+	defer idle.Stop()
+	for {
+		r.serve(c)
+		idle.Reset(poolIdle)
+		select {
+		case c = <-r.work:
+		case <-idle.C:
+			return
+		case <-r.baseCtx.Done():
+			return
+		}
+	}
 }
 
 // term removes a queued request that will never be served.
@@ -606,6 +634,8 @@ func (r *replica) unsubscribeAll() {
 	}
 	r.subs = nil
 }
+
+func noop() {}
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})

@@ -100,7 +100,7 @@ var errNoResponders = errors.New("client: no responders")
 // withDeadline gives ctx the client's default deadline if it has none.
 func (c *Client) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		return ctx, func() {} // no derived context on the hot path
 	}
 	return context.WithTimeout(ctx, c.timeout)
 }
