@@ -37,7 +37,7 @@ func callCommand() *cli.Command {
 type callResult struct {
 	Service   string `json:"service"`
 	Data      string `json:"data"`
-	Replica   string `json:"replica"`
+	Replica   string `json:"replica,omitempty"` // only when the reply names it (call replies do not, to keep the warm path lean)
 	ElapsedMS int64  `json:"elapsed_ms"`
 }
 

@@ -43,10 +43,10 @@ func TestCallJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("stdout %q: %v", out, err)
 	}
-	if got.Service != demo.EchoService || got.Data != "hi" || got.Replica != "r-json" || got.ElapsedMS < 0 {
+	if got.Service != demo.EchoService || got.Data != "hi" || got.ElapsedMS < 0 {
 		t.Fatalf("got %+v", got)
 	}
-	for _, k := range []string{`"service":`, `"data":`, `"replica":`, `"elapsed_ms":`} {
+	for _, k := range []string{`"service":`, `"data":`, `"elapsed_ms":`} {
 		if !strings.Contains(out, k) {
 			t.Errorf("%s lacks %s", out, k)
 		}
