@@ -640,7 +640,10 @@ func (p *parser) host(n, root *yaml.Node, h *HostConfig) hostResult {
 		p.errorf(at, "host.log_total_bytes", "want at least log_max_bytes (%d), got %d", h.LogMaxBytes, h.LogTotalBytes)
 	}
 	if v, ok := f["heartbeat"]; ok {
-		h.Heartbeat, _ = p.duration(v, "host.heartbeat", false, h.Heartbeat)
+		var good bool
+		if h.Heartbeat, good = p.duration(v, "host.heartbeat", false, h.Heartbeat); good && (h.Heartbeat < 10*time.Millisecond || h.Heartbeat > 30*time.Second) {
+			p.errorf(v, "host.heartbeat", "want 10ms to 30s (replicas refuse other heartbeats), got %v", h.Heartbeat)
+		}
 	}
 	if v, ok := f["grace"]; ok {
 		h.Grace, _ = p.duration(v, "host.grace", true, h.Grace)

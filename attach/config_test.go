@@ -843,3 +843,12 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestHeartbeatRange(t *testing.T) {
+	for _, hb := range []string{"5ms", "1m"} {
+		_, err := ParseConfig("/etc/a.yaml", []byte("host:\n  heartbeat: "+hb+"\nservices:\n  - service: A/B/C\n    program: /bin/sh\n"))
+		if err == nil || !strings.Contains(err.Error(), "/etc/a.yaml:2:14: host.heartbeat: want 10ms to 30s") {
+			t.Errorf("heartbeat %s: %v", hb, err)
+		}
+	}
+}

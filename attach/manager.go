@@ -22,6 +22,11 @@ import (
 	"github.com/musterhq/muster/internal/streams"
 )
 
+// stopMargin is how much longer than a replica's own grace (MUSTER_GRACE)
+// the manager waits after SIGTERM before SIGKILL: the replica's IMMED
+// (0003/0010 to its partners) and deregistration happen in that margin.
+const stopMargin = 2 * time.Second
+
 // Options are the manager's settings that do not come from its config file.
 type Options struct {
 	// Conn is how replicas reach NATS: passed to them as MUSTER_*
@@ -65,6 +70,8 @@ type Manager struct {
 type svcRun struct {
 	cfg       *ServiceConfig
 	failures  int       // starts in a row that failed
+	crashes   int       // crashes in a row (reset by a clean exit)
+	restarts  int       // restarts owed, started once the backoff allows
 	failing   string    // why the service is failing ("" if not)
 	nextStart time.Time // no start before this (restart backoff)
 	stats     ServiceCounters
@@ -201,10 +208,10 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	if need := (n.Pending+s.cfg.Capacity-1)/s.cfg.Capacity - starting; need > 0 || starting > 0 {
 		want = need
 	}
-	if starting == 0 && (want < 1 || want > 100) {
-		want = 1 // EntireX: an nAttach outside 1..100 counts as 1
+	if starting == 0 && want < 1 {
+		want = 1 // EntireX: an nAttach below 1 counts as 1
 	}
-	want = min(want, 100)
+	want = min(want, 100) // and never more than 100 at once
 	k := min(want, s.cfg.Max-starting-running, m.cfg.Host.MaxReplicas-len(m.reps))
 	if s.failing != "" {
 		k = min(k, 1) // one probe at a time while failing
@@ -354,13 +361,15 @@ func (m *Manager) reap(r *replicaRun) {
 		s.stats.Crashed++
 		log.Warn("replica crashed")
 		if s.cfg.Restart != RestartNever {
+			s.crashes++
 			m.backoffLocked(s)
-			m.startLocked(s)
+			s.restarts++ // checkReplicas starts it once the backoff allows
 		}
 	default:
 		log.Info("replica exited")
+		s.crashes = 0
 		if s.cfg.Restart == RestartAlways {
-			m.startLocked(s)
+			s.restarts++
 		}
 	}
 	m.keepMinLocked(s)
@@ -384,7 +393,7 @@ func (m *Manager) startFailedLocked(s *svcRun, why string) {
 // backoffLocked delays the next start: 100ms doubling per failure in a
 // row, at most 30s, with ±20% jitter.
 func (m *Manager) backoffLocked(s *svcRun) {
-	d := 100 * time.Millisecond << min(s.failures, 9)
+	d := 100 * time.Millisecond << min(max(s.failures+s.crashes-1, 0), 9)
 	d = min(d, 30*time.Second)
 	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
 	s.nextStart = time.Now().Add(d)
@@ -475,6 +484,12 @@ func (m *Manager) checkReplicas() {
 		go p.Stop(time.Second) // reap() records the outcome
 	}
 	for _, s := range m.svcs {
+		for ; s.restarts > 0 && !now.Before(s.nextStart) && len(m.reps) < m.cfg.Host.MaxReplicas; s.restarts-- {
+			if st, run := m.countLocked(s); st+run >= s.cfg.Max || !m.startLocked(s) {
+				s.restarts = 0 // at max, or it cannot start: the broker asks again if work waits
+				break
+			}
+		}
 		m.keepMinLocked(s)
 	}
 }
@@ -563,7 +578,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 		var wg sync.WaitGroup
 		for _, p := range procs {
 			wg.Add(1)
-			go func() { defer wg.Done(); p.Stop(m.cfg.Host.Grace) }()
+			go func() { defer wg.Done(); p.Stop(m.cfg.Host.Grace + stopMargin) }()
 		}
 		wg.Wait()
 		m.cancel()

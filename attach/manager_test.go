@@ -315,3 +315,28 @@ func TestShutdownKillsReplicaIgnoringSIGTERM(t *testing.T) {
 		t.Fatalf("%d replicas after shutdown", n)
 	}
 }
+
+func TestCrashedReplicaRestartedAfterBackoff(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/CRASH/RESTART worker-crash-mid max: 1, restart: on-failure")
+	m := startManager(t, e, cfg)
+	ctx := ctxT(t, 20*time.Second)
+	cv, _, err := e.Client.Open(ctx, "T/CRASH/RESTART", []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cv.Send(ctx, []byte("crash")); !errors.Is(err, proto.ErrLoggedOff) {
+		t.Fatalf("send: %v", err)
+	}
+	// min is 0: only the restart policy brings it back.
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		c := m.Counters()["T/CRASH/RESTART"]
+		if c.Crashed < 1 || c.Started < 2 || m.Info().Replicas != 1 {
+			return fmt.Errorf("counters %+v, %d alive: want a crash and a restart", c, m.Info().Replicas)
+		}
+		return nil
+	})
+	if c := m.Counters()["T/CRASH/RESTART"]; c.LastExit != "exit 2" {
+		t.Fatalf("last exit %q, want exit 2", c.LastExit)
+	}
+}

@@ -27,7 +27,9 @@ func (r *replica) onWarm(nm *nats.Msg) {
 	}
 	fwd.Header.Set(proto.HdrReply, nm.Reply)
 	go func() {
-		if _, err := r.nc.RequestMsg(fwd, 5*time.Second); err != nil {
+		// Longer than the broker's own 5s JetStream publish timeout, so a
+		// slow but successful queueing is not reported as a failure.
+		if _, err := r.nc.RequestMsg(fwd, 10*time.Second); err != nil {
 			r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
 		}
 	}()
