@@ -15,9 +15,23 @@ import (
 // Muster-Reply, so it is queued and the caller never notices; if no broker
 // acknowledges the hand-over, the caller gets 0215/0148 at once.
 func (r *replica) onWarm(nm *nats.Msg) {
-	if r.accept(nm, nm.Reply, "") {
-		return
+	c, handled := r.accept(nm, nm.Reply, "")
+	switch {
+	case c != nil:
+		r.serve(c) // inline: this goroutine is a worker
+	case !handled:
+		r.forward(nm)
 	}
+}
+
+// forward hands a request the replica cannot take to the broker, without
+// holding up the caller's goroutine.
+func (r *replica) forward(nm *nats.Msg) { go r.forwardNow(nm) }
+
+// forwardNow hands nm to the broker with the caller's reply subject in
+// Muster-Reply and waits for the broker's acknowledgement; without one the
+// caller gets 0215/0148 at once.
+func (r *replica) forwardNow(nm *nats.Msg) {
 	if nm.Reply == "" {
 		return
 	}
@@ -26,13 +40,11 @@ func (r *replica) onWarm(nm *nats.Msg) {
 		fwd.Header[k] = v
 	}
 	fwd.Header.Set(proto.HdrReply, nm.Reply)
-	go func() {
-		// Longer than the broker's own 5s JetStream publish timeout, so a
-		// slow but successful queueing is not reported as a failure.
-		if _, err := r.nc.RequestMsg(fwd, 10*time.Second); err != nil {
-			r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
-		}
-	}()
+	// Longer than the broker's own 5s JetStream publish timeout, so a slow
+	// but successful queueing is not reported as a failure.
+	if _, err := r.nc.RequestMsg(fwd, 10*time.Second); err != nil {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
+	}
 }
 
 // onPulled handles what the server sends to the pull inbox: a queued
@@ -62,7 +74,11 @@ func (r *replica) onPulled(nm *nats.Msg) {
 		r.mu.Unlock()
 		return
 	}
-	if !r.accept(nm, replyTo, ackTo) {
+	c, handled := r.accept(nm, replyTo, ackTo)
+	switch {
+	case c != nil:
+		r.work <- c // a slot is reserved, so a worker is (about to be) free
+	case !handled:
 		_ = r.nc.Publish(ackTo, []byte("-NAK")) // full or quiescing: another replica takes it
 	}
 	r.mu.Lock()

@@ -32,7 +32,7 @@ const (
 	progressDelay = 200 * time.Millisecond
 	pullExpires   = 30 * time.Second
 	maxTombs      = 1024
-	poolIdle      = 10 * time.Second // an idle handler goroutine ends after this
+	warmBuffer    = 1 << 16 // warm requests buffered for the workers (beyond: NATS slow consumer)
 )
 
 // counters are a replica's statistics (atomics: read by the heartbeat and
@@ -74,10 +74,12 @@ type replica struct {
 	immedWanted bool
 	seq         uint64 // conversation ids: unique within this replica, which is all they need
 
-	work     chan *Conv    // hands conversations to idle handler goroutines
-	stop     chan struct{} // closed when the replica starts to quiesce
-	hbKick   chan struct{} // asks the heartbeat loop to write now
-	hbDone   chan struct{} // closed to stop the heartbeat loop
+	work     chan *Conv     // hands queued conversations to idle workers
+	warmCh   chan *nats.Msg // the warm subscription delivers here; workers read it
+	fullSig  chan struct{}  // wakes the forwarder when the replica fills up
+	stop     chan struct{}  // closed when the replica starts to quiesce
+	hbKick   chan struct{}  // asks the heartbeat loop to write now
+	hbDone   chan struct{}  // closed to stop the heartbeat loop
 	hbExited chan struct{}
 	wg       sync.WaitGroup // one per conversation goroutine
 }
@@ -88,7 +90,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{},
-		work: make(chan *Conv), stop: make(chan struct{}), hbKick: make(chan struct{}, 1), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
+		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1), stop: make(chan struct{}), hbKick: make(chan struct{}, 1), hbDone: make(chan struct{}), hbExited: make(chan struct{}),
 	}
 }
 
@@ -143,6 +145,10 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 			return err
 		}
 	}
+	for i := 0; i < r.cfg.capacity; i++ {
+		go r.worker()
+	}
+	go r.forwarder()
 	r.mu.Lock()
 	err = r.subscribeWarmLocked()
 	if err == nil {
@@ -261,7 +267,7 @@ func (r *replica) subscribeWarmLocked() error {
 	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity {
 		return nil
 	}
-	s, err := r.nc.QueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.onWarm)
+	s, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
 	if err != nil {
 		return fmt.Errorf("worker: subscribe warm path: %w", err)
 	}
@@ -382,13 +388,14 @@ func (r *replica) quiesce(reason string) {
 	}
 }
 
-// accept takes a call or NEW conversation if a slot is free. It reports
-// false when the replica is full or quiescing; the caller then forwards or
-// NAKs the request.
+// accept takes a call or NEW conversation if a slot is free and returns
+// it for the caller to serve. handled is true when the request was answered
+// here instead (malformed, expired); both are zero when the replica is full
+// or quiescing, and the caller forwards or NAKs the request.
 //
 // For a queued request, ackTo is the JetStream ack subject: the request is
 // ACKed once its slot is reserved, before the handler can reply.
-func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
+func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled bool) {
 	queued := ackTo != ""
 	op, err := proto.ParseOp(nm.Header)
 	if err == nil && op != proto.OpCall && op != proto.OpNew {
@@ -401,17 +408,17 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	if err != nil {
 		r.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
 		r.term(ackTo)
-		return true
+		return nil, true
 	}
 	if !m.Deadline.IsZero() && time.Now().After(m.Deadline) {
 		r.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before a replica took the request"))
 		r.term(ackTo)
-		return true
+		return nil, true
 	}
 	r.mu.Lock()
 	if r.state != stateReady || r.active >= r.cfg.capacity {
 		r.mu.Unlock()
-		return false
+		return nil, false
 	}
 	r.active++
 	if r.idle != nil {
@@ -419,6 +426,10 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 	}
 	if r.active >= r.cfg.capacity {
 		r.unsubscribeWarmLocked()
+		select { // requests still in flight go to the forwarder
+		case r.fullSig <- struct{}{}:
+		default:
+		}
 	}
 	// A call's handler runs under the replica's own context (cancelled at
 	// IMMED): a context per call costs the warm path a registration in the
@@ -428,7 +439,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 		ctx, cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
 	}
 	r.seq++
-	c := &Conv{
+	c = &Conv{
 		r: r, id: strconv.FormatUint(r.seq, 36), call: op == proto.OpCall,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
 		ctx: ctx, cancel: cancel, first: m, firstTo: replyTo, started: time.Now(),
@@ -446,31 +457,57 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) bool {
 		r.stats.queued.Add(1)
 		c.sendWorking()
 	}
-	select {
-	case r.work <- c: // an idle pool goroutine takes it
-	default:
-		go r.worker(c)
-	}
-	return true
+	return c, true
 }
 
-// worker serves c, then waits up to poolIdle for the next conversation:
-// long-lived goroutines keep their grown stacks, which matters on the warm
-// path. There are at most capacity of them, since each holds a slot.
-func (r *replica) worker(c *Conv) {
-	idle := time.NewTimer(poolIdle)
-	defer idle.Stop()
+// worker is one of the replica's capacity handler goroutines. It takes
+// warm requests straight from the subscription's channel and serves them
+// inline (no hand-over between goroutines on the warm path), and serves the
+// conversations onPulled accepted from the queue.
+func (r *replica) worker() {
 	for {
-		r.serve(c)
-		idle.Reset(poolIdle)
 		select {
-		case c = <-r.work:
-		case <-idle.C:
-			return
+		case nm := <-r.warmCh:
+			r.onWarm(nm)
+		case c := <-r.work:
+			r.serve(c)
 		case <-r.baseCtx.Done():
 			return
 		}
 	}
+}
+
+// forwarder takes warm requests while every worker is busy (they reached
+// the replica before it left the warm path) and forwards them to the broker.
+func (r *replica) forwarder() {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.fullSig:
+		case <-r.baseCtx.Done():
+			return
+		}
+		for r.isFull() {
+			select {
+			case nm := <-r.warmCh:
+				if c, _ := r.accept(nm, nm.Reply, ""); c != nil {
+					r.work <- c // a slot freed meanwhile: a worker takes it
+				} else if c == nil {
+					r.forward(nm)
+				}
+			case <-tick.C:
+			case <-r.baseCtx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (r *replica) isFull() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active >= r.cfg.capacity || r.state != stateReady
 }
 
 // term removes a queued request that will never be served.
@@ -617,6 +654,15 @@ func (r *replica) shutdown(grace time.Duration) {
 	close(r.hbDone)
 	<-r.hbExited
 	r.unsubscribeAll()
+	// Warm requests that arrived after the workers stopped go to the broker.
+	for drained := false; !drained; {
+		select {
+		case nm := <-r.warmCh:
+			r.forwardNow(nm)
+		default:
+			drained = true
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := r.kv.Delete(ctx, r.cfg.replicaID); err != nil {
