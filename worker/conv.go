@@ -31,16 +31,18 @@ type Conv struct {
 	cancel   context.CancelFunc
 	in       chan *nats.Msg // OLD, EOC and CANCEL messages, routed by the replica
 
-	mu       sync.Mutex
-	first    *Message // the opening message, until Receive takes it
-	firstTo  string   // reply subject of the opening message
-	pending  *Message // received and not yet replied
-	replyTo  string   // where the pending message's reply goes
-	ended    *proto.Error
-	released bool // slot given back (guarded by replica.mu)
-	seq      int
-	started  time.Time // when the opening message was accepted
-	working  bool      // the "working" status went out
+	mu        sync.Mutex
+	first     *Message // the opening message, until Receive takes it
+	firstTo   string   // reply subject of the opening message
+	pending   *Message // received and not yet replied
+	replyTo   string   // where the pending message's reply goes
+	ended     *proto.Error
+	released  bool // slot given back (guarded by replica.mu)
+	seq       int
+	started   time.Time     // when the opening message was accepted
+	waitSince time.Time     // when Receive began waiting for the client (zero while not waiting)
+	idleOut   chan struct{} // closed when the conversation timed out (CONV-NONACT)
+	working   bool          // the "working" status went out
 }
 
 // ID returns the conversation id ("" for a call).
@@ -81,10 +83,13 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 		c.mu.Unlock()
 		return nil, e
 	}
+	c.waitSince = time.Now() // the replica's tick ends it after convTimeout (CONV-NONACT)
 	c.mu.Unlock()
-
-	timer := time.NewTimer(c.r.cfg.convTimeout)
-	defer timer.Stop()
+	defer func() {
+		c.mu.Lock()
+		c.waitSince = time.Time{}
+		c.mu.Unlock()
+	}()
 	for {
 		select {
 		case nm := <-c.in:
@@ -113,12 +118,8 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 				c.r.ack(nm.Reply, c.id)
 				return nil, e
 			}
-		case <-timer.C:
+		case <-c.idleOut:
 			c.mu.Lock()
-			if c.ended == nil {
-				c.endLocked(proto.ErrConvTimeout)
-				c.notifyLocked(proto.ErrConvTimeout)
-			}
 			e := c.ended
 			c.mu.Unlock()
 			return nil, e
@@ -190,6 +191,10 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 		// caller to parse on the hot path.
 		return &nats.Msg{Subject: to, Data: data}, nil
 	}
+	if c.seq > 1 && !end {
+		// The client knows the conversation and replica already.
+		return &nats.Msg{Subject: to, Data: data}, nil
+	}
 	m := nats.NewMsg(to)
 	m.Data = data
 	m.Header.Set(proto.HdrReplica, c.r.cfg.replicaID)
@@ -254,6 +259,18 @@ func (c *Conv) sendWorking() {
 		m.Header.Set(proto.HdrConv, c.id)
 	}
 	_ = c.r.nc.PublishMsg(m)
+}
+
+// timeOut ends a conversation whose client sent nothing for convTimeout
+// while the handler waited (0003/0073 on both sides).
+func (c *Conv) timeOut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended == nil {
+		c.endLocked(proto.ErrConvTimeout)
+		c.notifyLocked(proto.ErrConvTimeout)
+		close(c.idleOut)
+	}
 }
 
 // finish runs when the handler returns: an unanswered message gets an

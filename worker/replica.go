@@ -247,19 +247,30 @@ func (r *replica) heartbeat() {
 }
 
 // progressTick sends "working" to callers whose request this replica has
-// held longer than progressDelay (one ticker for all, not a timer per call).
+// held longer than progressDelay, and ends conversations whose client has
+// been silent for convTimeout: one ticker for all, not timers per message.
 func (r *replica) progressTick() {
 	now := time.Now()
-	var slow []*Conv
+	var slow, idle []*Conv
 	r.mu.Lock()
 	for _, c := range r.convs {
-		if c.progress && now.Sub(c.started) >= progressDelay {
+		if c.progress && now.Sub(c.started) >= progressDelay { // sendWorking skips those already told
 			slow = append(slow, c)
+		}
+		if !c.call {
+			c.mu.Lock()
+			if !c.waitSince.IsZero() && now.Sub(c.waitSince) >= r.cfg.convTimeout {
+				idle = append(idle, c)
+			}
+			c.mu.Unlock()
 		}
 	}
 	r.mu.Unlock()
 	for _, c := range slow {
 		c.sendWorking()
+	}
+	for _, c := range idle {
+		c.timeOut()
 	}
 }
 
@@ -445,7 +456,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		ctx: ctx, cancel: cancel, first: m, firstTo: replyTo, started: time.Now(),
 	}
 	if !c.call {
-		c.in = make(chan *nats.Msg, 1)
+		c.in, c.idleOut = make(chan *nats.Msg, 1), make(chan struct{})
 	}
 	r.convs[c.id] = c // calls too, so IMMED can answer them
 	r.wg.Add(1)
