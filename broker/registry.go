@@ -34,9 +34,14 @@ type figures struct {
 	Replicas, Quiescing, Capacity, Active int
 }
 
+func newRegistry(log *slog.Logger) *registry {
+	return &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
+		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{},
+		lastReg: map[string]time.Time{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
+}
+
 func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
-	r := &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
-		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{}, lastReg: map[string]time.Time{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
+	r := newRegistry(log)
 	var err error
 	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
 		return nil, err
@@ -108,13 +113,7 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 			r.log.Warn("bad replica record ignored", "key", key, "err", err)
 			return
 		}
-		if _, known := r.replicas[key]; !known {
-			r.lastReg[ri.Service] = time.Now()
-		}
-		r.dropReplicaLocked(key)
-		r.replicas[key] = ri
-		r.replicaRevisions[key] = e.Revision()
-		addIndex(r.bySvc, ri.Service, key)
+		r.setReplicaLocked(key, ri, e.Revision())
 		return
 	}
 	ai, err := proto.DecodeAttachInfo(e.Value())
@@ -122,6 +121,20 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 		r.log.Warn("bad attach record ignored", "key", key, "err", err)
 		return
 	}
+	r.setAttachLocked(key, ai)
+}
+
+func (r *registry) setReplicaLocked(key string, ri proto.ReplicaInfo, rev uint64) {
+	if _, known := r.replicas[key]; !known {
+		r.lastReg[ri.Service] = time.Now()
+	}
+	r.dropReplicaLocked(key)
+	r.replicas[key] = ri
+	r.replicaRevisions[key] = rev
+	addIndex(r.bySvc, ri.Service, key)
+}
+
+func (r *registry) setAttachLocked(key string, ai proto.AttachInfo) {
 	r.dropAttachLocked(key)
 	r.attach[key] = ai
 	for _, s := range ai.Services {
@@ -286,35 +299,29 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var cands []proto.AttachInfo
+	var ties []string
+	best := 0.0
 	for id := range r.offers[svc] {
 		ai := r.attach[id]
 		if ai.Isolated || ai.Expired(now) || ai.Failing[svc] != "" {
 			continue
 		}
-		cands = append(cands, ai)
+		l := float64(ai.Replicas)
+		if ai.MaxReplicas > 0 {
+			l /= float64(ai.MaxReplicas)
+		}
+		switch {
+		case len(ties) == 0 || l < best:
+			best, ties = l, append(ties[:0], id)
+		case l == best:
+			ties = append(ties, id)
+		}
 	}
-	if len(cands) == 0 {
+	if len(ties) == 0 {
 		return proto.AttachInfo{}, false
 	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].ID < cands[j].ID })
-	load := func(a proto.AttachInfo) float64 {
-		if a.MaxReplicas <= 0 {
-			return float64(a.Replicas)
-		}
-		return float64(a.Replicas) / float64(a.MaxReplicas)
-	}
-	best := load(cands[0])
-	var ties []proto.AttachInfo
-	for _, a := range cands {
-		switch l := load(a); {
-		case l < best:
-			best, ties = l, []proto.AttachInfo{a}
-		case l == best:
-			ties = append(ties, a)
-		}
-	}
-	return ties[turn%uint64(len(ties))], true
+	sort.Strings(ties) // map order is random: make round-robin deterministic
+	return r.attach[ties[turn%uint64(len(ties))]], true
 }
 
 // failing returns why svc cannot be started when every live, non-isolated

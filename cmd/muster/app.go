@@ -96,6 +96,10 @@ func exitCode(err error) int {
 	if errors.As(err, &pe) {
 		return 2
 	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.ExitCode() > 0 {
+		return ec.ExitCode() // bench: 3 when a target is missed
+	}
 	return 1
 }
 

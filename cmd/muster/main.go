@@ -4,7 +4,7 @@
 //
 // Exit status: 0 on success; 1 on any error (bad usage, no connection …);
 // 2 when Muster answered with a coded error, printed as
-// "muster: CCCC/NNNN description".
+// "muster: CCCC/NNNN description"; 3 when `muster bench` missed a target.
 package main
 
 import (

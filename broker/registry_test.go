@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// simulated fills a registry with hosts attach managers offering services
+// services (each offered by a tenth of them) and one ready replica each.
+func simulated(tb testing.TB, services, hosts int) (*registry, []string) {
+	r := newRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	names := make([]string, services)
+	for i := range names {
+		names[i] = fmt.Sprintf("SIM/S%d/SVC", i)
+	}
+	now := time.Now().UnixMilli()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for h := 0; h < hosts; h++ {
+		ai := proto.AttachInfo{ID: fmt.Sprintf("h%03d", h), HeartbeatMS: 60000, Updated: now, MaxReplicas: 64, Replicas: h % 7}
+		for i := h % 10; i < services; i += 10 {
+			ai.Services = append(ai.Services, names[i])
+		}
+		r.setAttachLocked(ai.ID, ai)
+	}
+	for i, n := range names {
+		id := fmt.Sprintf("r%d", i)
+		r.setReplicaLocked(id, proto.ReplicaInfo{ID: id, Service: n, State: proto.StateReady, Capacity: 1, HeartbeatMS: 60000, Updated: now}, 1)
+	}
+	return r, names
+}
+
+func TestRegistryDecisions(t *testing.T) {
+	r, names := simulated(t, 100, 20)
+	now := time.Now()
+	ai, ok := r.chooseAttach(names[3], now, 0)
+	if !ok || !ai.Offers(names[3]) {
+		t.Fatalf("chose %+v for %s", ai, names[3])
+	}
+	// The least loaded of the offering managers wins.
+	for id := range r.offers[names[3]] {
+		if other := r.attach[id]; float64(other.Replicas)/64 < float64(ai.Replicas)/64 {
+			t.Fatalf("chose %s (%d replicas) over %s (%d)", ai.ID, ai.Replicas, other.ID, other.Replicas)
+		}
+	}
+	if live, attachable := r.known(names[5], now); live != 1 || !attachable {
+		t.Fatalf("known = %d, %v", live, attachable)
+	}
+	if live, attachable := r.known("NO/SUCH/SVC", now); live != 0 || attachable {
+		t.Fatalf("unknown service known = %d, %v", live, attachable)
+	}
+	// A manager that reports the service failing is never chosen; when all do,
+	// the service is failing.
+	r.mu.Lock()
+	for id := range r.offers[names[7]] {
+		ai := r.attach[id]
+		ai.Failing = map[string]string{names[7]: "crash"}
+		r.setAttachLocked(id, ai)
+	}
+	r.mu.Unlock()
+	if _, ok := r.chooseAttach(names[7], now, 0); ok {
+		t.Fatal("chose a manager that reports the service failing")
+	}
+	if why, failing := r.failing(names[7], now); !failing || why == "" {
+		t.Fatalf("failing = %q, %v", why, failing)
+	}
+}
+
+// BenchmarkChooseAttach is the broker's attach decision with 10,000
+// services and 100 attach managers (target: p99 ≤ 1ms; see muster bench scale).
+func BenchmarkChooseAttach(b *testing.B) {
+	r, names := simulated(b, 10000, 100)
+	now := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, ok := r.chooseAttach(names[i%len(names)], now, uint64(i)); !ok {
+			b.Fatal("no choice")
+		}
+		i++
+	}
+}
+
+// BenchmarkKnown is the registry lookup on every queued call.
+func BenchmarkKnown(b *testing.B) {
+	r, names := simulated(b, 10000, 100)
+	now := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r.known(names[i%len(names)], now)
+		i++
+	}
+}
