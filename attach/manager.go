@@ -290,7 +290,8 @@ func (m *Manager) startLocked(s *svcRun) bool {
 // settings. Nothing in it comes from a message.
 func (m *Manager) env(sc *ServiceConfig, id, tempDir string) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ"} {
+	// GORACE only matters to race-detector builds (tests set its exit delay).
+	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "GORACE"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

@@ -14,6 +14,7 @@ import (
 // checks each prints a judged result; the scenarios whose targets hold on
 // any machine (burst, idle, scale) must pass.
 func TestBenchAllScenarios(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // race-built replicas would linger 1s at exit
 	r := runApp(context.Background(), nil, "bench", "--json", "--duration", "200ms", "--clients", "4", "--reps", "3",
 		"--burst", "60", "--max-replicas", "4", "--idle-timeout", "300ms", "--services", "300", "--hosts", "12", "all")
 	if r.err != nil && exitCode(r.err) != 3 {
