@@ -87,11 +87,6 @@ func assertNoLeftovers(t *testing.T, cfg *Config) {
 
 func alive(m *Manager) int { return m.Info().Replicas }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func TestColdStartAndIdleScaleDownToZero(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
@@ -101,7 +96,7 @@ func TestColdStartAndIdleScaleDownToZero(t *testing.T) {
 		t.Fatalf("%d replicas before any call", n)
 	}
 	start := time.Now()
-	got, err := e.Client.Call(ctxT(t, 20*time.Second), "T/ECHO/COLD", []byte("hello"))
+	got, err := e.Client.Call(testutil.Context(t, 20*time.Second), "T/ECHO/COLD", []byte("hello"))
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("cold call: %q %v", got, err)
 	}
@@ -122,7 +117,7 @@ func TestBurstNeverExceedsMax(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 16, "T/ECHO/BURST worker-echo max: 4, idle_timeout: 30s")
 	m := startManager(t, e, cfg)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testutil.Context(t, 60*time.Second)
 	const n = 200
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -167,7 +162,7 @@ func TestIdleScaleDownToMin(t *testing.T) {
 		return nil
 	})
 	// Load it so more replicas start, then let them idle out.
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	var wg sync.WaitGroup
 	for i := 0; i < 60; i++ {
 		wg.Add(1)
@@ -192,7 +187,7 @@ func TestCrashLoopMarksServiceFailing(t *testing.T) {
 	cfg := testConfig(t, 8, "T/CRASH/START worker-crash max: 2")
 	m := startManager(t, e, cfg)
 	start := time.Now()
-	_, err := e.Client.Call(ctxT(t, 30*time.Second), "T/CRASH/START", []byte("x"))
+	_, err := e.Client.Call(testutil.Context(t, 30*time.Second), "T/CRASH/START", []byte("x"))
 	var pe *proto.Error
 	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceFailing || !strings.Contains(pe.Description, "before it registered") {
 		t.Fatalf("err %v, want 0900/0004 with the reason", err)
@@ -206,7 +201,7 @@ func TestCrashLoopMarksServiceFailing(t *testing.T) {
 	}
 	// New calls are answered at once while it is failing.
 	start = time.Now()
-	if _, err := e.Client.Call(ctxT(t, 30*time.Second), "T/CRASH/START", nil); !errors.Is(err, proto.ErrServiceFailing) || time.Since(start) > time.Second {
+	if _, err := e.Client.Call(testutil.Context(t, 30*time.Second), "T/CRASH/START", nil); !errors.Is(err, proto.ErrServiceFailing) || time.Since(start) > time.Second {
 		t.Fatalf("second call: %v after %v", err, time.Since(start))
 	}
 }
@@ -215,7 +210,7 @@ func TestStartTimeoutKillsSilentReplica(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 8, "T/SILENT/X worker-silent max: 1, start_timeout: 300ms")
 	m := startManager(t, e, cfg)
-	_, err := e.Client.Call(ctxT(t, 30*time.Second), "T/SILENT/X", nil)
+	_, err := e.Client.Call(testutil.Context(t, 30*time.Second), "T/SILENT/X", nil)
 	var pe *proto.Error
 	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceFailing || !strings.Contains(pe.Description, "start timeout") {
 		t.Fatalf("err %v, want 0900/0004 naming the start timeout", err)
@@ -244,7 +239,7 @@ func TestCrashMidConversationRestartsForMin(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 8, "T/CRASH/MID worker-crash-mid min: 1, max: 1")
 	m := startManager(t, e, cfg)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	cv, _, err := e.Client.Open(ctx, "T/CRASH/MID", []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +315,7 @@ func TestCrashedReplicaRestartedAfterBackoff(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 8, "T/CRASH/RESTART worker-crash-mid max: 1, restart: on-failure")
 	m := startManager(t, e, cfg)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	cv, _, err := e.Client.Open(ctx, "T/CRASH/RESTART", []byte("a"))
 	if err != nil {
 		t.Fatal(err)

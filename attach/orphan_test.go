@@ -109,7 +109,7 @@ func TestExampleWorkerFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	startManager(t, e, cfg)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	cv, first, err := e.Client.Open(ctx, "EXAMPLE/ECHO/ECHO", []byte("hi"))
 	if err != nil || string(first) != "#1 hi" {
 		t.Fatalf("open: %q %v", first, err)

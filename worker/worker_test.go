@@ -55,11 +55,6 @@ func hangingEcho(ctx context.Context, c *worker.Conv) error {
 	}
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func control(t *testing.T, nc *nats.Conn, id, op string) {
 	t.Helper()
@@ -77,7 +72,7 @@ func control(t *testing.T, nc *nats.Conn, id, op string) {
 func replicaRecord(t *testing.T, nc *nats.Conn, id string) (proto.ReplicaInfo, bool) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
-	ctx := ctxT(t, 5*time.Second)
+	ctx := testutil.Context(t, 5*time.Second)
 	kv, err := js.KeyValue(ctx, proto.ReplicaBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +94,7 @@ func replicaRecord(t *testing.T, nc *nats.Conn, id string) (proto.ReplicaInfo, b
 func TestQuiesceFinishesOpenConversations(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	r := e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithReplicaID("q1"), worker.WithCapacity(2))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, demo.EchoService, []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +132,7 @@ func TestQuiesceFinishesOpenConversations(t *testing.T) {
 func TestImmediateDeregisterEndsConversations(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	r := e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithReplicaID("i1"))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, demo.EchoService, []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +149,7 @@ func TestImmediateDeregisterEndsConversations(t *testing.T) {
 func TestGraceExpiryEndsConversations(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	r := e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithGrace(100*time.Millisecond))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, demo.EchoService, []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +179,7 @@ func TestConversationTimeout(t *testing.T) {
 			_ = c.Reply(m.Data)
 		}
 	}, worker.WithService("T/CONV/TIMEOUT"), worker.WithConvTimeout(200*time.Millisecond))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, "T/CONV/TIMEOUT", []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +206,7 @@ func TestConversationTimeout(t *testing.T) {
 func TestIdleTimeoutExits(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	r := e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithReplicaID("idle1"), worker.WithIdleTimeout(300*time.Millisecond))
-	if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("x")); err != nil {
+	if _, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -249,7 +244,7 @@ func TestMinReplicasStayAlive(t *testing.T) {
 func TestExitAfterConversation(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	r := e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithExitAfterConversation(true))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, demo.EchoService, []byte("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +268,7 @@ func TestRegistrationAndDiscovery(t *testing.T) {
 		t.Fatalf("registration %+v", ri)
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("abc")); err != nil {
+		if _, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("abc")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -367,7 +362,7 @@ func startHelper(t *testing.T, e *harness.Env, svc, id string, extra ...string) 
 func TestReplicaKilledMidConversation(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cmd := startHelper(t, e, "T/KILL/X", "k1")
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	cv, first, err := e.Client.Open(ctx, "T/KILL/X", []byte("a"))
 	if err != nil || string(first) != "#1 a" {
 		t.Fatalf("open: %q %v", first, err)
@@ -406,7 +401,7 @@ func TestReplicaKilledMidConversation(t *testing.T) {
 func TestSIGTERMQuiescesHelperProcess(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cmd := startHelper(t, e, "T/TERM/X", "t1", "MUSTER_GRACE=10s")
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	cv, _, err := e.Client.Open(ctx, "T/TERM/X", []byte("a"))
 	if err != nil {
 		t.Fatal(err)

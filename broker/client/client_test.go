@@ -18,16 +18,11 @@ import (
 	"github.com/musterhq/muster/worker"
 )
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func TestCallWarmPath(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
-	got, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("hello"))
+	got, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +64,7 @@ func TestPlainNATSClient(t *testing.T) {
 func TestUnknownServiceIsPrompt(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	start := time.Now()
-	_, err := e.Client.Call(ctxT(t, 10*time.Second), "NO/SUCH/SVC", []byte("x"))
+	_, err := e.Client.Call(testutil.Context(t, 10*time.Second), "NO/SUCH/SVC", []byte("x"))
 	if !errors.Is(err, proto.ErrNotRegistered) {
 		t.Fatalf("err %v, want 0007/0007", err)
 	}
@@ -81,7 +76,7 @@ func TestUnknownServiceIsPrompt(t *testing.T) {
 func TestNoBroker(t *testing.T) {
 	s := testutil.StartNATS(t)
 	c := newClient(t, testutil.Connect(t, s))
-	_, err := c.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("x"))
+	_, err := c.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("x"))
 	if !errors.Is(err, proto.ErrBrokerNotActive) {
 		t.Fatalf("err %v, want 0215/0148", err)
 	}
@@ -89,7 +84,7 @@ func TestNoBroker(t *testing.T) {
 
 func TestBadServiceName(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
-	_, err := e.Client.Call(ctxT(t, 5*time.Second), "BAD.NAME/X/Y", nil)
+	_, err := e.Client.Call(testutil.Context(t, 5*time.Second), "BAD.NAME/X/Y", nil)
 	if !errors.Is(err, proto.ErrBadRequest) {
 		t.Fatalf("err %v, want 0900/0001", err)
 	}
@@ -98,7 +93,7 @@ func TestBadServiceName(t *testing.T) {
 func TestConversation(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, first, err := e.Client.Open(ctx, demo.EchoService, []byte("one"))
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +142,7 @@ func TestConversationCancel(t *testing.T) {
 		seen <- err
 		return nil
 	}, worker.WithService("T/CANCEL/X"))
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	cv, _, err := e.Client.Open(ctx, "T/CANCEL/X", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +163,7 @@ func TestConversationCancel(t *testing.T) {
 func TestQueueAtZeroReplicasDrainsWhenReplicaRegisters(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	registerAttach(t, e, demo.EchoService)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -213,7 +208,7 @@ func TestNotificationWhenWorkWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	done := make(chan error, 1)
 	go func() { _, err := e.Client.Call(ctx, demo.EchoService, []byte("x")); done <- err }()
 	m, err := sub.NextMsg(5 * time.Second)
@@ -256,7 +251,7 @@ func TestDeadlineExpiresWhileQueued(t *testing.T) {
 		served <- string(m.Data)
 		return c.Reply(m.Data)
 	}, worker.WithService(demo.EchoService))
-	got, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("fresh"))
+	got, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("fresh"))
 	if err != nil || string(got) != "fresh" {
 		t.Fatalf("fresh call: %q %v", got, err)
 	}
@@ -275,12 +270,12 @@ func TestPayloadTooBig(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
 	big := make([]byte, e.NC.MaxPayload()+1)
-	_, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, big)
+	_, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, big)
 	if !errors.Is(err, proto.ErrPayloadTooBig) {
 		t.Fatalf("err %v, want 0900/0002", err)
 	}
 	// The system keeps working.
-	if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("ok")); err != nil {
+	if _, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -293,7 +288,7 @@ func TestHandlerErrorIsCoded(t *testing.T) {
 		}
 		return errors.New("disk full")
 	}, worker.WithService("T/ERR/X"))
-	_, err := e.Client.Call(ctxT(t, 5*time.Second), "T/ERR/X", nil)
+	_, err := e.Client.Call(testutil.Context(t, 5*time.Second), "T/ERR/X", nil)
 	var pe *proto.Error
 	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceError || pe.Description != "disk full" {
 		t.Fatalf("err %#v, want 0900/0003 disk full", err)
@@ -330,7 +325,7 @@ func TestMalformedMessagesGetErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := e.Client.Call(ctxT(t, 5*time.Second), demo.EchoService, []byte("still here")); err != nil {
+	if _, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("still here")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -64,7 +64,7 @@ func TestAttachServesFromConfig(t *testing.T) {
 		}
 		return nil
 	})
-	got, err := env.Client.Call(ctxT(t, 20*time.Second), "EXAMPLE/ECHO/ECHO", []byte("from zero"))
+	got, err := env.Client.Call(testutil.Context(t, 20*time.Second), "EXAMPLE/ECHO/ECHO", []byte("from zero"))
 	if err != nil || string(got) != "from zero" {
 		t.Fatalf("cold call: %q %v", got, err)
 	}
@@ -79,8 +79,3 @@ func TestAttachServesFromConfig(t *testing.T) {
 	}
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}

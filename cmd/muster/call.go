@@ -62,16 +62,11 @@ func runCall(c *cli.Context) error {
 	default:
 		data = []byte(arg)
 	}
-	nc, err := connect(c, "muster call")
+	cl, closeClient, err := newClient(c, "muster call")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.WithTimeout(c.Duration("timeout")))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
+	defer closeClient()
 	start := time.Now()
 	r, err := cl.CallMsg(c.Context, svc, data, hdr)
 	if err != nil {
@@ -116,4 +111,18 @@ func writeLine(w io.Writer, b []byte) error {
 // writeJSON writes v as one line of JSON.
 func writeJSON(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
+}
+
+// newClient connects and makes a client with --timeout as its default
+// deadline; closeClient undoes both.
+func newClient(c *cli.Context, name string) (cl *client.Client, closeClient func(), err error) {
+	nc, err := connect(c, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl, err = client.New(nc, client.WithTimeout(c.Duration("timeout"))); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return cl, func() { _ = cl.Close(); nc.Close() }, nil
 }

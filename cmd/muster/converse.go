@@ -45,16 +45,11 @@ func runConverse(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	nc, err := connect(c, "muster converse")
+	cl, closeClient, err := newClient(c, "muster converse")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.WithTimeout(c.Duration("timeout")))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
+	defer closeClient()
 
 	done := make(chan struct{})
 	defer close(done)

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -53,4 +54,11 @@ func CheckFor(t testing.TB, total, step time.Duration, fn func() error) {
 		}
 		time.Sleep(step)
 	}
+}
+
+// Context returns a context that ends after d or with the test.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
