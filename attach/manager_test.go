@@ -87,7 +87,6 @@ func assertNoLeftovers(t *testing.T, cfg *Config) {
 
 func alive(m *Manager) int { return m.Info().Replicas }
 
-
 func TestColdStartAndIdleScaleDownToZero(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 8, "T/ECHO/COLD worker-echo max: 2, idle_timeout: 500ms")

@@ -2,6 +2,7 @@ package attach
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,6 +59,16 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 			return fmt.Errorf("%d state records", len(recs))
 		}
 		return nil
+	})
+	// And registered: a replica still starting would log to its (then
+	// broken) output pipe and die of SIGPIPE rather than be orphaned.
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, s := range e.Broker.Stats(testutil.Context(t, 5*time.Second)) {
+			if s.Service == "T/ORPHAN/X" && s.Replicas == 2 {
+				return nil
+			}
+		}
+		return errors.New("replicas not registered yet")
 	})
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-exited

@@ -55,7 +55,6 @@ func hangingEcho(ctx context.Context, c *worker.Conv) error {
 	}
 }
 
-
 func control(t *testing.T, nc *nats.Conn, id, op string) {
 	t.Helper()
 	m := nats.NewMsg(proto.ControlSubject(id))

@@ -18,7 +18,6 @@ import (
 	"github.com/musterhq/muster/worker"
 )
 
-
 func TestCallWarmPath(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))

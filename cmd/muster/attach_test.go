@@ -78,4 +78,3 @@ func TestAttachServesFromConfig(t *testing.T) {
 		t.Fatal("attach did not stop")
 	}
 }
-
