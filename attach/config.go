@@ -46,7 +46,7 @@ type HostConfig struct {
 	LogKeep       int           // "log_keep"; rotated files kept per replica; default 3
 	LogTotalBytes int64         // "log_total_bytes"; cap for the whole log dir; default 1 GiB
 	Heartbeat     time.Duration // "heartbeat"; registration refresh interval; default 2s
-	Grace         time.Duration // "grace"; SIGTERM→SIGKILL grace when stopping replicas; default 10s
+	Grace         time.Duration // "grace"; a stopping replica's grace for open conversations (MUSTER_GRACE); SIGKILL follows 2s later; default 10s
 }
 
 // ServiceConfig is one entry of the "services" list: a service this host
@@ -71,7 +71,7 @@ type ServiceConfig struct {
 // Restart policies of ServiceConfig.Restart.
 const (
 	RestartOnFailure = "on-failure" // restart a replica that exits with an error, while it is still wanted
-	RestartAlways    = "always"     // restart a replica whenever it exits, while it is still wanted
+	RestartAlways    = "always"     // restart a replica whenever it exits, even after its idle timeout (pair it with idle_timeout: 0)
 	RestartNever     = "never"      // never restart; the broker asks again if it needs one
 )
 

@@ -502,9 +502,11 @@ func (r *replica) forwarder() {
 		for r.isFull() {
 			select {
 			case nm := <-r.warmCh:
-				if c, _ := r.accept(nm, nm.Reply, ""); c != nil {
+				c, handled := r.accept(nm, nm.Reply, "")
+				switch {
+				case c != nil:
 					r.work <- c // a slot freed meanwhile: a worker takes it
-				} else if c == nil {
+				case !handled:
 					r.forward(nm)
 				}
 			case <-tick.C:

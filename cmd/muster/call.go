@@ -27,7 +27,7 @@ func callCommand() *cli.Command {
 		Flags: connFlags(
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long (queueing included)"},
 			&cli.StringSliceFlag{Name: "header", Aliases: []string{"H"}, Usage: "request header `KEY=VALUE` (repeatable)"},
-			&cli.BoolFlag{Name: "json", Usage: `print {"service","data","replica","elapsed_ms"} instead of the bare reply`},
+			&cli.BoolFlag{Name: "json", Usage: `print {"service","data","elapsed_ms"} (and "replica" when the reply names it) instead of the bare reply`},
 		),
 		Action: runCall,
 	}

@@ -29,7 +29,7 @@ type Config struct {
 	Executable  string              // the muster binary (for `example echo` replicas)
 	Clients     int                 // warm, conv: concurrent callers (16)
 	Replicas    int                 // warm, conv: warm replicas and raw responders (2)
-	Capacity    int                 // warm, conv: conversations per replica (0: clients/replicas)
+	Capacity    int                 // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
 	Duration    time.Duration       // warm, conv: measuring time per system (5s)
 	Reps        int                 // cold: repetitions per system (30)
 	Burst       int                 // burst: concurrent calls (1000)
