@@ -177,7 +177,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	}
 	to := c.replyTo
 	c.pending, c.replyTo = nil, ""
-	if max := c.r.nc.MaxPayload() - 1024; int64(len(data)) > max {
+	if max := c.r.maxPayload.Load() - 1024; int64(len(data)) > max {
 		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
 		c.endLocked(e)
 		c.r.replyError(to, e)

@@ -53,6 +53,9 @@ type replica struct {
 	stream   jetstream.Stream
 	started  time.Time
 	stats    counters
+	// maxPayload is the server's limit, refreshed at every heartbeat rather
+	// than read per reply (nc.MaxPayload takes the connection's lock).
+	maxPayload atomic.Int64
 
 	baseCtx    context.Context // cancelled at IMMED: handlers' contexts derive from it
 	baseCancel context.CancelFunc
@@ -114,6 +117,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		return err
 	}
 	r.stream = stream
+	r.maxPayload.Store(r.nc.MaxPayload())
 	cons, err := streams.QueueConsumer(ctx, stream, r.cfg.service)
 	if err != nil {
 		return err
@@ -218,6 +222,7 @@ func (r *replica) heartbeat() {
 		case <-t.C:
 		case <-r.hbKick:
 		}
+		r.maxPayload.Store(r.nc.MaxPayload())
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.heartbeat)
 		if err := r.register(ctx); err != nil {
 			r.cfg.logger.Warn("heartbeat failed", "err", err)

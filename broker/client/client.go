@@ -29,6 +29,10 @@ type Client struct {
 	sub     *nats.Subscription
 	timeout time.Duration
 	ping    time.Duration
+	// maxPayload is the server's limit, read once: nc.MaxPayload takes the
+	// connection's lock, which every publish contends for. A later server
+	// with a smaller limit makes the publish fail, reported as 0900/0002.
+	maxPayload int64
 
 	next    atomic.Uint64
 	mu      sync.Mutex
@@ -53,6 +57,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	c.maxPayload = nc.MaxPayload()
 	c.prefix = nc.NewInbox() + "."
 	sub, err := nc.Subscribe(c.prefix+"*", c.dispatch)
 	if err != nil {
@@ -217,7 +222,7 @@ func (c *Client) pingReplica(ctx context.Context, w watch) error {
 }
 
 func (c *Client) checkSize(m *nats.Msg) error {
-	if max := c.nc.MaxPayload() - 1024; int64(len(m.Data)) > max {
+	if max := c.maxPayload - 1024; int64(len(m.Data)) > max {
 		return proto.Errorf(proto.CodePayloadTooBig, "payload of %d bytes exceeds the limit of %d", len(m.Data), max)
 	}
 	return nil
