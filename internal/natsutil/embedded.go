@@ -38,6 +38,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if port > 0 {
+		// nats-server reports a listen failure only to its log (off here)
+		// and would leave us waiting for readiness: try the address first.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return nil, fmt.Errorf("natsutil: listen %s: %w", cfg.Listen, err)
+		}
+		_ = l.Close()
+	}
 	name := cfg.ServerName
 	if name == "" {
 		name = "muster"
