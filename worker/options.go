@@ -45,6 +45,7 @@ type config struct {
 	signals      bool
 	version      string
 	ready        func()
+	overridden   map[string]bool // env keys an option sets (their env value is not even parsed)
 }
 
 // Option sets one optional knob of Run.
@@ -52,11 +53,11 @@ type Option func(*config) error
 
 // WithService sets the service ("CLASS/NAME/SERVICE") the replica serves.
 func WithService(s string) Option {
-	return func(c *config) error {
+	return overrides(EnvService, func(c *config) error {
 		svc, err := proto.ParseService(s)
 		c.service = svc
 		return err
-	}
+	})
 }
 
 // WithConn uses an existing connection (Run does not close it).
@@ -67,65 +68,65 @@ func WithURL(url string) Option { return func(c *config) error { c.connCfg.URL =
 
 // WithReplicaID sets the replica id (one subject token).
 func WithReplicaID(id string) Option {
-	return func(c *config) error { c.replicaID = id; return proto.ValidID(id) }
+	return overrides(EnvReplicaID, func(c *config) error { c.replicaID = id; return proto.ValidID(id) })
 }
 
 // WithCapacity sets how many conversations the replica serves at once.
 func WithCapacity(n int) Option {
-	return func(c *config) error {
+	return overrides(EnvCapacity, func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("%w: capacity %d < 1", ErrConfig, n)
 		}
 		c.capacity = n
 		return nil
-	}
+	})
 }
 
 // WithIdleTimeout makes the replica exit after d without any conversation
 // (0: never).
 func WithIdleTimeout(d time.Duration) Option {
-	return func(c *config) error { c.idleTimeout = d; return nonNegative("idle timeout", d) }
+	return overrides(EnvIdleTimeout, func(c *config) error { c.idleTimeout = d; return nonNegative("idle timeout", d) })
 }
 
 // WithMinReplicas keeps the n longest-running replicas of the service alive
 // despite the idle timeout.
 func WithMinReplicas(n int) Option {
-	return func(c *config) error {
+	return overrides(EnvMinReplicas, func(c *config) error {
 		if n < 0 {
 			return fmt.Errorf("%w: min replicas %d < 0", ErrConfig, n)
 		}
 		c.minReplicas = n
 		return nil
-	}
+	})
 }
 
 // WithExitAfterConversation makes the replica exit when its first
 // conversation ends: one replica per conversation, as EntireX replicas do.
 func WithExitAfterConversation(on bool) Option {
-	return func(c *config) error { c.exitAfterEOC = on; return nil }
+	return overrides(EnvExitAfterEOC, func(c *config) error { c.exitAfterEOC = on; return nil })
 }
 
 // WithConvTimeout sets CONV-NONACT: a conversation whose client sends
 // nothing for d is ended with 0003/0073 on both sides.
 func WithConvTimeout(d time.Duration) Option {
-	return func(c *config) error { c.convTimeout = d; return positive("conversation timeout", d) }
+	return overrides(EnvConvTimeout, func(c *config) error { c.convTimeout = d; return positive("conversation timeout", d) })
 }
 
 // WithHeartbeat sets how often the registration is refreshed.
 func WithHeartbeat(d time.Duration) Option {
-	return func(c *config) error {
+	return overrides(EnvHeartbeat, func(c *config) error {
 		c.heartbeat = d
 		if d < 10*time.Millisecond || d > 30*time.Second {
 			return fmt.Errorf("%w: heartbeat %v: want 10ms to 30s (registrations are kept 2m)", ErrConfig, d)
 		}
 		return nil
-	}
+	})
 }
 
 // WithGrace sets how long a quiescing replica lets open conversations run
 // before it ends them (IMMED).
 func WithGrace(d time.Duration) Option {
-	return func(c *config) error { c.grace = d; return nonNegative("grace", d) }
+	return overrides(EnvGrace, func(c *config) error { c.grace = d; return nonNegative("grace", d) })
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -139,6 +140,17 @@ func WithReadyFunc(f func()) Option { return func(c *config) error { c.ready = f
 
 // WithVersion sets the version the replica reports (default "0.1.0").
 func WithVersion(v string) Option { return func(c *config) error { c.version = v; return nil } }
+
+// overrides marks an option that sets what env key would: with it, the
+// environment's value is neither used nor checked.
+func overrides(key string, f Option) Option {
+	return func(c *config) error {
+		if c.overridden != nil {
+			c.overridden[key] = true
+		}
+		return f(c)
+	}
+}
 
 func positive(what string, d time.Duration) error {
 	if d <= 0 {
@@ -165,9 +177,13 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		version:     "0.1.0",
 		connCfg:     natsutil.ConnConfigFromEnv(lookup),
 	}
+	probe := &config{overridden: map[string]bool{}}
+	for _, o := range opts {
+		_ = o(probe) // only to learn which settings the options make
+	}
 	env := func(k string, set func(string) Option) error {
 		v, ok := lookup(k)
-		if !ok || v == "" {
+		if !ok || v == "" || probe.overridden[k] {
 			return nil
 		}
 		if err := set(v)(c); err != nil {

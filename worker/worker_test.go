@@ -432,3 +432,14 @@ func TestSIGTERMQuiescesHelperProcess(t *testing.T) {
 		return nil
 	})
 }
+
+// An option overrides its environment variable so fully that a bad value
+// there does not matter.
+func TestOptionOverridesBadEnvironment(t *testing.T) {
+	t.Setenv("MUSTER_CAPACITY", "lots")
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithCapacity(2), worker.WithReplicaID("env1"))
+	if ri, ok := replicaRecord(t, e.NC, "env1"); !ok || ri.Capacity != 2 {
+		t.Fatalf("registration %+v", ri)
+	}
+}
