@@ -60,8 +60,7 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 		}
 		return nil
 	})
-	// And registered: a replica still starting would log to its (then
-	// broken) output pipe and die of SIGPIPE rather than be orphaned.
+	// And registered, so the orphans are fully started replicas.
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		for _, s := range e.Broker.Stats(testutil.Context(t, 5*time.Second)) {
 			if s.Service == "T/ORPHAN/X" && s.Replicas == 2 {

@@ -61,6 +61,17 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		}
 		defer nc.Close()
 	}
+	var sig chan os.Signal
+	if cfg.signals {
+		sig = make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(sig)
+		// An attach manager reads our stdout and stderr through a pipe; if
+		// it dies, a log line must not kill us mid-conversation (Go's
+		// default for a broken pipe on fd 1 or 2). The next manager stops
+		// us gracefully instead.
+		signal.Ignore(syscall.SIGPIPE)
+	}
 	r := newReplica(cfg, h, nc)
 	if err := r.start(ctx); err != nil {
 		return err
@@ -68,12 +79,6 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	cfg.logger.Info("replica ready", "capacity", cfg.capacity, "idle_timeout", cfg.idleTimeout)
 	if cfg.ready != nil {
 		cfg.ready()
-	}
-	var sig chan os.Signal
-	if cfg.signals {
-		sig = make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		defer signal.Stop(sig)
 	}
 	select {
 	case <-ctx.Done():

@@ -443,3 +443,43 @@ func TestOptionOverridesBadEnvironment(t *testing.T) {
 		t.Fatalf("registration %+v", ri)
 	}
 }
+
+// A replica whose output pipe breaks (its attach manager died) goes on
+// serving, and still stops cleanly when told to.
+func TestReplicaSurvivesBrokenOutputPipe(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MUSTER_TEST_HELPER=echo", "MUSTER_URL="+e.Server.ClientURL(),
+		"MUSTER_SERVICE=T/PIPE/X", "MUSTER_REPLICA_ID=p1", "GORACE=atexit_sleep_ms=0")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := replicaRecord(t, e.NC, "p1"); !ok {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+	r.Close() // the reader is gone, as when the manager dies
+	if got, err := e.Client.Call(testutil.Context(t, 5*time.Second), "T/PIPE/X", []byte("still here")); err != nil || string(got) != "#1 still here" {
+		t.Fatalf("call after the pipe broke: %q %v", got, err)
+	}
+	control(t, e.NC, "p1", proto.OpImmed) // logs as it stops: must not die of SIGPIPE
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("replica ended with %v, want a clean exit", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("replica did not stop")
+	}
+}
