@@ -193,7 +193,13 @@ func (r *registry) sync(ctx context.Context) {
 		if !ok {
 			return
 		}
-		want := bs.StreamInfo().State.LastSeq
+		state := bs.StreamInfo().State
+		if state.Msgs == 0 {
+			continue // everything expired: there is nothing the watcher could be missing
+		}
+		// Records expire oldest first (one TTL for the bucket), so the newest
+		// one, LastSeq, is still stored and the watcher will deliver it.
+		want := state.LastSeq
 		for {
 			r.mu.Lock()
 			got, ch := r.lastRev[kv], r.changed
@@ -204,7 +210,7 @@ func (r *registry) sync(ctx context.Context) {
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				return // the newest record expired: nothing more will come
+				return
 			}
 		}
 	}
