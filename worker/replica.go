@@ -56,6 +56,8 @@ type replica struct {
 	// maxPayload is the server's limit, refreshed at every heartbeat rather
 	// than read per reply (nc.MaxPayload takes the connection's lock).
 	maxPayload atomic.Int64
+	lastWrite  atomic.Int64 // UnixNano of the last registration write
+	dirty      atomic.Bool  // a conversation ended since that write
 
 	baseCtx    context.Context // cancelled at IMMED: handlers' contexts derive from it
 	baseCancel context.CancelFunc
@@ -176,6 +178,8 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 
 // register writes the registration record.
 func (r *replica) register(ctx context.Context) error {
+	r.lastWrite.Store(time.Now().UnixNano())
+	r.dirty.Store(false)
 	b, _ := json.Marshal(r.info())
 	if _, err := r.kv.Put(ctx, r.cfg.replicaID, b); err != nil {
 		return fmt.Errorf("worker: register %s: %w", r.cfg.replicaID, err)
@@ -218,9 +222,11 @@ func (r *replica) heartbeat() {
 			return
 		case <-tick.C:
 			r.progressTick()
-			continue
-		case <-t.C:
+			if !r.dirty.Load() || time.Since(time.Unix(0, r.lastWrite.Load())) < freshRecord {
+				continue
+			}
 		case <-r.hbKick:
+		case <-t.C:
 		}
 		r.maxPayload.Store(r.nc.MaxPayload())
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.heartbeat)
@@ -592,7 +598,14 @@ func (r *replica) release(c *Conv) {
 	}
 	r.pullLocked()
 	r.armIdleLocked()
+	r.dirty.Store(true)
 }
+
+// freshRecord is how stale the registration may get while conversations
+// come and go: listings and the broker's figures follow within it (the
+// progress tick writes a changed record), at a cost of at most one extra
+// write per interval.
+const freshRecord = 250 * time.Millisecond
 
 func (r *replica) tombLocked(id string, e *proto.Error) {
 	r.tombs[id] = e

@@ -483,3 +483,19 @@ func TestReplicaSurvivesBrokenOutputPipe(t *testing.T) {
 		t.Fatal("replica did not stop")
 	}
 }
+
+// The registration follows conversations within a fraction of a second,
+// not only at heartbeats, so listings and the broker's figures are fresh.
+func TestRegistrationFollowsConversations(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService), worker.WithReplicaID("fresh1"), worker.WithHeartbeat(10*time.Second))
+	if _, err := e.Client.Call(testutil.Context(t, 5*time.Second), demo.EchoService, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if ri, _ := replicaRecord(t, e.NC, "fresh1"); ri.Stats.Conversations != 1 || ri.Stats.Messages != 1 {
+			return fmt.Errorf("registration stats %+v", ri.Stats)
+		}
+		return nil
+	})
+}
