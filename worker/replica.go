@@ -101,7 +101,8 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 
 // start opens the replica's subscriptions (private, control, pull inbox,
 // discovery, then the warm path and the first pull), flushes them to the
-// server, and only then writes the registration: registered means reachable.
+// server, writes the registration (registered means reachable), and only
+// then starts the workers that serve.
 func (r *replica) start(ctx context.Context) (retErr error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // every startup step is bounded
 	defer cancel()
@@ -151,10 +152,6 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 			return err
 		}
 	}
-	for i := 0; i < r.cfg.capacity; i++ {
-		go r.worker()
-	}
-	go r.forwarder()
 	r.mu.Lock()
 	err = r.subscribeWarmLocked()
 	if err == nil {
@@ -166,12 +163,19 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		return err
 	}
 	// Registered means reachable: the server has the subscriptions first.
+	// Nothing is served before the registration is written (requests wait
+	// in the warm buffer, pulled ones for a worker), so an attach manager
+	// never sees a replica that served work as one that failed to start.
 	if err := r.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("worker: flush: %w", err)
 	}
 	if err := r.register(ctx); err != nil {
 		return err
 	}
+	for i := 0; i < r.cfg.capacity; i++ {
+		go r.worker()
+	}
+	go r.forwarder()
 	go r.heartbeat()
 	return nil
 }
