@@ -69,12 +69,7 @@ func TestAttachServesFromConfig(t *testing.T) {
 		t.Fatalf("cold call: %q %v", got, err)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("attach did not stop")
+	if err := waitReturn(t, done, "attach"); err != nil {
+		t.Fatalf("attach returned %v", err)
 	}
 }

@@ -40,13 +40,8 @@ func TestBroker(t *testing.T) {
 		t.Fatalf("broker %q answered; stderr:\n%s", st.Broker, stderr)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("broker returned %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("broker did not stop")
+	if err := waitReturn(t, done, "broker"); err != nil {
+		t.Fatalf("broker returned %v", err)
 	}
 }
 

@@ -53,13 +53,8 @@ func TestExample(t *testing.T) {
 				t.Fatalf("replica ls:\n%s", out)
 			}
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("example returned %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("example did not stop")
+			if err := waitReturn(t, done, "example"); err != nil {
+				t.Fatalf("example returned %v", err)
 			}
 		})
 	}

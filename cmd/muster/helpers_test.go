@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/examples/demo"
@@ -87,3 +88,16 @@ func freeAddr(t *testing.T) string {
 
 // discard is a logger that drops everything.
 var discard = harness.Quiet
+
+// waitReturn waits up to 30s for a command run in a goroutine to return
+// after its context was cancelled, and returns its error.
+func waitReturn(t *testing.T, done <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop within 30s", what)
+		return nil
+	}
+}

@@ -46,13 +46,7 @@ func startUp(t *testing.T, ctx context.Context, args ...string) (stderr *syncBuf
 // waitUp waits for up to return after its context was cancelled.
 func waitUp(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatal("up did not stop within 30s")
-		return nil
-	}
+	return waitReturn(t, done, "up")
 }
 
 func TestUp(t *testing.T) {
