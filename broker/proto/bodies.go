@@ -53,7 +53,7 @@ const (
 )
 
 // ReplicaInfo is a replica's registration, kept in ReplicaBucket under its
-// id and rewritten at every heartbeat. A record older than its TTL
+// id and rewritten at every heartbeat (and soon after conversations end). A record older than its TTL
 // (HeartbeatMS × 3) means the replica is gone.
 type ReplicaInfo struct {
 	ID          string `json:"id"`
