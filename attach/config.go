@@ -17,9 +17,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/xdg"
 )
 
 // Config is an attach manager's configuration file.
@@ -256,18 +257,14 @@ func validHostName(s string) bool {
 	return true
 }
 
-// defaultStateDir follows the XDG base directory spec: $XDG_STATE_HOME when
-// it is absolute, else ~/.local/state.
+// defaultStateDir is $XDG_STATE_HOME/muster/attach-<name> (see package
+// xdg), or a directory under the temp dir when there is no home.
 func defaultStateDir(name string) string {
-	base := os.Getenv("XDG_STATE_HOME")
-	if !filepath.IsAbs(base) {
-		if home, err := os.UserHomeDir(); err == nil && filepath.IsAbs(home) {
-			base = filepath.Join(home, ".local", "state")
-		} else {
-			base = filepath.Join(os.TempDir(), "muster-state")
-		}
+	dir, err := xdg.StateDir("attach-" + name)
+	if err != nil {
+		return filepath.Join(os.TempDir(), "muster-state", "muster", "attach-"+name)
 	}
-	return filepath.Join(base, "muster", "attach-"+name)
+	return dir
 }
 
 // DemoConfig is the built-in config: the demo echo and sleep services served
@@ -1061,7 +1058,7 @@ func (p *parser) env(n *yaml.Node, field string) map[string]string {
 			continue
 		}
 		vf := field + "." + name
-		if strings.HasPrefix(strings.ToUpper(name), "MUSTER_") {
+		if strings.HasPrefix(strings.ToUpper(name), proto.EnvPrefix) {
 			p.errorf(k, vf, "reserved: the attach manager sets the MUSTER_* variables")
 			continue
 		}

@@ -18,7 +18,8 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/kvwatch"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/streams"
 )
 
@@ -31,7 +32,7 @@ const stopMargin = 2 * time.Second
 type Options struct {
 	// Conn is how replicas reach NATS: passed to them as MUSTER_*
 	// environment variables (credentials as file paths or env, never argv).
-	Conn natsutil.ConnConfig
+	Conn natsconn.Config
 	// Version is reported in the registration.
 	Version string
 	// Logger receives the manager's logs (default slog.Default()).
@@ -301,16 +302,16 @@ func (m *Manager) env(sc *ServiceConfig, id, tempDir string) []string {
 	}
 	env = append(env, m.opts.Conn.Env()...)
 	return append(env,
-		"MUSTER_SERVICE="+sc.Service,
-		"MUSTER_REPLICA_ID="+id,
-		"MUSTER_CAPACITY="+strconv.Itoa(sc.Capacity),
-		"MUSTER_IDLE_TIMEOUT="+sc.IdleTimeout.String(),
-		"MUSTER_MIN_REPLICAS="+strconv.Itoa(sc.Min),
-		"MUSTER_EXIT_AFTER_EOC="+strconv.FormatBool(sc.ExitAfterConversation),
-		"MUSTER_CONV_TIMEOUT="+sc.ConvTimeout.String(),
-		"MUSTER_HEARTBEAT="+m.cfg.Host.Heartbeat.String(),
-		"MUSTER_GRACE="+m.cfg.Host.Grace.String(),
-		"MUSTER_TEMP_DIR="+tempDir,
+		proto.EnvService+"="+sc.Service,
+		proto.EnvReplicaID+"="+id,
+		proto.EnvCapacity+"="+strconv.Itoa(sc.Capacity),
+		proto.EnvIdleTimeout+"="+sc.IdleTimeout.String(),
+		proto.EnvMinReplicas+"="+strconv.Itoa(sc.Min),
+		proto.EnvExitAfterEOC+"="+strconv.FormatBool(sc.ExitAfterConversation),
+		proto.EnvConvTimeout+"="+sc.ConvTimeout.String(),
+		proto.EnvHeartbeat+"="+m.cfg.Host.Heartbeat.String(),
+		proto.EnvGrace+"="+m.cfg.Host.Grace.String(),
+		proto.EnvTempDir+"="+tempDir,
 		"TMPDIR="+tempDir,
 	)
 }
@@ -404,31 +405,28 @@ func (m *Manager) backoffLocked(s *svcRun) {
 // registered means started, and each record is a heartbeat.
 func (m *Manager) watchReplicas(ctx context.Context, w jetstream.KeyWatcher) {
 	defer m.wg.Done()
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			m.mu.Lock()
-			if r := m.reps[e.Key()]; r != nil {
-				if !r.registered {
-					r.registered = true
-					r.svc.failures, r.svc.failing, r.svc.nextStart = 0, "", time.Time{}
-					m.log.Info("replica registered", "service", r.svc.cfg.Service, "replica", r.id, "after", time.Since(r.started).Round(time.Millisecond))
-					m.kickLocked()
-				}
-				r.lastBeat = time.Now()
-			}
-			m.mu.Unlock()
-		}
+	kvwatch.Follow(ctx, w, m.onReplicaRecord, nil)
+}
+
+// onReplicaRecord takes one registration write: registered means started,
+// and each record is a heartbeat.
+func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.reps[e.Key()]
+	if r == nil {
+		return
+	}
+	if !r.registered {
+		r.registered = true
+		r.svc.failures, r.svc.failing, r.svc.nextStart = 0, "", time.Time{}
+		m.log.Info("replica registered", "service", r.svc.cfg.Service, "replica", r.id, "after", time.Since(r.started).Round(time.Millisecond))
+		m.kickLocked()
+	}
+	r.lastBeat = time.Now()
 }
 
 // loop enforces start timeouts and heartbeats, keeps min replicas, caps

@@ -16,7 +16,7 @@ import (
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/testutil"
 )
 
@@ -57,7 +57,7 @@ func startManager(t *testing.T, e *harness.Env, cfg *Config) *Manager {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := Start(ctx, e.NC, cfg, Options{Conn: natsutil.ConnConfig{URL: e.Server.ClientURL()}, Logger: harness.Quiet})
+	m, err := Start(ctx, e.NC, cfg, Options{Conn: natsconn.Config{URL: e.Server.ClientURL()}, Logger: harness.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

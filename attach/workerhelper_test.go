@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/musterhq/muster/examples/demo"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/worker"
 )
 
@@ -92,7 +92,7 @@ func managerHelper() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	conn := natsutil.ConnConfigFromEnv(nil)
+	conn := natsconn.FromEnv(nil)
 	nc, err := conn.Connect()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

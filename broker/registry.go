@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/kvwatch"
 	"github.com/musterhq/muster/internal/streams"
 )
 
@@ -68,24 +69,7 @@ func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slo
 
 func (r *registry) watch(ctx context.Context, w jetstream.KeyWatcher, replicas bool, ready chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
-	defer func() { _ = w.Stop() }()
-	readyOnce := sync.OnceFunc(func() { close(ready) })
-	defer readyOnce()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				readyOnce()
-				continue
-			}
-			r.apply(e, replicas)
-		}
-	}
+	kvwatch.Follow(ctx, w, func(e jetstream.KeyValueEntry) { r.apply(e, replicas) }, func() { close(ready) })
 }
 
 func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {

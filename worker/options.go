@@ -10,22 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/proto"
-	"github.com/musterhq/muster/internal/natsutil"
-)
-
-// Environment variables an attach manager sets for the replicas it starts.
-// Options passed to Run override them.
-const (
-	EnvService      = "MUSTER_SERVICE"        // CLASS/NAME/SERVICE (required)
-	EnvReplicaID    = "MUSTER_REPLICA_ID"     // replica id (default: generated)
-	EnvCapacity     = "MUSTER_CAPACITY"       // concurrent conversations (default 1)
-	EnvIdleTimeout  = "MUSTER_IDLE_TIMEOUT"   // exit after this long without a conversation (Go duration; 0 = never)
-	EnvMinReplicas  = "MUSTER_MIN_REPLICAS"   // replicas kept alive despite the idle timeout (default 0)
-	EnvExitAfterEOC = "MUSTER_EXIT_AFTER_EOC" // "1": exit after the first conversation ends
-	EnvConvTimeout  = "MUSTER_CONV_TIMEOUT"   // CONV-NONACT: end a conversation idle this long (default 5m)
-	EnvHeartbeat    = "MUSTER_HEARTBEAT"      // registration refresh interval (default 2s)
-	EnvGrace        = "MUSTER_GRACE"          // quiesce grace period before IMMED (default 10s)
-	EnvTempDir      = "MUSTER_TEMP_DIR"       // the replica's own temp dir (set by the attach manager)
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // config is the resolved settings of one replica.
@@ -40,7 +25,7 @@ type config struct {
 	heartbeat    time.Duration
 	grace        time.Duration
 	conn         *nats.Conn
-	connCfg      natsutil.ConnConfig
+	connCfg      natsconn.Config
 	logger       *slog.Logger
 	signals      bool
 	version      string
@@ -53,7 +38,7 @@ type Option func(*config) error
 
 // WithService sets the service ("CLASS/NAME/SERVICE") the replica serves.
 func WithService(s string) Option {
-	return overrides(EnvService, func(c *config) error {
+	return overrides(proto.EnvService, func(c *config) error {
 		svc, err := proto.ParseService(s)
 		c.service = svc
 		return err
@@ -68,12 +53,12 @@ func WithURL(url string) Option { return func(c *config) error { c.connCfg.URL =
 
 // WithReplicaID sets the replica id (one subject token).
 func WithReplicaID(id string) Option {
-	return overrides(EnvReplicaID, func(c *config) error { c.replicaID = id; return proto.ValidID(id) })
+	return overrides(proto.EnvReplicaID, func(c *config) error { c.replicaID = id; return proto.ValidID(id) })
 }
 
 // WithCapacity sets how many conversations the replica serves at once.
 func WithCapacity(n int) Option {
-	return overrides(EnvCapacity, func(c *config) error {
+	return overrides(proto.EnvCapacity, func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("%w: capacity %d < 1", ErrConfig, n)
 		}
@@ -85,13 +70,13 @@ func WithCapacity(n int) Option {
 // WithIdleTimeout makes the replica exit after d without any conversation
 // (0: never).
 func WithIdleTimeout(d time.Duration) Option {
-	return overrides(EnvIdleTimeout, func(c *config) error { c.idleTimeout = d; return nonNegative("idle timeout", d) })
+	return overrides(proto.EnvIdleTimeout, func(c *config) error { c.idleTimeout = d; return nonNegative("idle timeout", d) })
 }
 
 // WithMinReplicas keeps the n longest-running replicas of the service alive
 // despite the idle timeout.
 func WithMinReplicas(n int) Option {
-	return overrides(EnvMinReplicas, func(c *config) error {
+	return overrides(proto.EnvMinReplicas, func(c *config) error {
 		if n < 0 {
 			return fmt.Errorf("%w: min replicas %d < 0", ErrConfig, n)
 		}
@@ -103,18 +88,18 @@ func WithMinReplicas(n int) Option {
 // WithExitAfterConversation makes the replica exit when its first
 // conversation ends: one replica per conversation, as EntireX replicas do.
 func WithExitAfterConversation(on bool) Option {
-	return overrides(EnvExitAfterEOC, func(c *config) error { c.exitAfterEOC = on; return nil })
+	return overrides(proto.EnvExitAfterEOC, func(c *config) error { c.exitAfterEOC = on; return nil })
 }
 
 // WithConvTimeout sets CONV-NONACT: a conversation whose client sends
 // nothing for d is ended with 0003/0073 on both sides.
 func WithConvTimeout(d time.Duration) Option {
-	return overrides(EnvConvTimeout, func(c *config) error { c.convTimeout = d; return positive("conversation timeout", d) })
+	return overrides(proto.EnvConvTimeout, func(c *config) error { c.convTimeout = d; return positive("conversation timeout", d) })
 }
 
 // WithHeartbeat sets how often the registration is refreshed.
 func WithHeartbeat(d time.Duration) Option {
-	return overrides(EnvHeartbeat, func(c *config) error {
+	return overrides(proto.EnvHeartbeat, func(c *config) error {
 		c.heartbeat = d
 		if d < 10*time.Millisecond || d > 30*time.Second {
 			return fmt.Errorf("%w: heartbeat %v: want 10ms to 30s (registrations are kept 2m)", ErrConfig, d)
@@ -126,7 +111,7 @@ func WithHeartbeat(d time.Duration) Option {
 // WithGrace sets how long a quiescing replica lets open conversations run
 // before it ends them (IMMED).
 func WithGrace(d time.Duration) Option {
-	return overrides(EnvGrace, func(c *config) error { c.grace = d; return nonNegative("grace", d) })
+	return overrides(proto.EnvGrace, func(c *config) error { c.grace = d; return nonNegative("grace", d) })
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -175,7 +160,7 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		grace:       10 * time.Second,
 		signals:     true,
 		version:     "0.1.0",
-		connCfg:     natsutil.ConnConfigFromEnv(lookup),
+		connCfg:     natsconn.FromEnv(lookup),
 	}
 	probe := &config{overridden: map[string]bool{}}
 	for _, o := range opts {
@@ -213,15 +198,15 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		key string
 		set func(string) Option
 	}{
-		{EnvService, WithService},
-		{EnvReplicaID, WithReplicaID},
-		{EnvCapacity, num(WithCapacity)},
-		{EnvIdleTimeout, dur(WithIdleTimeout)},
-		{EnvMinReplicas, num(WithMinReplicas)},
-		{EnvExitAfterEOC, func(v string) Option { return WithExitAfterConversation(v == "1" || v == "true") }},
-		{EnvConvTimeout, dur(WithConvTimeout)},
-		{EnvHeartbeat, dur(WithHeartbeat)},
-		{EnvGrace, dur(WithGrace)},
+		{proto.EnvService, WithService},
+		{proto.EnvReplicaID, WithReplicaID},
+		{proto.EnvCapacity, num(WithCapacity)},
+		{proto.EnvIdleTimeout, dur(WithIdleTimeout)},
+		{proto.EnvMinReplicas, num(WithMinReplicas)},
+		{proto.EnvExitAfterEOC, func(v string) Option { return WithExitAfterConversation(v == "1" || v == "true") }},
+		{proto.EnvConvTimeout, dur(WithConvTimeout)},
+		{proto.EnvHeartbeat, dur(WithHeartbeat)},
+		{proto.EnvGrace, dur(WithGrace)},
 	} {
 		if err := env(e.key, e.set); err != nil {
 			return nil, err
@@ -233,7 +218,7 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		}
 	}
 	if c.service == (proto.Service{}) {
-		return nil, fmt.Errorf("%w: no service: set %s or use WithService", ErrConfig, EnvService)
+		return nil, fmt.Errorf("%w: no service: set %s or use WithService", ErrConfig, proto.EnvService)
 	}
 	if c.replicaID == "" {
 		c.replicaID = nats.NewInbox()[len(nats.InboxPrefix):]

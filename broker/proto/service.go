@@ -41,21 +41,7 @@ func MustService(s string) Service {
 	return svc
 }
 
-func validPart(p string) error {
-	if p == "" {
-		return errors.New("is empty")
-	}
-	if len(p) > MaxPartLen {
-		return fmt.Errorf("is longer than %d characters", MaxPartLen)
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("has character %q (allowed: A-Z a-z 0-9 _ -)", c)
-		}
-	}
-	return nil
-}
+func validPart(p string) error { return CheckToken(p, MaxPartLen) }
 
 // Valid reports whether every part of s is well formed.
 func (s Service) Valid() error {

@@ -76,17 +76,14 @@ var ErrBadID = errors.New("proto: bad id")
 // ValidID checks a replica or conversation id: 1–64 characters of
 // [A-Za-z0-9_-], so it is one subject token.
 func ValidID(id string) error {
-	if id == "" || len(id) > 64 {
-		return fmt.Errorf("%w: %q must be 1-64 characters", ErrBadID, id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: %q has character %q", ErrBadID, id, c)
-		}
+	if err := CheckToken(id, MaxIDLen); err != nil {
+		return fmt.Errorf("%w: %q %v", ErrBadID, id, err)
 	}
 	return nil
 }
+
+// MaxIDLen is the longest replica or conversation id.
+const MaxIDLen = 64
 
 // ReplicaSubject returns the private subject of replica id.
 func ReplicaSubject(id string) string { return ReplicaPrefix + id }

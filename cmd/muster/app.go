@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
-	"github.com/musterhq/muster/internal/natsutil"
 )
 
 // exitStatusHelp documents the exit codes in every command's help.
@@ -103,16 +102,16 @@ func exitCode(err error) int {
 	return 1
 }
 
-// connect opens a NATS connection from the ConnFlags (natsutil.DefaultURL
+// connect opens a NATS connection from the ConnFlags (natsconn.DefaultURL
 // when --server and MUSTER_URL are unset), named for monitoring.
 func connect(c *cli.Context, name string) (*nats.Conn, error) {
-	cfg := natsutil.ConnConfigFromCLI(c)
+	cfg := connConfigFromCLI(c)
 	cfg.Name = name
 	return cfg.Connect()
 }
 
-// connFlags are natsutil.ConnFlags plus more.
-func connFlags(more ...cli.Flag) []cli.Flag { return append(natsutil.ConnFlags(), more...) }
+// connFlags are natsFlags plus more.
+func connFlags(more ...cli.Flag) []cli.Flag { return append(natsFlags(), more...) }
 
 // logLevelFlag is --log-level, read by newLogger.
 func logLevelFlag() cli.Flag {

@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/attach"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // attachCommand is `muster attach`.
@@ -57,9 +57,9 @@ func runAttach(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	connCfg := natsutil.ConnConfigFromCLI(c)
+	connCfg := connConfigFromCLI(c)
 	if connCfg.URL == "" {
-		connCfg.URL = natsutil.DefaultURL
+		connCfg.URL = natsconn.DefaultURL
 	}
 	connCfg.Name = "muster attach " + cfg.Host.Name
 	nc, err := connCfg.Connect()
@@ -79,7 +79,7 @@ func runAttach(c *cli.Context) error {
 }
 
 // startAttach starts an attach manager whose replicas reach NATS with connCfg.
-func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsutil.ConnConfig, cfg *attach.Config, log *slog.Logger) (*attach.Manager, error) {
+func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, cfg *attach.Config, log *slog.Logger) (*attach.Manager, error) {
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	connCfg.Name = ""

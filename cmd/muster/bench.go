@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/internal/bench"
-	"github.com/musterhq/muster/internal/natsutil"
 )
 
 // benchCommand is `muster bench`.
@@ -54,7 +53,7 @@ func runBench(c *cli.Context) error {
 		return err
 	}
 	cfg := bench.Config{
-		Conn: natsutil.ConnConfigFromCLI(c), Executable: exe,
+		Conn: connConfigFromCLI(c), Executable: exe,
 		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
 		Services: c.Int("services"), Hosts: c.Int("hosts"),

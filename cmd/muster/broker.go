@@ -10,7 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // startTimeout bounds how long starting a component may take.
@@ -26,7 +26,7 @@ func brokerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "broker",
 		Usage: "run a broker against an existing NATS server until SIGINT/SIGTERM",
-		Description: "Connects to --server (default " + natsutil.DefaultURL + "), which must have JetStream.\n" +
+		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
 		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag()),
 		Action: runBroker,

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/worker"
 )
@@ -28,8 +29,8 @@ func exampleServe(name, service, usage string, h worker.HandlerFunc) *cli.Comman
 	return &cli.Command{
 		Name:  name,
 		Usage: usage,
-		Description: "Serves " + service + " (or $" + worker.EnvService + ") with settings from the MUSTER_*\n" +
-			"environment an attach manager sets (" + worker.EnvCapacity + ", " + worker.EnvIdleTimeout + " …),\n" +
+		Description: "Serves " + service + " (or $" + proto.EnvService + ") with settings from the MUSTER_*\n" +
+			"environment an attach manager sets (" + proto.EnvCapacity + ", " + proto.EnvIdleTimeout + " …),\n" +
 			"until its idle timeout, a QUIESCE or IMMED request, or SIGINT/SIGTERM.\n\n" + exitStatusHelp,
 		Flags: connFlags(logLevelFlag()),
 		Action: func(c *cli.Context) error {
@@ -38,7 +39,7 @@ func exampleServe(name, service, usage string, h worker.HandlerFunc) *cli.Comman
 				return err
 			}
 			svc := service
-			if s := os.Getenv(worker.EnvService); s != "" {
+			if s := os.Getenv(proto.EnvService); s != "" {
 				svc = s
 			}
 			nc, err := connect(c, "muster-replica "+svc)
@@ -47,7 +48,7 @@ func exampleServe(name, service, usage string, h worker.HandlerFunc) *cli.Comman
 			}
 			defer nc.Close()
 			opts := []worker.Option{worker.WithConn(nc), worker.WithLogger(log)}
-			if os.Getenv(worker.EnvService) == "" {
+			if os.Getenv(proto.EnvService) == "" {
 				opts = append(opts, worker.WithService(service))
 			}
 			return worker.Run(c.Context, h, opts...)

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
-	"github.com/musterhq/muster/worker"
 )
 
 func TestExample(t *testing.T) {
@@ -25,8 +25,8 @@ func TestExample(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Setenv(worker.EnvService, tt.envService)
-			t.Setenv(worker.EnvReplicaID, "r-example")
+			t.Setenv(proto.EnvService, tt.envService)
+			t.Setenv(proto.EnvReplicaID, "r-example")
 			env := harness.Start(t, broker.Config{})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -61,10 +61,10 @@ func TestExample(t *testing.T) {
 }
 
 func TestExampleBadEnvironment(t *testing.T) {
-	t.Setenv(worker.EnvCapacity, "lots")
+	t.Setenv(proto.EnvCapacity, "lots")
 	env := harness.Start(t, broker.Config{})
 	r := runApp(context.Background(), nil, "example", "echo", serverFlag(env))
-	if r.err == nil || !strings.Contains(r.err.Error(), worker.EnvCapacity) {
-		t.Fatalf("err %v, want one naming %s", r.err, worker.EnvCapacity)
+	if r.err == nil || !strings.Contains(r.err.Error(), proto.EnvCapacity) {
+		t.Fatalf("err %v, want one naming %s", r.err, proto.EnvCapacity)
 	}
 }

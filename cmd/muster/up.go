@@ -13,7 +13,7 @@ import (
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // stopTimeout bounds each step of the shutdown after the replicas' grace.
@@ -108,7 +108,7 @@ func runUp(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
 		try := "muster call"
-		if u := nc.ConnectedUrlRedacted(); u != natsutil.DefaultURL {
+		if u := nc.ConnectedUrlRedacted(); u != natsconn.DefaultURL {
 			try += " --server " + u
 		}
 		fmt.Fprintf(c.App.ErrWriter, "try: %s %s hello\n", try, names[0])

@@ -6,21 +6,22 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/embedded"
+	"github.com/musterhq/muster/internal/natsconn"
+	"github.com/musterhq/muster/internal/xdg"
 )
 
 // upNATS starts the embedded NATS server, or with --server uses that one,
 // and returns how to connect to it and a note on where it runs.
-func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsutil.ConnConfig, where, storeDir string, err error) {
-	if c.String(natsutil.FlagServer) != "" {
+func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Config, where, storeDir string, err error) {
+	if c.String(FlagServer) != "" {
 		if c.IsSet("nats-listen") || c.IsSet("data") {
 			return cfg, "", "", errors.New("--nats-listen and --data configure the embedded server: not with --server or MUSTER_URL")
 		}
-		return natsutil.ConnConfigFromCLI(c), "external", "", nil
+		return connConfigFromCLI(c), "external", "", nil
 	}
 	dir, err := dataDir(c.String("data"), log)
 	if err != nil {
@@ -35,28 +36,23 @@ func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsutil.Conn
 	if err := checkListen(listen, log); err != nil {
 		return cfg, "", "", err
 	}
-	s, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{Listen: listen, StoreDir: dir})
+	s, err := embedded.Start(embedded.Config{Listen: listen, StoreDir: dir})
 	if err != nil {
 		return cfg, "", "", err
 	}
 	cleanup.push(func() {
 		bounded(log, "NATS shutdown", stopTimeout, func() { s.Shutdown(); s.WaitForShutdown() })
 	})
-	return natsutil.ConnConfig{URL: s.ClientURL()}, "embedded, data in " + dir, dir, nil
+	return natsconn.Config{URL: s.ClientURL()}, "embedded, data in " + dir, dir, nil
 }
 
 // dataDir returns the JetStream store directory, created 0700: dir, else
 // $XDG_STATE_HOME/muster, else ~/.local/state/muster.
 func dataDir(dir string, log *slog.Logger) (string, error) {
 	if dir == "" {
-		if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
-			dir = filepath.Join(x, "muster")
-		} else {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", fmt.Errorf("no --data given: %w", err)
-			}
-			dir = filepath.Join(home, ".local", "state", "muster")
+		var err error
+		if dir, err = xdg.StateDir(); err != nil {
+			return "", fmt.Errorf("no --data given: %w", err)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -20,24 +20,25 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker"
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/embedded"
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // Config are the knobs of all scenarios; each uses the ones it needs.
 type Config struct {
-	Conn        natsutil.ConnConfig // NATS to use; URL "" starts an embedded server
-	Executable  string              // the muster binary (for `example echo` replicas)
-	Clients     int                 // warm, conv: concurrent callers (16)
-	Replicas    int                 // warm, conv: warm replicas and raw responders (2)
-	Capacity    int                 // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
-	Duration    time.Duration       // warm, conv: measuring time per system (5s)
-	Reps        int                 // cold: repetitions per system (30)
-	Burst       int                 // burst: concurrent calls (1000)
-	MaxReplicas int                 // burst: the service's max (16)
-	IdleTimeout time.Duration       // burst, idle: replicas' idle timeout (2s)
-	Services    int                 // scale: services (10000)
-	Hosts       int                 // scale: simulated attach managers (100)
-	Logger      *slog.Logger        // default: discard
+	Conn        natsconn.Config // NATS to use; URL "" starts an embedded server
+	Executable  string          // the muster binary (for `example echo` replicas)
+	Clients     int             // warm, conv: concurrent callers (16)
+	Replicas    int             // warm, conv: warm replicas and raw responders (2)
+	Capacity    int             // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
+	Duration    time.Duration   // warm, conv: measuring time per system (5s)
+	Reps        int             // cold: repetitions per system (30)
+	Burst       int             // burst: concurrent calls (1000)
+	MaxReplicas int             // burst: the service's max (16)
+	IdleTimeout time.Duration   // burst, idle: replicas' idle timeout (2s)
+	Services    int             // scale: services (10000)
+	Hosts       int             // scale: simulated attach managers (100)
+	Logger      *slog.Logger    // default: discard
 }
 
 // Defaults returns the documented defaults.
@@ -214,7 +215,7 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 			return nil, err
 		}
 		s.dir = dir
-		if s.srv, err = natsutil.StartEmbedded(natsutil.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: dir}); err != nil {
+		if s.srv, err = embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", StoreDir: dir}); err != nil {
 			return nil, err
 		}
 		s.url = s.srv.ClientURL()
@@ -230,7 +231,7 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 }
 
 // connCfg is how this system's processes reach NATS.
-func (s *system) connCfg() natsutil.ConnConfig {
+func (s *system) connCfg() natsconn.Config {
 	c := s.cfg.Conn
 	c.URL = s.url
 	return c

@@ -158,7 +158,7 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 // execAndCall starts the worker binary by hand and times start → first reply.
 func execAndCall(ctx context.Context, exe string, connEnv []string, service, subject string, nc *nats.Conn) (time.Duration, error) {
 	cmd := exec.Command(exe, "example", "echo")
-	cmd.Env = append(append(os.Environ(), connEnv...), "MUSTER_SERVICE="+service, "MUSTER_EXIT_AFTER_EOC=1", "MUSTER_REPLICA_ID="+nuid.Next())
+	cmd.Env = append(append(os.Environ(), connEnv...), proto.EnvService+"="+service, proto.EnvExitAfterEOC+"=1", proto.EnvReplicaID+"="+nuid.Next())
 	t := time.Now()
 	if err := cmd.Start(); err != nil {
 		return 0, err

@@ -10,14 +10,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/musterhq/muster/internal/natsutil"
+	"github.com/musterhq/muster/internal/embedded"
 )
 
 // StartNATS starts an embedded NATS server with JetStream on a random
 // loopback port, its store in t.TempDir(), shut down at the end of the test.
 func StartNATS(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,7 @@
-package natsutil
+// Package natsconn turns Muster's connection settings (flags, MUSTER_*
+// environment) into a nats.go connection. It imports nothing but nats.go
+// and the wire contract, so worker and client binaries stay small.
+package natsconn
 
 import (
 	"errors"
@@ -15,8 +18,8 @@ import (
 // does not start an embedded server.
 const DefaultURL = "nats://127.0.0.1:4222"
 
-// ConnConfig is how a component reaches NATS.
-type ConnConfig struct {
+// Config is how a component reaches NATS.
+type Config struct {
 	// URL is nats://host:port; comma-separated cluster URLs are allowed.
 	// Empty means DefaultURL.
 	URL string
@@ -39,7 +42,7 @@ type ConnConfig struct {
 // muster's defaults: reconnect forever every 250ms, but fail at once if
 // the first connect fails. Errors name the offending flag or file, never
 // a secret.
-func (c ConnConfig) Options() ([]nats.Option, error) {
+func (c Config) Options() ([]nats.Option, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -63,7 +66,7 @@ func (c ConnConfig) Options() ([]nats.Option, error) {
 	if c.NKeySeedFile != "" {
 		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
 		if err != nil {
-			return nil, fmt.Errorf("natsutil: --nkey file %q: not a valid user nkey seed", c.NKeySeedFile)
+			return nil, fmt.Errorf("--nkey file %q: not a valid user nkey seed", c.NKeySeedFile)
 		}
 		opts = append(opts, o)
 	}
@@ -77,18 +80,18 @@ func (c ConnConfig) Options() ([]nats.Option, error) {
 }
 
 // validate checks flag combinations and that every named file is readable.
-func (c ConnConfig) validate() error {
+func (c Config) validate() error {
 	switch {
 	case c.Password != "" && c.User == "":
-		return errors.New("natsutil: --password requires --user")
+		return errors.New("--password requires --user")
 	case c.User != "" && c.Token != "":
-		return errors.New("natsutil: --user and --token are mutually exclusive")
+		return errors.New("--user and --token are mutually exclusive")
 	case c.CredsFile != "" && c.NKeySeedFile != "":
-		return errors.New("natsutil: --creds and --nkey are mutually exclusive")
+		return errors.New("--creds and --nkey are mutually exclusive")
 	case c.TLSCert != "" && c.TLSKey == "":
-		return errors.New("natsutil: --tlscert requires --tlskey")
+		return errors.New("--tlscert requires --tlskey")
 	case c.TLSKey != "" && c.TLSCert == "":
-		return errors.New("natsutil: --tlskey requires --tlscert")
+		return errors.New("--tlskey requires --tlscert")
 	}
 	files := []struct{ flag, path string }{
 		{"--creds", c.CredsFile},
@@ -102,7 +105,7 @@ func (c ConnConfig) validate() error {
 			continue
 		}
 		if err := readable(f.path); err != nil {
-			return fmt.Errorf("natsutil: %s file %q: %w", f.flag, f.path, err)
+			return fmt.Errorf("%s file %q: %w", f.flag, f.path, err)
 		}
 	}
 	return nil
@@ -130,8 +133,8 @@ func readable(path string) error {
 }
 
 // Connect validates c and connects to NATS. Connection errors are wrapped
-// as "natsutil: connect <url>: ..." with any password in the URL redacted.
-func (c ConnConfig) Connect() (*nats.Conn, error) {
+// as "connect <url>: ..." with any password in the URL redacted.
+func (c Config) Connect() (*nats.Conn, error) {
 	opts, err := c.Options()
 	if err != nil {
 		return nil, err
@@ -142,7 +145,7 @@ func (c ConnConfig) Connect() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(u, opts...)
 	if err != nil {
-		msg := fmt.Sprintf("natsutil: connect %s: %v", redactURLs(u), err)
+		msg := fmt.Sprintf("connect %s: %v", redactURLs(u), err)
 		for _, s := range c.secrets() {
 			msg = strings.ReplaceAll(msg, s, "[redacted]")
 		}
@@ -163,7 +166,7 @@ func (e *connectError) Unwrap() error { return e.err }
 
 // secrets lists the secret strings in c, including user info in its URLs,
 // so that they can be scrubbed from error messages.
-func (c ConnConfig) secrets() []string {
+func (c Config) secrets() []string {
 	var out []string
 	for _, s := range []string{c.Password, c.Token} {
 		if s != "" {

@@ -1,8 +1,6 @@
-package natsutil
+package natsconn
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,16 +12,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
-	"github.com/urfave/cli/v2"
+
+	"github.com/musterhq/muster/broker/proto"
 )
 
 // Secrets used by the tests; no error message may contain them.
@@ -201,17 +198,17 @@ func TestConnect(t *testing.T) {
 	tests := []struct {
 		name    string
 		server  func(*testing.T) *server.Options
-		cfg     ConnConfig // URL is filled in from the server
-		natsURL bool       // use nats:// even for a TLS server
+		cfg     Config // URL is filled in from the server
+		natsURL bool   // use nats:// even for a TLS server
 		wantErr bool
 	}{
 		{name: "plain", server: func(*testing.T) *server.Options { return baseOpts() }},
-		{name: "user password", server: userOpts, cfg: ConnConfig{User: "alice", Password: testPassword}},
-		{name: "user bad password", server: userOpts, cfg: ConnConfig{User: "alice", Password: testPassword + "x"}, wantErr: true},
+		{name: "user password", server: userOpts, cfg: Config{User: "alice", Password: testPassword}},
+		{name: "user bad password", server: userOpts, cfg: Config{User: "alice", Password: testPassword + "x"}, wantErr: true},
 		{name: "user no credentials", server: userOpts, wantErr: true},
-		{name: "token", server: tokenOpts, cfg: ConnConfig{Token: testToken}},
-		{name: "bad token", server: tokenOpts, cfg: ConnConfig{Token: testToken + "x"}, wantErr: true},
-		{name: "nkey", server: nkeyOpts, cfg: ConnConfig{NKeySeedFile: f.nkeySeedFile}},
+		{name: "token", server: tokenOpts, cfg: Config{Token: testToken}},
+		{name: "bad token", server: tokenOpts, cfg: Config{Token: testToken + "x"}, wantErr: true},
+		{name: "nkey", server: nkeyOpts, cfg: Config{NKeySeedFile: f.nkeySeedFile}},
 		{name: "nkey unknown to server", server: func(t *testing.T) *server.Options {
 			o := baseOpts()
 			kp, err := nkeys.CreateUser()
@@ -220,24 +217,24 @@ func TestConnect(t *testing.T) {
 			must(t, err)
 			o.Nkeys = []*server.NkeyUser{{Nkey: pub}}
 			return o
-		}, cfg: ConnConfig{NKeySeedFile: f.nkeySeedFile}, wantErr: true},
+		}, cfg: Config{NKeySeedFile: f.nkeySeedFile}, wantErr: true},
 		{name: "jwt creds", server: func(t *testing.T) *server.Options {
 			o := baseOpts()
 			r := &server.MemAccResolver{}
 			must(t, r.Store(f.accountPub, f.accountJWT))
 			o.TrustedKeys, o.AccountResolver = []string{f.operatorPub}, r
 			return o
-		}, cfg: ConnConfig{CredsFile: f.credsFile}},
+		}, cfg: Config{CredsFile: f.credsFile}},
 		{name: "tls with ca", server: func(t *testing.T) *server.Options { return tlsOpts(t, f, false) },
-			cfg: ConnConfig{TLSCA: f.caFile}},
+			cfg: Config{TLSCA: f.caFile}},
 		{name: "tls upgrade from nats url", server: func(t *testing.T) *server.Options { return tlsOpts(t, f, false) },
-			cfg: ConnConfig{TLSCA: f.caFile}, natsURL: true},
+			cfg: Config{TLSCA: f.caFile}, natsURL: true},
 		{name: "tls without ca", server: func(t *testing.T) *server.Options { return tlsOpts(t, f, false) },
 			wantErr: true},
 		{name: "mutual tls", server: func(t *testing.T) *server.Options { return tlsOpts(t, f, true) },
-			cfg: ConnConfig{TLSCA: f.caFile, TLSCert: f.clientCert, TLSKey: f.clientKey}},
+			cfg: Config{TLSCA: f.caFile, TLSCert: f.clientCert, TLSKey: f.clientKey}},
 		{name: "mutual tls without client cert", server: func(t *testing.T) *server.Options { return tlsOpts(t, f, true) },
-			cfg: ConnConfig{TLSCA: f.caFile}, wantErr: true},
+			cfg: Config{TLSCA: f.caFile}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,14 +245,14 @@ func TestConnect(t *testing.T) {
 			if tt.natsURL {
 				cfg.URL = "nats://" + s.Addr().String()
 			}
-			cfg.Name = "natsutil-test"
+			cfg.Name = "natsconn-test"
 			nc, err := cfg.Connect()
 			if tt.wantErr {
 				if err == nil {
 					nc.Close()
 					t.Fatal("Connect succeeded, want error")
 				}
-				checkErr(t, err, "natsutil: connect ")
+				checkErr(t, err, "connect ")
 				t.Logf("error (as expected): %v", err)
 				return
 			}
@@ -266,8 +263,8 @@ func TestConnect(t *testing.T) {
 			if err := nc.FlushTimeout(5 * time.Second); err != nil {
 				t.Fatalf("flush: %v", err)
 			}
-			if got := nc.Opts.Name; got != "natsutil-test" {
-				t.Errorf("connection name %q, want natsutil-test", got)
+			if got := nc.Opts.Name; got != "natsconn-test" {
+				t.Errorf("connection name %q, want natsconn-test", got)
 			}
 		})
 	}
@@ -293,22 +290,22 @@ func TestOptionsValidation(t *testing.T) {
 	garbage := f.write(t, "garbage.nk", []byte("not a seed "+testPassword))
 	tests := []struct {
 		name string
-		cfg  ConnConfig
+		cfg  Config
 		want []string // substrings of the error; none means no error
 	}{
-		{name: "empty ok", cfg: ConnConfig{}},
-		{name: "all files ok", cfg: ConnConfig{CredsFile: f.credsFile, TLSCA: f.caFile, TLSCert: f.clientCert, TLSKey: f.clientKey}},
-		{name: "cert without key", cfg: ConnConfig{TLSCert: f.clientCert}, want: []string{"--tlscert", "--tlskey"}},
-		{name: "key without cert", cfg: ConnConfig{TLSKey: f.clientKey}, want: []string{"--tlscert", "--tlskey"}},
-		{name: "password without user", cfg: ConnConfig{Password: testPassword}, want: []string{"--password", "--user"}},
-		{name: "user and token", cfg: ConnConfig{User: "u", Token: testToken}, want: []string{"--user", "--token"}},
-		{name: "creds and nkey", cfg: ConnConfig{CredsFile: f.credsFile, NKeySeedFile: f.nkeySeedFile}, want: []string{"--creds", "--nkey"}},
-		{name: "missing ca", cfg: ConnConfig{TLSCA: missing}, want: []string{"--tlsca", missing}},
-		{name: "missing creds", cfg: ConnConfig{CredsFile: missing}, want: []string{"--creds", missing}},
-		{name: "missing nkey", cfg: ConnConfig{NKeySeedFile: missing}, want: []string{"--nkey", missing}},
-		{name: "missing key", cfg: ConnConfig{TLSCert: f.clientCert, TLSKey: missing}, want: []string{"--tlskey", missing}},
-		{name: "directory as cert", cfg: ConnConfig{TLSCert: f.dir, TLSKey: f.clientKey}, want: []string{"--tlscert", f.dir}},
-		{name: "bad nkey seed", cfg: ConnConfig{NKeySeedFile: garbage}, want: []string{"--nkey", garbage}},
+		{name: "empty ok", cfg: Config{}},
+		{name: "all files ok", cfg: Config{CredsFile: f.credsFile, TLSCA: f.caFile, TLSCert: f.clientCert, TLSKey: f.clientKey}},
+		{name: "cert without key", cfg: Config{TLSCert: f.clientCert}, want: []string{"--tlscert", "--tlskey"}},
+		{name: "key without cert", cfg: Config{TLSKey: f.clientKey}, want: []string{"--tlscert", "--tlskey"}},
+		{name: "password without user", cfg: Config{Password: testPassword}, want: []string{"--password", "--user"}},
+		{name: "user and token", cfg: Config{User: "u", Token: testToken}, want: []string{"--user", "--token"}},
+		{name: "creds and nkey", cfg: Config{CredsFile: f.credsFile, NKeySeedFile: f.nkeySeedFile}, want: []string{"--creds", "--nkey"}},
+		{name: "missing ca", cfg: Config{TLSCA: missing}, want: []string{"--tlsca", missing}},
+		{name: "missing creds", cfg: Config{CredsFile: missing}, want: []string{"--creds", missing}},
+		{name: "missing nkey", cfg: Config{NKeySeedFile: missing}, want: []string{"--nkey", missing}},
+		{name: "missing key", cfg: Config{TLSCert: f.clientCert, TLSKey: missing}, want: []string{"--tlskey", missing}},
+		{name: "directory as cert", cfg: Config{TLSCert: f.dir, TLSKey: f.clientKey}, want: []string{"--tlscert", f.dir}},
+		{name: "bad nkey seed", cfg: Config{NKeySeedFile: garbage}, want: []string{"--nkey", garbage}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -349,12 +346,12 @@ func TestConnectErrorRedactsURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nc, err := ConnConfig{URL: tt.url}.Connect()
+			nc, err := Config{URL: tt.url}.Connect()
 			if err == nil {
 				nc.Close()
 				t.Fatal("Connect succeeded, want error")
 			}
-			checkErr(t, err, "natsutil: connect nats://")
+			checkErr(t, err, "connect nats://")
 			t.Logf("error (as expected): %v", err)
 			if !strings.Contains(err.Error(), addr) {
 				t.Errorf("error %q does not name the address %s", err, addr)
@@ -367,18 +364,18 @@ func TestConnectErrorRedactsURL(t *testing.T) {
 }
 
 func TestEnvRoundTrip(t *testing.T) {
-	full := ConnConfig{
+	full := Config{
 		URL: "nats://a:4222,nats://b:4222", User: "alice", Password: testPassword,
 		Token: testToken, CredsFile: "/c.creds", NKeySeedFile: "/u.nk",
 		TLSCA: "/ca.pem", TLSCert: "/cert.pem", TLSKey: "/key.pem", Name: "parent",
 	}
 	tests := []struct {
 		name string
-		cfg  ConnConfig
+		cfg  Config
 	}{
 		{"full", full},
-		{"url only", ConnConfig{URL: DefaultURL}},
-		{"empty", ConnConfig{}},
+		{"url only", Config{URL: DefaultURL}},
+		{"empty", Config{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -394,7 +391,7 @@ func TestEnvRoundTrip(t *testing.T) {
 				}
 				m[k] = v
 			}
-			got := ConnConfigFromEnv(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+			got := FromEnv(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
 			want := tt.cfg
 			want.Name = "" // the child names its own connection
 			if got != want {
@@ -405,150 +402,20 @@ func TestEnvRoundTrip(t *testing.T) {
 }
 
 func TestEnvOverridesInherited(t *testing.T) {
-	t.Setenv(EnvPassword, "inherited")
-	t.Setenv(EnvURL, "nats://inherited:1")
-	env := append(os.Environ(), ConnConfig{URL: DefaultURL}.Env()...)
+	t.Setenv(proto.EnvPassword, "inherited")
+	t.Setenv(proto.EnvURL, "nats://inherited:1")
+	env := append(os.Environ(), Config{URL: DefaultURL}.Env()...)
 	// os/exec keeps the last value of a duplicated key; emulate that.
 	last := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		last[k] = v
 	}
-	got := ConnConfigFromEnv(func(k string) (string, bool) { v, ok := last[k]; return v, ok })
-	if got != (ConnConfig{URL: DefaultURL}) {
+	got := FromEnv(func(k string) (string, bool) { v, ok := last[k]; return v, ok })
+	if got != (Config{URL: DefaultURL}) {
 		t.Errorf("child sees %+v, want only URL %s", got, DefaultURL)
 	}
-	if got := ConnConfigFromEnv(nil); got.URL != "nats://inherited:1" || got.Password != "inherited" {
-		t.Errorf("ConnConfigFromEnv(nil) = %+v, want values from os environment", got)
-	}
-}
-
-func TestConnFlags(t *testing.T) {
-	tests := []struct {
-		name string
-		env  map[string]string
-		args []string
-		want ConnConfig
-	}{
-		{name: "defaults", want: ConnConfig{}},
-		{
-			name: "flags",
-			args: []string{"--server", "nats://h:1", "--user", "u", "--password", "p", "--token", "t",
-				"--creds", "c", "--nkey", "n", "--tlsca", "ca", "--tlscert", "cert", "--tlskey", "key"},
-			want: ConnConfig{URL: "nats://h:1", User: "u", Password: "p", Token: "t", CredsFile: "c",
-				NKeySeedFile: "n", TLSCA: "ca", TLSCert: "cert", TLSKey: "key"},
-		},
-		{
-			name: "env",
-			env: map[string]string{EnvURL: "nats://e:2", EnvUser: "eu", EnvPassword: "ep", EnvToken: "et",
-				EnvCreds: "ec", EnvNKey: "en", EnvTLSCA: "eca", EnvTLSCert: "ecert", EnvTLSKey: "ekey"},
-			want: ConnConfig{URL: "nats://e:2", User: "eu", Password: "ep", Token: "et", CredsFile: "ec",
-				NKeySeedFile: "en", TLSCA: "eca", TLSCert: "ecert", TLSKey: "ekey"},
-		},
-		{
-			name: "flag beats env",
-			env:  map[string]string{EnvURL: "nats://e:2", EnvUser: "eu"},
-			args: []string{"--server", "nats://f:3"},
-			want: ConnConfig{URL: "nats://f:3", User: "eu"},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, k := range []string{EnvURL, EnvUser, EnvPassword, EnvToken, EnvCreds, EnvNKey, EnvTLSCA, EnvTLSCert, EnvTLSKey} {
-				t.Setenv(k, "")
-				must(t, os.Unsetenv(k)) // t.Setenv restores it afterwards
-			}
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			var got ConnConfig
-			app := &cli.App{Name: "muster", Flags: ConnFlags(), Action: func(c *cli.Context) error {
-				got = ConnConfigFromCLI(c)
-				return nil
-			}}
-			must(t, app.Run(append([]string{"muster"}, tt.args...)))
-			if got != tt.want {
-				t.Errorf("got %+v, want %+v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestConnFlagsHelpHidesSecrets(t *testing.T) {
-	t.Setenv(EnvPassword, testPassword)
-	t.Setenv(EnvToken, testToken)
-	var out bytes.Buffer
-	app := &cli.App{Name: "muster", Flags: ConnFlags(), Writer: &out, Action: func(*cli.Context) error { return nil }}
-	must(t, app.Run([]string{"muster", "--help"}))
-	help := out.String()
-	for _, want := range []string{"--server", "MUSTER_URL", "--nkey", "MUSTER_TLS_KEY"} {
-		if !strings.Contains(help, want) {
-			t.Errorf("help does not mention %s:\n%s", want, help)
-		}
-	}
-	if strings.Contains(help, testPassword) || strings.Contains(help, testToken) {
-		t.Errorf("help leaks a secret:\n%s", help)
-	}
-}
-
-func TestStartEmbeddedPersistent(t *testing.T) {
-	store := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	// run starts a server on store, hands a JetStream context to fn, and
-	// shuts everything down before returning.
-	run := func(fn func(js jetstream.JetStream)) {
-		t.Helper()
-		s, err := StartEmbedded(EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: store})
-		must(t, err)
-		defer func() { s.Shutdown(); s.WaitForShutdown() }()
-		nc, err := ConnConfig{URL: s.ClientURL()}.Connect()
-		must(t, err)
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		must(t, err)
-		fn(js)
-	}
-
-	run(func(js jetstream.JetStream) {
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
-			Name: "ORDERS", Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage,
-		})
-		must(t, err)
-		_, err = js.Publish(ctx, "orders.1", []byte("one"))
-		must(t, err)
-	})
-	run(func(js jetstream.JetStream) {
-		st, err := js.Stream(ctx, "ORDERS")
-		if err != nil {
-			t.Fatalf("stream after restart: %v", err)
-		}
-		info, err := st.Info(ctx)
-		must(t, err)
-		if info.State.Msgs != 1 || !slices.Equal(info.Config.Subjects, []string{"orders.>"}) {
-			t.Errorf("after restart: %d msgs, subjects %q; want 1 msg on orders.>", info.State.Msgs, info.Config.Subjects)
-		}
-		msg, err := st.GetMsg(ctx, 1)
-		must(t, err)
-		if string(msg.Data) != "one" {
-			t.Errorf("message data %q, want one", msg.Data)
-		}
-	})
-}
-
-func TestStartEmbeddedPortInUse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	start := time.Now()
-	_, err = StartEmbedded(EmbeddedConfig{Listen: l.Addr().String(), StoreDir: t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("err %v, want address already in use", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("took %v to report a taken port", d)
+	if got := FromEnv(nil); got.URL != "nats://inherited:1" || got.Password != "inherited" {
+		t.Errorf("FromEnv(nil) = %+v, want values from os environment", got)
 	}
 }

@@ -1,6 +1,7 @@
-// Package natsutil starts embedded NATS servers and opens client
-// connections with the usual NATS credentials.
-package natsutil
+// Package embedded starts an in-process nats-server with JetStream, the
+// default NATS of `muster up` and of the tests. Only daemons and tests
+// import it: it links the whole server.
+package embedded
 
 import (
 	"fmt"
@@ -11,8 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// EmbeddedConfig configures an in-process nats-server with JetStream.
-type EmbeddedConfig struct {
+// Config configures an in-process nats-server with JetStream.
+type Config struct {
 	// Listen is host:port for clients; port 0 or -1 picks a free port.
 	Listen string
 	// StoreDir is the JetStream store directory (persistent data).
@@ -23,17 +24,17 @@ type EmbeddedConfig struct {
 	MaxPayload int32
 }
 
-// StartEmbedded starts a nats-server with JetStream in this process and
+// Start starts a nats-server with JetStream in this process and
 // waits until it accepts connections. Stop it with Shutdown and
 // WaitForShutdown.
-func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+func Start(cfg Config) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("natsutil: listen address %q: %w", cfg.Listen, err)
+		return nil, fmt.Errorf("embedded NATS: listen address %q: %w", cfg.Listen, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("natsutil: listen port %q: %w", portStr, err)
+		return nil, fmt.Errorf("embedded NATS: listen port %q: %w", portStr, err)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -43,7 +44,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		// and would leave us waiting for readiness: try the address first.
 		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
 		if err != nil {
-			return nil, fmt.Errorf("natsutil: listen %s: %w", cfg.Listen, err)
+			return nil, fmt.Errorf("embedded NATS: listen %s: %w", cfg.Listen, err)
 		}
 		_ = l.Close()
 	}
@@ -63,12 +64,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("natsutil: new server: %w", err)
+		return nil, fmt.Errorf("embedded NATS: new server: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("natsutil: embedded server on %s not ready within 10s", cfg.Listen)
+		return nil, fmt.Errorf("embedded NATS: embedded server on %s not ready within 10s", cfg.Listen)
 	}
 	return s, nil
 }

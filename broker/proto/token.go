@@ -1,0 +1,31 @@
+package proto
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// IsTokenByte reports whether c may appear in a name token: one of
+// [A-Za-z0-9_-]. Service parts, replica and conversation ids and attach
+// manager (host) names all follow this rule, so each is one NATS subject
+// token and a safe file name.
+func IsTokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// CheckToken checks that s is 1..maxLen characters of [A-Za-z0-9_-]. Its
+// errors say what is wrong without naming s, for the caller to wrap.
+func CheckToken(s string, maxLen int) error {
+	if s == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(s) > maxLen {
+		return fmt.Errorf("is longer than %d characters", maxLen)
+	}
+	for _, r := range s { // runes, so a message shows 'É', not a byte of it
+		if r >= utf8.RuneSelf || !IsTokenByte(byte(r)) {
+			return fmt.Errorf("has character %q (allowed: A-Z a-z 0-9 _ -)", r)
+		}
+	}
+	return nil
+}
