@@ -31,7 +31,7 @@ var ErrBadBody = errors.New("proto: bad body")
 // DecodeNotification decodes and validates a Notification.
 func DecodeNotification(b []byte) (Notification, error) {
 	var n Notification
-	if err := strictJSON(b, &n); err != nil {
+	if err := decodeBody(b, &n); err != nil {
 		return n, err
 	}
 	if n.Version < 1 {
@@ -84,7 +84,7 @@ type Stats struct {
 // DecodeReplicaInfo decodes and validates a ReplicaInfo.
 func DecodeReplicaInfo(b []byte) (ReplicaInfo, error) {
 	var r ReplicaInfo
-	if err := strictJSON(b, &r); err != nil {
+	if err := decodeBody(b, &r); err != nil {
 		return r, err
 	}
 	if err := ValidID(r.ID); err != nil {
@@ -138,7 +138,13 @@ type BrokerStats struct {
 	Services []ServiceStats `json:"services"`
 }
 
-func strictJSON(b []byte, v any) error {
+// decodeBody decodes the JSON body b into v. It is lenient on purpose, as
+// docs/PROTOCOL.md §9 asks of every reader: unknown fields are ignored (a
+// newer writer may add some) and missing fields stay zero; the Decode*
+// functions then validate what they rely on. What is not a single JSON
+// value of the right types (trailing data included) fails, wrapping
+// ErrBadBody.
+func decodeBody(b []byte, v any) error {
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadBody, err)
 	}
@@ -181,7 +187,7 @@ type AttachInfo struct {
 // DecodeAttachInfo decodes and validates an AttachInfo.
 func DecodeAttachInfo(b []byte) (AttachInfo, error) {
 	var a AttachInfo
-	if err := strictJSON(b, &a); err != nil {
+	if err := decodeBody(b, &a); err != nil {
 		return a, err
 	}
 	if err := ValidID(a.ID); err != nil {

@@ -278,13 +278,10 @@ func TestReplicaInfoExpiredExtremes(t *testing.T) {
 	}
 }
 
-// BUG: DecodeReplicaInfo accepts any heartbeat_ms > 0, but Expired computes
-// 3*time.Duration(HeartbeatMS)*time.Millisecond, which overflows int64 once
-// HeartbeatMS > 3074457345618 (~97 years). The TTL then wraps to zero or a
-// negative value, so a record that was written this very millisecond is
-// reported expired (for 1<<62 the TTL is exactly 0, for MaxInt64 it is -3ms).
-// Either DecodeReplicaInfo should bound heartbeat_ms (as ParseDeadline bounds
-// Muster-Timeout to a year), or Expired should not overflow.
+// Three heartbeats of an absurd heartbeat_ms would overflow time.Duration
+// (HeartbeatMS > 3074457345618, ~97 years) and make a fresh record look
+// expired; DecodeReplicaInfo rejects heartbeats over a day, and this test
+// accepts either rejection or a correct Expired.
 func TestReplicaInfoExpiredHeartbeatOverflow(t *testing.T) {
 	now := time.UnixMilli(1_750_000_000_000)
 	for _, hb := range []int64{3074457345619, 1 << 42, 1 << 62, 1<<63 - 1} {
@@ -302,5 +299,38 @@ func TestReplicaInfoExpiredHeartbeatOverflow(t *testing.T) {
 		if r.Expired(now.Add(time.Second)) {
 			t.Errorf("heartbeat_ms %d accepted, but a 1s old record is Expired (3 heartbeats overflow time.Duration)", hb)
 		}
+	}
+}
+
+// TestBodiesAreReadLeniently pins the reader rule of docs/PROTOCOL.md §9
+// for every body: unknown fields are ignored and missing optional ones stay
+// zero, while anything but one JSON value fails with ErrBadBody.
+func TestBodiesAreReadLeniently(t *testing.T) {
+	decoders := []struct {
+		name   string
+		decode func([]byte) error
+		min    string // smallest valid body, ending in '}'
+	}{
+		{"notification", func(b []byte) error { _, err := proto.DecodeNotification(b); return err },
+			`{"version":1,"service":"A/B/C"}`},
+		{"replica", func(b []byte) error { _, err := proto.DecodeReplicaInfo(b); return err },
+			`{"id":"r","service":"A/B/C","capacity":1,"heartbeat_ms":1000}`},
+		{"attach", func(b []byte) error { _, err := proto.DecodeAttachInfo(b); return err },
+			`{"id":"h","heartbeat_ms":1000}`},
+	}
+	for _, d := range decoders {
+		t.Run(d.name, func(t *testing.T) {
+			withUnknown := d.min[:len(d.min)-1] + `,"added_later":{"x":[1,2]}}`
+			for _, ok := range []string{d.min, withUnknown} {
+				if err := d.decode([]byte(ok)); err != nil {
+					t.Errorf("decode(%s) = %v, want ok", ok, err)
+				}
+			}
+			for _, bad := range []string{d.min + d.min, d.min + "x", "[" + d.min + "]", `"` + d.min + `"`} {
+				if err := d.decode([]byte(bad)); !errors.Is(err, proto.ErrBadBody) {
+					t.Errorf("decode(%s) = %v, want ErrBadBody", bad, err)
+				}
+			}
+		})
 	}
 }

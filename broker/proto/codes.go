@@ -47,9 +47,6 @@ func (c Code) String() string { return fmt.Sprintf("%04d/%04d", c.Class, c.Numbe
 // class*10000 + number (0007/0007 → 70007).
 func (c Code) Int() int { return int(c.Class)*10000 + int(c.Number) }
 
-// IsZero reports whether c is the zero code.
-func (c Code) IsZero() bool { return c == Code{} }
-
 // ErrBadCode is wrapped by ParseCode errors.
 var ErrBadCode = errors.New("proto: bad error code")
 
@@ -89,6 +86,11 @@ func parse4(s string) (uint16, error) {
 type Error struct {
 	Code        Code
 	Description string
+	// Cause is the local error behind this one (a NATS transport error,
+	// a context's error), for errors.Is and errors.As through Unwrap. It
+	// never travels: SetError writes only Code and Description, so an
+	// Error read from headers has no Cause.
+	Cause error
 }
 
 // Error implements error.
@@ -105,18 +107,20 @@ func (e *Error) Is(target error) bool {
 	return ok && t != nil && t.Code == e.Code
 }
 
-// Errorf builds an *Error with a formatted description.
-func Errorf(c Code, format string, args ...any) *Error {
-	return &Error{Code: c, Description: fmt.Sprintf(format, args...)}
-}
+// Unwrap returns the Cause, so errors.Is(err, nats.ErrConnectionClosed)
+// sees through an *Error that reports a closed connection.
+func (e *Error) Unwrap() error { return e.Cause }
 
-// CodeOf returns the code of err if it is (or wraps) an *Error, else zero.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+// Errorf builds an *Error with a formatted description. As with
+// fmt.Errorf, a %w verb makes its operand the Cause (and formats it as %v).
+func Errorf(c Code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	e := &Error{Code: c, Description: err.Error()}
+	switch err.(type) {
+	case interface{ Unwrap() error }, interface{ Unwrap() []error }:
+		e.Cause = err
 	}
-	return Code{}
+	return e
 }
 
 // Sentinels for errors.Is, one per code.

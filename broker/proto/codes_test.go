@@ -83,8 +83,8 @@ func TestCodeStringInt(t *testing.T) {
 			if got := tt.c.Int(); got != tt.num {
 				t.Errorf("Int() = %d, want %d", got, tt.num)
 			}
-			if tt.c.IsZero() {
-				t.Errorf("IsZero() = true")
+			if tt.c == (proto.Code{}) {
+				t.Errorf("code is zero")
 			}
 			back, err := proto.ParseCode(tt.c.String())
 			if err != nil || back != tt.c {
@@ -122,12 +122,6 @@ func TestCodeFormats(t *testing.T) {
 				t.Errorf("Int() = %d, want %d", got, tt.num)
 			}
 		})
-	}
-	if !(proto.Code{}).IsZero() {
-		t.Error("zero Code: IsZero() = false")
-	}
-	if code(0, 1).IsZero() || code(1, 0).IsZero() {
-		t.Error("non-zero Code: IsZero() = true")
 	}
 }
 
@@ -186,7 +180,7 @@ func TestParseCode(t *testing.T) {
 			if !errors.Is(err, proto.ErrBadCode) {
 				t.Fatalf("error %v does not wrap ErrBadCode", err)
 			}
-			if !got.IsZero() {
+			if got != (proto.Code{}) {
 				t.Fatalf("ParseCode(%q) returned %v with an error", tt.in, got)
 			}
 		})
@@ -261,6 +255,11 @@ func TestErrorIs(t *testing.T) {
 		{"Error vs plain target", custom, io.EOF, false},
 		{"printed not wrapped", fmt.Errorf("call: %v", custom), proto.ErrConvTimeout, false},
 		{"nil err", nil, proto.ErrConvTimeout, false},
+		{"cause from %w", proto.Errorf(proto.CodeBrokerNotActive, "publish: %w", io.ErrClosedPipe), io.ErrClosedPipe, true},
+		{"cause from two %w", proto.Errorf(proto.CodeBrokerNotActive, "%w, %w", io.EOF, io.ErrClosedPipe), io.ErrClosedPipe, true},
+		{"code still matches with a cause", proto.Errorf(proto.CodeBrokerNotActive, "publish: %w", io.EOF), proto.ErrBrokerNotActive, true},
+		{"no cause from %v", proto.Errorf(proto.CodeBrokerNotActive, "publish: %v", io.EOF), io.EOF, false},
+		{"Cause field", &proto.Error{Code: proto.CodeWaitTimeout, Cause: io.EOF}, io.EOF, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -282,27 +281,27 @@ func TestErrorAs(t *testing.T) {
 	}
 }
 
-func TestCodeOf(t *testing.T) {
-	tests := []struct {
-		name string
-		err  error
-		want proto.Code
-	}{
-		{"nil", nil, proto.Code{}},
-		{"plain error", io.EOF, proto.Code{}},
-		{"sentinel", proto.ErrWaitTimeout, proto.CodeWaitTimeout},
-		{"Errorf", proto.Errorf(proto.CodeReplicaLimit, "x"), proto.CodeReplicaLimit},
-		{"wrapped", fmt.Errorf("a: %w", proto.ErrEOC), proto.CodeEOC},
-		{"double wrapped", fmt.Errorf("a: %w", fmt.Errorf("b: %w", proto.ErrCancelled)), proto.CodeCancelled},
-		{"joined, first Error wins", errors.Join(io.EOF, proto.ErrEOC, proto.ErrCancelled), proto.CodeEOC},
-		{"printed not wrapped", fmt.Errorf("a: %v", proto.ErrEOC), proto.Code{}},
-		{"ErrBadCode is not an Error", proto.ErrBadCode, proto.Code{}},
+
+// TestErrorCause checks that Errorf's %w operand is the Cause, formatted
+// into the description as %v would, and that the Cause never travels.
+func TestErrorCause(t *testing.T) {
+	e := proto.Errorf(proto.CodeBrokerNotActive, "publish: %w", io.ErrClosedPipe)
+	if e.Description != "publish: "+io.ErrClosedPipe.Error() {
+		t.Fatalf("description %q", e.Description)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := proto.CodeOf(tt.err); got != tt.want {
-				t.Fatalf("CodeOf(%v) = %v, want %v", tt.err, got, tt.want)
-			}
-		})
+	if !errors.Is(e.Cause, io.ErrClosedPipe) || !errors.Is(errors.Unwrap(e), io.ErrClosedPipe) {
+		t.Fatalf("cause %v, Unwrap %v: want io.ErrClosedPipe", e.Cause, errors.Unwrap(e))
+	}
+	if plain := proto.Errorf(proto.CodeBadRequest, "n=%d", 1); plain.Cause != nil {
+		t.Fatalf("Errorf without %%w has cause %v", plain.Cause)
+	}
+	h := map[string][]string{}
+	proto.SetError(h, e)
+	got := proto.ErrorFromHeader(h)
+	if got == nil || got.Code != e.Code || got.Description != e.Description || got.Cause != nil {
+		t.Fatalf("through headers: %#v, want code and description only", got)
+	}
+	if errors.Is(got, io.ErrClosedPipe) {
+		t.Fatal("the cause travelled in headers")
 	}
 }

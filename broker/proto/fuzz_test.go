@@ -52,7 +52,7 @@ func FuzzParseService(f *testing.F) {
 		if err != nil || again != s {
 			t.Fatalf("ParseService(String()) = %+v, %v; want %+v", again, err, s)
 		}
-		if err := s.Valid(); err != nil {
+		if err := validService(s); err != nil {
 			t.Fatalf("Valid() = %v", err)
 		}
 		for _, subj := range []string{s.Tokens(), proto.WarmSubject(s), proto.CallSubject(s), proto.QueueSubject(s), proto.NotifySubject(s)} {
@@ -82,7 +82,7 @@ func FuzzServiceFromTokens(f *testing.F) {
 			}
 			return
 		}
-		if err := s.Valid(); err != nil {
+		if err := validService(s); err != nil {
 			t.Fatalf("ServiceFromTokens(%q) = %+v, which is not valid: %v", subject, s, err)
 		}
 		if !strings.HasSuffix(subject, s.Tokens()) {
@@ -101,7 +101,7 @@ func FuzzConsumerName(f *testing.F) {
 	f.Add("x", "y", "z", "x", "y", "z")
 	f.Fuzz(func(t *testing.T, c1, n1, s1, c2, n2, s2 string) {
 		a, b := sv(c1, n1, s1), sv(c2, n2, s2)
-		if a.Valid() != nil || b.Valid() != nil {
+		if validService(a) != nil || validService(b) != nil {
 			return
 		}
 		na, nb := proto.ConsumerName(a), proto.ConsumerName(b)
@@ -132,7 +132,7 @@ func FuzzParseCode(f *testing.F) {
 			if !errors.Is(err, proto.ErrBadCode) {
 				t.Fatalf("ParseCode(%q): error %v does not wrap ErrBadCode", in, err)
 			}
-			if !c.IsZero() {
+			if c != (proto.Code{}) {
 				t.Fatalf("ParseCode(%q) returned %v with an error", in, c)
 			}
 		} else {

@@ -43,12 +43,6 @@ func MustService(s string) Service {
 
 func validPart(p string) error { return CheckToken(p, MaxPartLen) }
 
-// Valid reports whether every part of s is well formed.
-func (s Service) Valid() error {
-	_, err := ParseService(s.String())
-	return err
-}
-
 // String returns "CLASS/NAME/SERVICE".
 func (s Service) String() string { return s.Class + "/" + s.Name + "/" + s.Service }
 

@@ -69,7 +69,7 @@ func TestParseService(t *testing.T) {
 				if got != tt.want {
 					t.Fatalf("ParseService(%q) = %+v, want %+v", tt.in, got, tt.want)
 				}
-				if err := got.Valid(); err != nil {
+				if err := validService(got); err != nil {
 					t.Fatalf("Valid() = %v", err)
 				}
 				return
@@ -101,7 +101,7 @@ func TestServiceValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.s.Valid()
+			err := validService(tt.s)
 			if (err == nil) != tt.ok {
 				t.Fatalf("Valid(%+v) = %v, want ok=%v", tt.s, err, tt.ok)
 			}
@@ -339,7 +339,7 @@ func TestConsumerNameUnique(t *testing.T) {
 		for i := 1; i < len(whole)-1; i++ {
 			for j := i + 1; j < len(whole); j++ {
 				s := proto.Service{Class: whole[:i], Name: whole[i:j], Service: whole[j:]}
-				if err := s.Valid(); err != nil {
+				if err := validService(s); err != nil {
 					t.Fatal(err)
 				}
 				n := proto.ConsumerName(s)
@@ -353,4 +353,10 @@ func TestConsumerNameUnique(t *testing.T) {
 			}
 		}
 	}
+}
+
+// validService checks every part of s, as ParseService does.
+func validService(s proto.Service) error {
+	_, err := proto.ParseService(s.String())
+	return err
 }
