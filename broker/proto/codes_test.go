@@ -281,7 +281,6 @@ func TestErrorAs(t *testing.T) {
 	}
 }
 
-
 // TestErrorCause checks that Errorf's %w operand is the Cause, formatted
 // into the description as %v would, and that the Cause never travels.
 func TestErrorCause(t *testing.T) {
