@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -41,7 +42,10 @@ func newRegistry(log *slog.Logger) *registry {
 		lastReg: map[string]time.Time{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
 }
 
-func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, wg *sync.WaitGroup) (*registry, error) {
+// startRegistry fills a registry from the replica and attach-manager
+// buckets and keeps it following them, on routines of g, until runCtx is
+// done. It returns once the buckets' current records are applied.
+func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slog.Logger, g *routines) (*registry, error) {
 	r := newRegistry(log)
 	var err error
 	if r.repKV, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
@@ -53,23 +57,23 @@ func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slo
 	for _, kv := range []jetstream.KeyValue{r.repKV, r.attKV} {
 		w, err := kv.WatchAll(runCtx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("broker: watch %s: %w", kv.Bucket(), err)
 		}
+		replicas := kv == r.repKV
 		ready := make(chan struct{})
-		wg.Add(1)
-		go r.watch(runCtx, w, kv == r.repKV, ready, wg)
+		if !g.start(func() {
+			kvwatch.Follow(runCtx, w, func(e jetstream.KeyValueEntry) { r.apply(e, replicas) }, func() { close(ready) })
+		}) {
+			_ = w.Stop()
+			return nil, fmt.Errorf("broker: shut down while starting")
+		}
 		select { // the initial values, so the first decisions see them
 		case <-ready:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("broker: read %s: %w", kv.Bucket(), ctx.Err())
 		}
 	}
 	return r, nil
-}
-
-func (r *registry) watch(ctx context.Context, w jetstream.KeyWatcher, replicas bool, ready chan struct{}, wg *sync.WaitGroup) {
-	defer wg.Done()
-	kvwatch.Follow(ctx, w, func(e jetstream.KeyValueEntry) { r.apply(e, replicas) }, func() { close(ready) })
 }
 
 func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {

@@ -51,7 +51,13 @@ func runBroker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer b.Shutdown()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := b.Shutdown(sctx); err != nil {
+			log.Warn("broker shutdown did not finish", "err", err)
+		}
+	}()
 	fmt.Fprintf(c.App.ErrWriter, "muster broker %s on %s\n", b.ID(), nc.ConnectedUrlRedacted())
 	<-ctx.Done()
 	log.Info("shutting down")

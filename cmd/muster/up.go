@@ -81,7 +81,13 @@ func runUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cleanup.push(func() { bounded(log, "broker shutdown", stopTimeout, b.Shutdown) })
+	cleanup.push(func() {
+		bounded(log, "broker shutdown", stopTimeout, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			_ = b.Shutdown(sctx)
+		})
+	})
 	fmt.Fprintf(c.App.ErrWriter, "muster up: broker %s\n", b.ID())
 
 	var cfg *attach.Config

@@ -250,7 +250,9 @@ func (s *system) connect(name string) (*nats.Conn, error) {
 
 func (s *system) close() {
 	if s.broker != nil {
-		s.broker.Shutdown()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = s.broker.Shutdown(ctx)
+		cancel()
 	}
 	for i := len(s.conns) - 1; i >= 0; i-- {
 		s.conns[i].Close()

@@ -7,8 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/musterhq/muster/broker/proto"
-	"github.com/nats-io/nats.go/jetstream"
 	"io"
 	"log/slog"
 	"testing"
@@ -16,8 +14,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
@@ -35,7 +35,9 @@ type Env struct {
 // Quiet is a logger that discards everything.
 var Quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// Start starts NATS, a broker and a client.
+// Start starts NATS, a broker and a client; the test's cleanup closes the
+// client and shuts the broker down (and fails the test if that takes over
+// 10s).
 func Start(t testing.TB, cfg broker.Config) *Env {
 	t.Helper()
 	s := testutil.StartNATS(t)
@@ -49,11 +51,18 @@ func Start(t testing.TB, cfg broker.Config) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Shutdown)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 	c, err := client.New(testutil.Connect(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Close() })
 	return &Env{T: t, Server: s, NC: nc, Broker: b, Client: c}
 }
 

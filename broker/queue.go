@@ -1,0 +1,203 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/streams"
+)
+
+// onCall queues one request (see proto.CallPrefix). A request forwarded by
+// a full replica carries the caller's reply subject in Muster-Reply; the
+// broker then acknowledges the forward itself, so the replica learns if no
+// broker took it.
+func (b *Broker) onCall(m *nats.Msg) {
+	replyTo := m.Reply
+	if fwd := m.Header.Get(proto.HdrReply); fwd != "" {
+		replyTo = fwd
+		defer func() { _ = m.Respond(nil) }()
+	}
+	if replyTo == "" {
+		b.log.Warn("request without reply subject dropped", "subject", m.Subject)
+		return
+	}
+	if !b.routines.enter() {
+		b.replyShuttingDown(replyTo)
+		return
+	}
+	defer b.routines.leave()
+	svc, err := proto.ServiceFromTokens(m.Subject)
+	if err != nil || m.Subject != proto.CallSubject(svc) {
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, proto.CallPrefix))
+		return
+	}
+	op, err := proto.ParseOp(m.Header)
+	if err == nil && op != proto.OpCall && op != proto.OpNew {
+		err = fmt.Errorf("%s %s is sent to the replica subject, not queued", proto.HdrOp, op)
+	}
+	now := time.Now()
+	dl := time.Time{}
+	if err == nil {
+		dl, err = proto.ParseDeadline(m.Header, now)
+	}
+	if err != nil {
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		return
+	}
+	if dl.IsZero() {
+		dl = now.Add(b.cfg.DefaultTimeout)
+	}
+	if !dl.After(now) {
+		b.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before the request was queued"))
+		return
+	}
+	live, attachable := b.reg.known(svc.String(), now)
+	if live == 0 && !attachable {
+		// Maybe a replica registered a moment ago: make sure before saying
+		// no, off this callback so other calls do not wait for it.
+		if !b.routines.start(func() {
+			ctx, cancel := context.WithTimeout(b.runCtx, 250*time.Millisecond)
+			b.reg.sync(ctx)
+			cancel()
+			b.decide(m, svc, replyTo, dl)
+		}) {
+			b.replyShuttingDown(replyTo)
+		}
+		return
+	}
+	b.decide(m, svc, replyTo, dl)
+}
+
+// decide answers 0007/0007 or 0900/0004 when nothing can serve svc, and
+// queues the request otherwise.
+func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.Time) {
+	now := time.Now()
+	live, attachable := b.reg.known(svc.String(), now)
+	if live == 0 && !attachable {
+		b.replyError(replyTo, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
+		return
+	}
+	if live == 0 {
+		if why, failing := b.reg.failing(svc.String(), now); failing {
+			b.replyError(replyTo, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
+	defer cancel()
+	if _, err := b.js.PublishMsg(ctx, queued(m, svc, replyTo, dl, now)); err != nil {
+		b.replyError(replyTo, proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %w", err))
+		return
+	}
+	if m.Header.Get(proto.HdrProgress) == "1" {
+		st := nats.NewMsg(replyTo)
+		st.Header.Set(proto.HdrStatus, proto.StatusQueued)
+		_ = b.nc.PublishMsg(st)
+	}
+	b.mu.Lock()
+	st := b.stateLocked(svc)
+	st.stats.TotalRequests++
+	if live > 0 {
+		st.stats.ServerOccupied++
+	}
+	st.missing++
+	b.scheduleLocked(svc, st)
+	b.mu.Unlock()
+}
+
+// queued is the copy of request m stored in the queue stream: the caller's
+// headers and body, where to reply, the absolute deadline, when it was
+// queued, and a TTL so the stream drops it when the caller gives up.
+func queued(m *nats.Msg, svc proto.Service, replyTo string, dl, now time.Time) *nats.Msg {
+	q := nats.NewMsg(proto.QueueSubject(svc))
+	q.Data = m.Data
+	for k, v := range m.Header {
+		if !strings.HasPrefix(k, "Nats-") { // JetStream would act on Nats-Msg-Id, Nats-Expected-…
+			q.Header[k] = v
+		}
+	}
+	q.Header.Set(proto.HdrReply, replyTo)
+	q.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
+	q.Header.Del(proto.HdrTimeout)
+	q.Header.Set(proto.HdrEnqueued, proto.FormatDeadline(now))
+	ttl := dl.Sub(now).Truncate(time.Second) + time.Second // expire with the caller, never before
+	q.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+	return q
+}
+
+// pending counts the queued requests of svc.
+func (b *Broker) pending(ctx context.Context, svc proto.Service) (int, error) {
+	all, err := b.pendingFiltered(ctx, proto.QueueSubject(svc))
+	if err != nil {
+		return 0, err
+	}
+	return all[svc], nil
+}
+
+// pendingAll counts queued requests per service.
+func (b *Broker) pendingAll(ctx context.Context) (map[proto.Service]int, error) {
+	return b.pendingFiltered(ctx, proto.QueuePrefix+">")
+}
+
+func (b *Broker) pendingFiltered(ctx context.Context, filter string) (map[proto.Service]int, error) {
+	info, err := b.queue.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("broker: queue info: %w", err)
+	}
+	out := map[proto.Service]int{}
+	for subj, n := range info.State.Subjects {
+		if svc, err := proto.ServiceFromTokens(subj); err == nil {
+			out[svc] = int(n)
+		}
+	}
+	return out, nil
+}
+
+// failQueued answers every queued request of svc with e and removes it:
+// the service cannot start, so waiting to the deadline helps nobody.
+func (b *Broker) failQueued(ctx context.Context, svc proto.Service, e *proto.Error) {
+	cons, err := streams.QueueConsumer(ctx, b.queue, svc) // replicas that never started never made it
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			b.replyError(m.Headers().Get(proto.HdrReply), e)
+			_ = m.Term()
+			b.mu.Lock()
+			b.stateLocked(svc).stats.Failed++
+			b.mu.Unlock()
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// replyError sends e to the reply subject to, if there is one.
+func (b *Broker) replyError(to string, e *proto.Error) {
+	if to == "" {
+		return
+	}
+	m := nats.NewMsg(to)
+	proto.SetError(m.Header, e)
+	_ = b.nc.PublishMsg(m)
+}
+
+// replyShuttingDown answers a request that reached the broker after
+// Shutdown stopped taking work (only when draining ran out of time).
+func (b *Broker) replyShuttingDown(to string) {
+	b.replyError(to, proto.Errorf(proto.CodeBrokerNotActive, "broker %s is shutting down", b.cfg.ID))
+}
