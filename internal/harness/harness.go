@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker"
-	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/broker/client"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
 )
