@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -12,13 +13,18 @@ import (
 
 // Conv is an open conversation with one replica. Its methods are not safe
 // for concurrent use: a conversation is one exchange at a time.
+//
+// End or Cancel a conversation when done with it. One that is dropped
+// without either is forgotten by the client once the garbage collector
+// finds it unreachable, while its replica ends its side at the
+// conversation timeout (CONV-NONACT) and holds a slot until then.
 type Conv struct {
 	c       *Client
 	svc     proto.Service
 	id      string
 	replica string
-	token   string // event inbox token
-	events  chan *nats.Msg
+	token   string         // event inbox token (a waiter of c)
+	events  chan *nats.Msg // events on it, "ended" being the last
 
 	mu    sync.Mutex
 	ended *proto.Error
@@ -27,27 +33,36 @@ type Conv struct {
 // Open starts a conversation (NEW) with data as its first message and
 // returns it with the replica's first reply. If the replica ended the
 // conversation with that reply, the Conv is already Ended.
-func (c *Client) Open(ctx context.Context, service string, data []byte) (*Conv, []byte, error) {
+func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv, _ []byte, retErr error) {
 	svc, err := proto.ParseService(service)
 	if err != nil {
-		return nil, nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
+		return nil, nil, proto.Errorf(proto.CodeBadRequest, "%w", err)
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
-	token, events := c.register()
+	token, events, err := c.register()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			c.unregister(token)
+		}
+	}()
 	m := &nats.Msg{Data: data, Header: nats.Header{}}
 	m.Header.Set(proto.HdrOp, proto.OpNew)
 	m.Header.Set(proto.HdrNotify, c.prefix+token)
 	r, err := c.request(ctx, svc, m, watch{events: events})
 	if err != nil {
-		c.unregister(token)
 		return nil, nil, err
 	}
 	cv := &Conv{c: c, svc: svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events}
 	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
-		c.unregister(token)
 		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
 	}
+	// An abandoned Conv must not keep its waiter for ever. The cleanup
+	// holds the client and the token, not cv, so cv can become unreachable.
+	runtime.AddCleanup(cv, c.unregister, token)
 	if r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
 		cv.end(proto.ErrEOC)
 	}
@@ -74,7 +89,7 @@ func (cv *Conv) Ended() error {
 // Send sends the next message (OLD) and returns the replica's reply. After
 // the conversation ended it returns why: proto.ErrAfterEOC after a normal
 // end, else the code that ended it (0003/0073 timeout, 0003/0010 replica
-// deregistered, 0003/0012 replica gone …).
+// deregistered, 0003/0012 replica gone, ErrClosed after Close …).
 func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
 	if err := cv.usable(); err != nil {
 		return nil, err
@@ -128,7 +143,7 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 	m.Header.Set(proto.HdrOp, op)
 	m.Header.Set(proto.HdrConv, cv.id)
 	r, err := cv.c.roundTrip(ctx, m, watch{replica: cv.replica, conv: cv.id, events: cv.events})
-	if err == errNoResponders {
+	if errors.Is(err, errNoResponders) {
 		err = proto.Errorf(proto.CodeLoggedOff, "replica %s is gone", cv.replica)
 	}
 	if err == nil {
@@ -137,7 +152,8 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 		}
 	}
 	if err != nil {
-		if e, ok := err.(*proto.Error); ok && e.Code != proto.CodeWaitTimeout {
+		var e *proto.Error
+		if errors.As(err, &e) && e.Code != proto.CodeWaitTimeout {
 			cv.end(e) // any coded error from the replica's side ends the conversation
 		}
 		return nil, err
@@ -161,9 +177,9 @@ func (cv *Conv) usable() error {
 }
 
 // pollEventsLocked applies conversation-ended events that arrived while
-// the client was not waiting.
+// the client was not waiting, then the client's Close.
 func (cv *Conv) pollEventsLocked() {
-	for {
+	for drained := false; !drained; {
 		select {
 		case ev := <-cv.events:
 			if e := proto.ErrorFromHeader(ev.Header); e != nil && cv.ended == nil {
@@ -173,7 +189,14 @@ func (cv *Conv) pollEventsLocked() {
 				}
 			}
 		default:
-			return
+			drained = true
+		}
+	}
+	if cv.ended == nil {
+		select {
+		case <-cv.c.done:
+			cv.ended = closedError()
+		default:
 		}
 	}
 }
