@@ -14,10 +14,10 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 )
 
-// QueueConfig is the work-queue stream that holds requests no replica
+// queueConfig is the work-queue stream that holds requests no replica
 // could take at once. Per-message TTLs (Nats-TTL) drop requests whose
 // caller's deadline passed even if no replica ever pulls them.
-func QueueConfig() jetstream.StreamConfig {
+func queueConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.QueueStream,
 		Description: "Muster: requests waiting for a free replica",
@@ -40,7 +40,7 @@ func EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstream.Stream,
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("streams: look up %s: %w", proto.QueueStream, err)
 	}
-	s, err = js.CreateStream(ctx, QueueConfig())
+	s, err = js.CreateStream(ctx, queueConfig())
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return js.Stream(ctx, proto.QueueStream)
 	}
@@ -68,10 +68,10 @@ func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (
 	return c, nil
 }
 
-// RegistrationTTL is how long a registration record stays stored without a
+// registrationTTL is how long a registration record stays stored without a
 // rewrite. Readers judge liveness sooner, by the record's own heartbeat
 // (proto.ReplicaInfo.Expired); the TTL only keeps dead records from piling up.
-const RegistrationTTL = 2 * time.Minute
+const registrationTTL = 2 * time.Minute
 
 // EnsureBucket creates (or finds) a registration bucket.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
@@ -86,7 +86,7 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jet
 		Bucket:      name,
 		Description: "Muster registrations",
 		History:     1,
-		TTL:         RegistrationTTL,
+		TTL:         registrationTTL,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
