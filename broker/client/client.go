@@ -30,6 +30,9 @@ import (
 
 // Client calls Muster services over one NATS connection. It is safe for
 // concurrent use.
+//
+// Lock order: Conv.mu before Client.mu (a conversation that ends removes
+// its waiter); Client.mu is a leaf.
 type Client struct {
 	nc      *nats.Conn
 	prefix  string // reply inbox prefix; a waiter's token follows it
