@@ -53,8 +53,9 @@ const (
 )
 
 // ReplicaInfo is a replica's registration, kept in ReplicaBucket under its
-// id and rewritten at every heartbeat (and soon after conversations end). A record older than its TTL
-// (HeartbeatMS × 3) means the replica is gone.
+// id and rewritten at every heartbeat (and soon after conversations end).
+// A record older than three heartbeats (HeartbeatMS × 3) means the replica
+// is gone.
 type ReplicaInfo struct {
 	ID          string `json:"id"`
 	Service     string `json:"service"`
