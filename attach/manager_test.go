@@ -1,3 +1,5 @@
+//go:build linux
+
 package attach
 
 import (
@@ -12,7 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
+	"github.com/musterhq/muster/attach/internal/proc"
+	"github.com/musterhq/muster/attach/internal/proctest"
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
@@ -35,7 +40,7 @@ func testConfig(t *testing.T, maxReplicas int, services ...string) *Config {
 		time.Now().UnixNano()%1e9, maxReplicas, dir, dir, dir)
 	for _, s := range services {
 		f := strings.SplitN(s, " ", 3)
-		fmt.Fprintf(&b, "  - service: %s\n    program: %s\n    args: [\"-test.run=^$\"]\n    env: {%s: %s, %s: %q, GORACE: \"atexit_sleep_ms=0\"}\n", f[0], exe, helperEnv, f[1], pidDirEnv, os.Getenv(pidDirEnv))
+		fmt.Fprintf(&b, "  - service: %s\n    program: %s\n    args: [\"-test.run=^$\"]\n    env: {%s: %s, %s: %q, GORACE: \"atexit_sleep_ms=0\"}\n", f[0], exe, proctest.HelperEnv, f[1], pidDirEnv, os.Getenv(pidDirEnv))
 		if len(f) == 3 {
 			for _, kv := range strings.Split(f[2], ",") {
 				fmt.Fprintf(&b, "    %s\n", strings.TrimSpace(kv))
@@ -61,7 +66,7 @@ func startManager(t *testing.T, e *harness.Env, cfg *Config) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Shutdown(context.Background()); assertNoLeftovers(t, cfg) })
+	t.Cleanup(func() { shutdown(t, m); assertNoLeftovers(t, cfg) })
 	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error { // the broker sees the ATTACH registration
 		for _, s := range e.Broker.Stats(ctx) {
 			if s.Service == cfg.Services[0].Service {
@@ -73,6 +78,16 @@ func startManager(t *testing.T, e *harness.Env, cfg *Config) *Manager {
 	return m
 }
 
+// shutdown shuts m down, failing the test if that takes over a minute.
+func shutdown(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
 // assertNoLeftovers checks that no replica process, temp dir or state
 // record of cfg's manager is left.
 func assertNoLeftovers(t *testing.T, cfg *Config) {
@@ -80,8 +95,8 @@ func assertNoLeftovers(t *testing.T, cfg *Config) {
 	if ents, _ := os.ReadDir(cfg.Host.TempDir); len(ents) > 0 {
 		t.Errorf("temp dirs left: %v", ents)
 	}
-	if recs, _ := (StateDir{Dir: cfg.Host.StateDir}).Load(); len(recs) > 0 {
-		t.Errorf("state records left: %+v", recs)
+	if recs, _, err := Leftovers(cfg); recs > 0 || err != nil {
+		t.Errorf("%d state records left (%v)", recs, err)
 	}
 }
 
@@ -262,7 +277,7 @@ func TestShutdownStopsEverything(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	pidfile := filepath.Join(t.TempDir(), "gc.pid")
 	cfg := testConfig(t, 8, "T/ECHO/SHUT worker-echo min: 2, max: 2", "T/GC/X worker-grandchild min: 1, max: 1")
-	cfg.Services[1].Env[pidfileEnv] = pidfile
+	cfg.Services[1].Env[proctest.PidfileEnv] = pidfile
 	m := startManager(t, e, cfg)
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if i := m.Info(); i.Replicas != 3 || i.Starting != 0 {
@@ -276,14 +291,16 @@ func TestShutdownStopsEverything(t *testing.T) {
 	b, _ := os.ReadFile(pidfile)
 	var gc int
 	fmt.Sscan(string(b), &gc)
-	m.Shutdown(context.Background())
+	if err := m.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if n := alive(m); n != 0 {
 		t.Fatalf("%d replicas after shutdown", n)
 	}
 	if _, err := m.attKV.Get(context.Background(), m.ID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("ATTACH registration after shutdown: %v", err)
 	}
-	if st, err := readProcStat(gc); gc <= 0 || err == nil && st.State != 'Z' {
+	if st, err := proc.ReadStat(gc); gc <= 0 || err == nil && st.State != 'Z' {
 		t.Fatalf("grandchild %d survived the shutdown (%c)", gc, st.State)
 	}
 	assertNoLeftovers(t, cfg)
@@ -301,7 +318,7 @@ func TestShutdownKillsReplicaIgnoringSIGTERM(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	m.Shutdown(context.Background())
+	shutdown(t, m)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("shutdown took %v with a 300ms grace", d)
 	}
@@ -332,5 +349,101 @@ func TestCrashedReplicaRestartedAfterBackoff(t *testing.T) {
 	})
 	if c := m.Counters()["T/CRASH/RESTART"]; c.LastExit != "exit 2" {
 		t.Fatalf("last exit %q, want exit 2", c.LastExit)
+	}
+}
+
+// TestStartFailureCleansUp: a Start that fails returns its error (no
+// panic) and leaves no goroutine, subscription, temp dir or process behind.
+func TestStartFailureCleansUp(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, js jetstream.JetStream, cfg *Config)
+		want  string
+	}{
+		{"state dir under a file", func(t *testing.T, _ jetstream.JetStream, cfg *Config) {
+			cfg.Host.StateDir = "/dev/null/state"
+		}, "/dev/null"},
+		{"registration refused", func(t *testing.T, js jetstream.JetStream, _ *Config) {
+			if _, err := js.CreateKeyValue(testutil.Context(t, 10*time.Second), jetstream.KeyValueConfig{Bucket: proto.AttachBucket, MaxValueSize: 16}); err != nil {
+				t.Fatal(err)
+			}
+		}, "attach: register"},
+		{"start context over", nil, "context canceled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Checked last, once the server and connection are gone too.
+			ignore := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			s := testutil.StartNATS(t)
+			nc := testutil.Connect(t, s)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(t, 8, "T/ECHO/FAIL worker-echo min: 1, max: 1")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if tc.setup != nil {
+				tc.setup(t, js, cfg)
+			} else {
+				cancel()
+			}
+			subs := nc.NumSubscriptions()
+			m, err := Start(ctx, nc, cfg, Options{Conn: natsconn.Config{URL: s.ClientURL()}, Logger: harness.Quiet})
+			if err == nil || m != nil {
+				t.Fatalf("Start = %v, %v; want an error", m, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %q does not name %q", err, tc.want)
+			}
+			if n := nc.NumSubscriptions(); n != subs {
+				t.Errorf("%d subscriptions after a failed Start, %d before", n, subs)
+			}
+			if ents, _ := os.ReadDir(cfg.Host.TempDir); len(ents) > 0 {
+				t.Errorf("temp dirs left: %v", ents)
+			}
+		})
+	}
+}
+
+// TestShutdownHonoursContext: when Shutdown's context ends, the replicas
+// still in their grace period are killed at once and Shutdown returns.
+func TestShutdownHonoursContext(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/STUBBORN/CTX worker-ignore-term min: 1, max: 1")
+	cfg.Host.Grace = time.Minute
+	m := startManager(t, e, cfg)
+	var pid int
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, r := range m.reps {
+			if r.registered && r.proc != nil {
+				pid = r.proc.PID()
+				return nil
+			}
+		}
+		return errors.New("no registered replica yet")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	returned := make(chan struct{})
+	start := time.Now()
+	var err error
+	go func() { defer close(returned); err = m.Shutdown(ctx) }()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Shutdown with a 300ms context still running after 10s (grace 1m)")
+	}
+	t.Logf("Shutdown returned after %v: %v", time.Since(start), err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want the context's error", err)
+	}
+	proctest.WaitGone(t, pid)
+	// The manager's goroutines end by themselves soon after; a second
+	// Shutdown waits for them.
+	if err := m.Shutdown(testutil.Context(t, 20*time.Second)); err != nil {
+		t.Fatalf("second Shutdown = %v", err)
 	}
 }

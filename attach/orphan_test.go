@@ -1,3 +1,5 @@
+//go:build linux
+
 package attach
 
 import (
@@ -12,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/musterhq/muster/attach/internal/proc"
+	"github.com/musterhq/muster/attach/internal/proctest"
+	"github.com/musterhq/muster/attach/internal/statedir"
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
@@ -25,7 +30,7 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	cfg := testConfig(t, 8, "T/ORPHAN/X worker-echo min: 2, max: 2")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=manager", "ATTACH_TEST_CONFIG="+cfg.File, "MUSTER_URL="+e.Server.ClientURL(), "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), proctest.HelperEnv+"=manager", "ATTACH_TEST_CONFIG="+cfg.File, "MUSTER_URL="+e.Server.ClientURL(), "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -52,9 +57,9 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 		t.Fatal("manager process not ready")
 	}
 	// Wait for both replicas to be running and recorded.
-	var recs []ProcRecord
+	var recs []statedir.Record
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		recs, _ = StateDir{Dir: cfg.Host.StateDir}.Load()
+		recs, _ = statedir.Dir(cfg.Host.StateDir).Load()
 		if len(recs) != 2 {
 			return fmt.Errorf("%d state records", len(recs))
 		}
@@ -72,7 +77,7 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
 	for _, r := range recs {
-		if st, err := readProcStat(r.PID); err != nil || st.State == 'Z' {
+		if st, err := proc.ReadStat(r.PID); err != nil || st.State == 'Z' {
 			t.Fatalf("replica %d died with its manager; the test needs it orphaned", r.PID)
 		}
 	}
@@ -84,7 +89,7 @@ func TestManagerKilledThenRestartedCleansUp(t *testing.T) {
 	cfg.Services[0].Min = 0 // the new run starts nothing of its own
 	m := startManager(t, e, cfg)
 	for _, r := range recs {
-		if st, err := readProcStat(r.PID); err == nil && st.State != 'Z' {
+		if st, err := proc.ReadStat(r.PID); err == nil && st.State != 'Z' {
 			t.Errorf("orphan replica %d still running after the restart", r.PID)
 		}
 		if _, err := os.Stat(r.TempDir); !os.IsNotExist(err) {

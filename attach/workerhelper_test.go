@@ -1,3 +1,5 @@
+//go:build unix
+
 package attach
 
 import (
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/musterhq/muster/attach/internal/proc"
+	"github.com/musterhq/muster/attach/internal/proctest"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/worker"
@@ -62,15 +66,15 @@ func workerHelper(mode string) (int, bool) {
 	case "worker-hang":
 		return run(demo.Echo, worker.WithHeartbeat(30*time.Second)), true
 	case "worker-silent":
-		time.Sleep(helperMaxLife)
+		time.Sleep(proctest.MaxLife)
 		return 0, true
 	case "worker-grandchild":
 		gc := exec.Command(os.Args[0], "-test.run=^$")
-		gc.Env = append(os.Environ(), helperEnv+"=sleep")
+		gc.Env = append(os.Environ(), proctest.HelperEnv+"=sleep")
 		if err := gc.Start(); err != nil {
 			return 1, true
 		}
-		if f := os.Getenv(pidfileEnv); f != "" {
+		if f := os.Getenv(proctest.PidfileEnv); f != "" {
 			_ = os.WriteFile(f, []byte(fmt.Sprint(gc.Process.Pid)), 0o600)
 		}
 		return run(demo.Echo), true
@@ -111,7 +115,7 @@ func managerHelper() int {
 	signal.Notify(term, syscall.SIGTERM)
 	select {
 	case <-term:
-	case <-time.After(helperMaxLife):
+	case <-time.After(proctest.MaxLife):
 	}
 	m.Shutdown(context.Background())
 	return 0
@@ -124,7 +128,7 @@ const pidDirEnv = "ATTACH_TEST_PIDDIR"
 
 func recordHelper(dir string) {
 	pid := os.Getpid()
-	if st, err := readProcStat(pid); err == nil {
+	if st, err := proc.ReadStat(pid); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, strconv.Itoa(pid)), []byte(strconv.FormatUint(st.StartTicks, 10)), 0o600)
 	}
 }
@@ -139,10 +143,12 @@ func managedLeaks(dir string) []int {
 			continue
 		}
 		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		st, err := readProcStat(pid)
-		if err == nil && st.State != 'Z' && strconv.FormatUint(st.StartTicks, 10) == string(b) {
+		ticks, err := strconv.ParseUint(string(b), 10, 64)
+		if err == nil && proctest.Alive(pid, ticks) {
 			alive = append(alive, pid)
 		}
 	}
 	return alive
 }
+
+func killPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -92,9 +92,8 @@ func (mg *managed) close() {
 
 // leftovers counts state records and temp dirs the manager left.
 func (mg *managed) leftovers() (records, dirs int) {
-	recs, _ := attach.StateDir{Dir: mg.cfg.Host.StateDir}.Load()
-	ents, _ := os.ReadDir(mg.cfg.Host.TempDir)
-	return len(recs), len(ents)
+	records, dirs, _ = attach.Leftovers(mg.cfg)
+	return records, dirs
 }
 
 // waitFor polls cond every millisecond until it holds or d passes.

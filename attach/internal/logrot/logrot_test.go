@@ -1,4 +1,4 @@
-package attach
+package logrot
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func pattern(n int) []byte {
 	return b
 }
 
-func TestRotatingFile(t *testing.T) {
+func TestFile(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		maxBytes int64
@@ -66,7 +66,7 @@ func TestRotatingFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "a", "b", "x.log")
-			r, err := OpenRotatingFile(path, tc.maxBytes, tc.keep)
+			r, err := Open(path, tc.maxBytes, tc.keep)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,9 +109,9 @@ func TestRotatingFile(t *testing.T) {
 	}
 }
 
-func TestRotatingFileAppendsAndCloses(t *testing.T) {
+func TestFileAppendsAndCloses(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.log")
-	r, err := OpenRotatingFile(path, 100, 1)
+	r, err := Open(path, 100, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,11 +124,11 @@ func TestRotatingFileAppendsAndCloses(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
 	}
-	if _, err := r.Write([]byte("x")); !errors.Is(err, ErrLogClosed) {
-		t.Errorf("Write after Close = %v, want ErrLogClosed", err)
+	if _, err := r.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
 	}
 
-	r, err = OpenRotatingFile(path, 100, 1)
+	r, err = Open(path, 100, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,15 +145,15 @@ func TestRotatingFileAppendsAndCloses(t *testing.T) {
 	}
 }
 
-func TestRotatingFileBadLimits(t *testing.T) {
+func TestFileBadLimits(t *testing.T) {
 	for _, lim := range [][2]int64{{0, 1}, {-1, 1}, {10, -1}} {
-		if _, err := OpenRotatingFile(filepath.Join(t.TempDir(), "x"), lim[0], int(lim[1])); err == nil {
-			t.Errorf("OpenRotatingFile(max %d, keep %d) succeeded", lim[0], lim[1])
+		if _, err := Open(filepath.Join(t.TempDir(), "x"), lim[0], int(lim[1])); err == nil {
+			t.Errorf("Open(max %d, keep %d) succeeded", lim[0], lim[1])
 		}
 	}
 }
 
-func TestRotatingFileConcurrentWrites(t *testing.T) {
+func TestFileConcurrentWrites(t *testing.T) {
 	const (
 		writers = 8
 		writes  = 200
@@ -162,7 +162,7 @@ func TestRotatingFileConcurrentWrites(t *testing.T) {
 	)
 	path := filepath.Join(t.TempDir(), "x.log")
 	keep := writers*writes*len(line)/limit + 2 // enough that nothing is dropped
-	r, err := OpenRotatingFile(path, limit, keep)
+	r, err := Open(path, limit, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestRotatingFileConcurrentWrites(t *testing.T) {
 	}
 }
 
-func TestEnforceLogCap(t *testing.T) {
+func TestEnforceCap(t *testing.T) {
 	dir := t.TempDir()
 	base := time.Now().Add(-time.Hour)
 	mk := func(rel string, size int, age int) string {
@@ -231,7 +231,7 @@ func TestEnforceLogCap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	freed, err := EnforceLogCap(dir, 250, map[string]bool{oldestOpen: true})
+	freed, err := EnforceCap(dir, 250, map[string]bool{oldestOpen: true})
 	if err != nil || freed != 300 {
 		t.Fatalf("EnforceLogCap = %d, %v; want 300 freed", freed, err)
 	}
@@ -246,11 +246,11 @@ func TestEnforceLogCap(t *testing.T) {
 	}
 
 	// Under the cap: nothing to do.
-	if freed, err := EnforceLogCap(dir, 200, nil); err != nil || freed != 0 {
+	if freed, err := EnforceCap(dir, 200, nil); err != nil || freed != 0 {
 		t.Errorf("under the cap: %d, %v", freed, err)
 	}
 	// Skipped files alone over the cap: everything else goes, they stay.
-	freed, err = EnforceLogCap(dir, 50, map[string]bool{oldestOpen: true})
+	freed, err = EnforceCap(dir, 50, map[string]bool{oldestOpen: true})
 	if err != nil || freed != 100 {
 		t.Errorf("skipped over cap: %d, %v; want 100 freed", freed, err)
 	}
@@ -261,15 +261,15 @@ func TestEnforceLogCap(t *testing.T) {
 		t.Errorf("%s should be gone: %v", e, err)
 	}
 	// A missing dir holds nothing.
-	if freed, err := EnforceLogCap(filepath.Join(dir, "nope"), 0, nil); err != nil || freed != 0 {
+	if freed, err := EnforceCap(filepath.Join(dir, "nope"), 0, nil); err != nil || freed != 0 {
 		t.Errorf("missing dir: %d, %v", freed, err)
 	}
 }
 
-func ExampleOpenRotatingFile() {
+func ExampleOpen() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	r, _ := OpenRotatingFile(filepath.Join(dir, "replica.log"), 10, 2)
+	r, _ := Open(filepath.Join(dir, "replica.log"), 10, 2)
 	fmt.Fprint(r, "0123456789abcdefghij-")
 	r.Close()
 	for _, name := range []string{"replica.log.2", "replica.log.1", "replica.log"} {

@@ -1,0 +1,77 @@
+package attach
+
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// maxPerNotification is the most replicas one notification starts
+// (EntireX's clamp of nAttach).
+const maxPerNotification = 100
+
+// onNotify acts on an attach notification: start replicas, clamped the
+// EntireX way (missing taken within 1..100, then at most max − started),
+// and never past the service's or the host's limit. Requests beyond the
+// limits wait in the queue until a replica frees up or their deadline.
+//
+// It only reserves under the lock (reserved replicas count as starting, so
+// the next notification's clamp sees them); the spawning happens outside
+// it (see reserveLocked).
+func (m *Manager) onNotify(msg *nats.Msg) {
+	n, err := proto.DecodeNotification(msg.Data)
+	if err != nil {
+		m.log.Warn("bad attach notification ignored", "err", err)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.svcs[n.Service]
+	if s == nil || m.isolated || m.stopping {
+		return
+	}
+	m.reserveLocked(s, m.clampLocked(s, n))
+}
+
+// clampLocked is how many replicas of s notification n starts.
+func (m *Manager) clampLocked(s *svcRun, n proto.Notification) int {
+	// How many replicas the waiting work needs, less those on their way.
+	// The broker's "missing" only counts requests since its last
+	// notification; the queue depth is the better measure of a burst.
+	starting, running := m.countLocked(s)
+	want := n.Missing
+	if need := (n.Pending+s.cfg.Capacity-1)/s.cfg.Capacity - starting; need > 0 || starting > 0 {
+		want = need
+	}
+	if starting == 0 && want < 1 {
+		want = 1 // EntireX: an nAttach below 1 counts as 1
+	}
+	want = min(want, maxPerNotification)
+	k := min(want, s.cfg.Max-starting-running, m.cfg.Host.MaxReplicas-len(m.reps))
+	if s.failing != "" {
+		k = min(k, 1) // one probe at a time while failing
+	}
+	return max(k, 0)
+}
+
+// countLocked returns the service's replicas not yet registered (reserved
+// ones included) and registered.
+func (m *Manager) countLocked(s *svcRun) (starting, running int) {
+	for _, r := range m.reps {
+		if r.svc != s {
+			continue
+		}
+		if r.registered {
+			running++
+		} else {
+			starting++
+		}
+	}
+	return starting, running
+}
+
+// keepMinLocked reserves replicas until the service has its min.
+func (m *Manager) keepMinLocked(s *svcRun) {
+	starting, running := m.countLocked(s)
+	m.reserveLocked(s, min(s.cfg.Min-starting-running, m.cfg.Host.MaxReplicas-len(m.reps)))
+}

@@ -1,0 +1,160 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/musterhq/muster/attach/internal/logrot"
+	"github.com/musterhq/muster/attach/internal/proc"
+	"github.com/musterhq/muster/attach/internal/statedir"
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// errStopping ends a spawn that the manager's shutdown overtook.
+var errStopping = errors.New("attach: manager stopping")
+
+// reserveLocked reserves up to k replicas of s, unless the manager stops or
+// the service's restart backoff runs, and returns how many it reserved. A
+// reserved replica is in m.reps at once, so it counts towards every clamp;
+// one spawner goroutine then starts the batch in turn without the lock
+// (log file, fork/exec, the state record's fsync) and commits each under it.
+func (m *Manager) reserveLocked(s *svcRun, k int) int {
+	if k <= 0 || m.stopping || time.Now().Before(s.nextStart) {
+		return 0
+	}
+	now := time.Now()
+	batch := make([]*replicaRun, k)
+	for i := range batch {
+		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{})}
+		m.reps[r.id] = r
+		batch[i] = r
+	}
+	m.replicas.Add(1)
+	go m.spawnBatch(batch)
+	m.kickLocked()
+	return k
+}
+
+// spawnBatch spawns a batch of reserved replicas in turn. After a failure
+// the rest of the batch is released: the failure sets the backoff, and the
+// broker asks again if work still waits.
+func (m *Manager) spawnBatch(batch []*replicaRun) {
+	defer m.replicas.Done()
+	for i, r := range batch {
+		p, err := m.spawn(r)
+		m.mu.Lock()
+		if err != nil {
+			for _, rest := range batch[i:] {
+				delete(m.reps, rest.id)
+			}
+			if !errors.Is(err, errStopping) {
+				m.startFailedLocked(r.svc, err.Error())
+			}
+			m.kickLocked()
+			m.mu.Unlock()
+			return
+		}
+		m.commitLocked(r, p)
+		m.mu.Unlock()
+	}
+}
+
+// spawn starts the process of reserved replica r. It runs without the lock.
+func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
+	if m.opts.beforeSpawn != nil {
+		m.opts.beforeSpawn()
+	}
+	m.mu.Lock()
+	stopping := m.stopping
+	m.mu.Unlock()
+	if stopping {
+		return nil, errStopping
+	}
+	sc := r.svc.cfg
+	tempDir := filepath.Join(m.cfg.Host.TempDir, r.id)
+	logf, err := logrot.Open(m.logPath(sc.Service, r.id), m.cfg.Host.LogMaxBytes, m.cfg.Host.LogKeep)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open log: %w", err)
+	}
+	p, err := proc.Start(proc.Spec{
+		ID: r.id, Path: sc.Program, Args: sc.Args, Env: m.env(sc, r.id, tempDir),
+		Dir: sc.Dir, TempDir: tempDir, Log: logf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot start %s: %w", sc.Program, err)
+	}
+	id := p.Ident()
+	if err := m.state.Save(statedir.Record{
+		ID: r.id, Service: sc.Service, PID: id.PID, StartTicks: id.StartTicks, BootID: id.BootID,
+		TempDir: tempDir, StartedMS: time.Now().UnixMilli(),
+	}); err != nil {
+		m.log.Warn("state record not saved", "replica", r.id, "err", err)
+	}
+	return p, nil
+}
+
+// commitLocked records that reserved replica r runs as p and hands it to
+// its supervisor. During a shutdown the supervisor stops it at once.
+func (m *Manager) commitLocked(r *replicaRun, p *proc.Proc) {
+	r.proc = p
+	s := r.svc
+	s.stats.Started++
+	starting, running := m.countLocked(s)
+	s.stats.HighWater = max(s.stats.HighWater, starting+running)
+	m.log.Info("replica started", "service", s.cfg.Service, "replica", r.id, "pid", p.PID())
+	m.replicas.Add(1)
+	go m.supervise(r)
+	m.kickLocked()
+}
+
+// logPath is where replica id of service svc logs.
+func (m *Manager) logPath(svc, id string) string {
+	return filepath.Join(m.cfg.Host.LogDir, safeName(svc), id+".log")
+}
+
+// safeName turns a service name into a directory name.
+func safeName(svc string) string {
+	b := []byte(svc)
+	for i, c := range b {
+		if c == '/' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// env builds a replica's environment: a few basics from the manager's own
+// environment, the service's env from the config, then the MUSTER_*
+// settings. Nothing in it comes from a message.
+func (m *Manager) env(sc *ServiceConfig, id, tempDir string) []string {
+	var env []string
+	// GORACE only matters to race-detector builds (tests set its exit delay).
+	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "GORACE"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range sc.Env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, m.opts.Conn.Env()...)
+	return append(env,
+		proto.EnvService+"="+sc.Service,
+		proto.EnvReplicaID+"="+id,
+		proto.EnvCapacity+"="+strconv.Itoa(sc.Capacity),
+		proto.EnvIdleTimeout+"="+sc.IdleTimeout.String(),
+		proto.EnvMinReplicas+"="+strconv.Itoa(sc.Min),
+		proto.EnvExitAfterEOC+"="+strconv.FormatBool(sc.ExitAfterConversation),
+		proto.EnvConvTimeout+"="+sc.ConvTimeout.String(),
+		proto.EnvHeartbeat+"="+m.cfg.Host.Heartbeat.String(),
+		proto.EnvGrace+"="+m.cfg.Host.Grace.String(),
+		proto.EnvTempDir+"="+tempDir,
+		"TMPDIR="+tempDir,
+	)
+}
