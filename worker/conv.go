@@ -98,10 +98,10 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			case proto.OpOld:
 				m, _ := c.r.message(nm)
 				c.mu.Lock()
-				if c.ended != nil {
-					e := c.ended
+				if c.ended != nil { // it ended as the message came
+					e, reason := c.ended, c.reasonLocked()
 					c.mu.Unlock()
-					c.r.replyError(nm.Reply, e)
+					c.r.replyError(nm.Reply, reason)
 					return nil, e
 				}
 				c.takeLocked(m, nm.Reply)
@@ -212,11 +212,34 @@ func (c *Conv) takeLocked(m *Message, replyTo string) {
 	c.pending, c.replyTo = m, replyTo
 }
 
-// endLocked records why the conversation ended; the first reason wins.
+// endLocked records why the conversation ended; the first reason wins. A
+// message the client sent meanwhile, which the handler will not Receive
+// now, is answered with the end reason at once; later ones get it from
+// onPrivate, and after the slot is freed from the tombstone.
 func (c *Conv) endLocked(e *proto.Error) {
-	if c.ended == nil {
-		c.ended = e
+	if c.ended != nil {
+		return
 	}
+	c.ended = e
+	if c.in == nil {
+		return // a call
+	}
+	select {
+	case nm := <-c.in:
+		c.r.replyError(nm.Reply, c.reasonLocked())
+	default:
+	}
+}
+
+// reasonLocked is the end reason a client gets for the ended conversation.
+func (c *Conv) reasonLocked() *proto.Error {
+	switch c.ended {
+	case nil:
+		return proto.ErrEOC
+	case proto.ErrShutdownImmed: // what the handler sees; the client sees why
+		return proto.ErrDeregistered
+	}
+	return c.ended
 }
 
 // notifyLocked tells a client that is not waiting for a reply that the
@@ -321,7 +344,7 @@ func (c *Conv) abort(e *proto.Error) {
 	if c.ended != nil {
 		return
 	}
-	c.ended = proto.ErrShutdownImmed
+	c.endLocked(proto.ErrShutdownImmed)
 	switch {
 	case c.first != nil:
 		c.r.replyError(c.firstTo, e)
@@ -339,11 +362,5 @@ func (c *Conv) abort(e *proto.Error) {
 func (c *Conv) endReason() *proto.Error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ended == nil {
-		return proto.ErrEOC
-	}
-	if c.ended == proto.ErrShutdownImmed {
-		return proto.ErrDeregistered
-	}
-	return c.ended
+	return c.reasonLocked()
 }

@@ -36,6 +36,9 @@ type config struct {
 // Option sets one optional knob of Run.
 type Option func(*config) error
 
+// An option's error says what is wrong with its value; resolve adds
+// ErrConfig (and, for a value from the environment, the variable) once.
+
 // WithService sets the service ("CLASS/NAME/SERVICE") the replica serves.
 func WithService(s string) Option {
 	return overrides(proto.EnvService, func(c *config) error {
@@ -60,7 +63,7 @@ func WithReplicaID(id string) Option {
 func WithCapacity(n int) Option {
 	return overrides(proto.EnvCapacity, func(c *config) error {
 		if n < 1 {
-			return fmt.Errorf("%w: capacity %d < 1", ErrConfig, n)
+			return fmt.Errorf("capacity %d < 1", n)
 		}
 		c.capacity = n
 		return nil
@@ -78,7 +81,7 @@ func WithIdleTimeout(d time.Duration) Option {
 func WithMinReplicas(n int) Option {
 	return overrides(proto.EnvMinReplicas, func(c *config) error {
 		if n < 0 {
-			return fmt.Errorf("%w: min replicas %d < 0", ErrConfig, n)
+			return fmt.Errorf("min replicas %d < 0", n)
 		}
 		c.minReplicas = n
 		return nil
@@ -102,7 +105,7 @@ func WithHeartbeat(d time.Duration) Option {
 	return overrides(proto.EnvHeartbeat, func(c *config) error {
 		c.heartbeat = d
 		if d < 10*time.Millisecond || d > 30*time.Second {
-			return fmt.Errorf("%w: heartbeat %v: want 10ms to 30s (registrations are kept 2m)", ErrConfig, d)
+			return fmt.Errorf("heartbeat %v: want 10ms to 30s (registrations are kept 2m)", d)
 		}
 		return nil
 	})
@@ -139,14 +142,14 @@ func overrides(key string, f Option) Option {
 
 func positive(what string, d time.Duration) error {
 	if d <= 0 {
-		return fmt.Errorf("%w: %s %v must be > 0", ErrConfig, what, d)
+		return fmt.Errorf("%s %v must be > 0", what, d)
 	}
 	return nil
 }
 
 func nonNegative(what string, d time.Duration) error {
 	if d < 0 {
-		return fmt.Errorf("%w: %s %v must be >= 0", ErrConfig, what, d)
+		return fmt.Errorf("%s %v must be >= 0", what, d)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"go.uber.org/goleak"
 
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
@@ -29,7 +30,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("MUSTER_TEST_HELPER") {
 	case "":
-		os.Exit(m.Run())
+		// Every goroutine a test starts (replicas, servers, brokers,
+		// clients) must be gone when the tests are.
+		goleak.VerifyTestMain(m)
 	case "echo":
 		worker.Main(worker.HandlerFunc(hangingEcho))
 	default:
@@ -314,15 +317,30 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := worker.Run(context.Background(), worker.HandlerFunc(demo.Echo), tc.opts...)
-			if !errors.Is(err, worker.ErrConfig) {
-				t.Fatalf("err %v, want ErrConfig", err)
-			}
+			checkConfigError(t, err, "")
 		})
 	}
-	t.Setenv("MUSTER_CAPACITY", "many")
-	err := worker.Run(context.Background(), worker.HandlerFunc(demo.Echo), worker.WithService(demo.EchoService))
-	if !errors.Is(err, worker.ErrConfig) || !strings.Contains(err.Error(), "MUSTER_CAPACITY") {
-		t.Fatalf("bad env: %v", err)
+	for _, v := range []string{"many", "0", "-1"} {
+		t.Run("env capacity "+v, func(t *testing.T) {
+			t.Setenv("MUSTER_CAPACITY", v)
+			err := worker.Run(context.Background(), worker.HandlerFunc(demo.Echo), worker.WithService(demo.EchoService))
+			checkConfigError(t, err, "MUSTER_CAPACITY")
+		})
+	}
+}
+
+// checkConfigError checks that err is a configuration error that says so
+// once (no "bad configuration: bad configuration") and names what.
+func checkConfigError(t *testing.T, err error, what string) {
+	t.Helper()
+	if !errors.Is(err, worker.ErrConfig) {
+		t.Fatalf("err %v, want ErrConfig", err)
+	}
+	if n := strings.Count(err.Error(), worker.ErrConfig.Error()); n != 1 {
+		t.Errorf("%q says %q %d times", err, worker.ErrConfig, n)
+	}
+	if !strings.Contains(err.Error(), what) {
+		t.Errorf("%q does not name %s", err, what)
 	}
 }
 

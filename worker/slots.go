@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// A replica has cfg.capacity slots. A call or conversation holds one from
+// accept until the reply that ends it goes out (release), or else until
+// its handler returns (finished). A freed slot reopens the warm path, the
+// pull and the idle timer. An ended conversation leaves a tombstone, so
+// late messages for it get its end reason.
+
+// accept takes a call or NEW conversation if a slot is free and returns
+// it for the caller to serve. handled is true when the request was answered
+// here instead (malformed, expired); both are zero when the replica is full
+// or quiescing, and the caller forwards or NAKs the request.
+//
+// For a queued request, ackTo is the JetStream ack subject: the request is
+// ACKed once its slot is reserved, before the handler can reply.
+func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled bool) {
+	queued := ackTo != ""
+	op, err := proto.ParseOp(nm.Header)
+	if err == nil && op != proto.OpCall && op != proto.OpNew {
+		err = fmt.Errorf("%w: %s %s belongs on the replica subject", proto.ErrBadHeader, proto.HdrOp, op)
+	}
+	m, err2 := r.message(nm)
+	if err == nil {
+		err = err2
+	}
+	if err != nil {
+		r.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
+		r.term(ackTo)
+		return nil, true
+	}
+	if !m.Deadline.IsZero() && time.Now().After(m.Deadline) {
+		r.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before a replica took the request"))
+		r.term(ackTo)
+		return nil, true
+	}
+	r.mu.Lock()
+	if r.state != stateReady || r.active >= r.cfg.capacity {
+		r.mu.Unlock()
+		return nil, false
+	}
+	r.active++
+	if r.idle != nil {
+		r.idle.Stop()
+	}
+	if r.active >= r.cfg.capacity {
+		r.unsubscribeWarmLocked()
+		select { // requests still in flight go to the forwarder
+		case r.fullSig <- struct{}{}:
+		default:
+		}
+	}
+	// A call's handler runs under the replica's own context (cancelled at
+	// IMMED): a context per call costs the warm path a registration in the
+	// parent's child set. The caller's deadline is in Message.Deadline.
+	ctx, cancel := r.baseCtx, context.CancelFunc(noop)
+	if op != proto.OpCall {
+		ctx, cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
+	}
+	r.seq++
+	c = &Conv{
+		r: r, id: strconv.FormatUint(r.seq, 36), call: op == proto.OpCall,
+		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
+		ctx: ctx, cancel: cancel, first: m, firstTo: replyTo, started: time.Now(),
+	}
+	if !c.call {
+		c.in, c.idleOut = make(chan *nats.Msg, 1), make(chan struct{})
+	}
+	r.convs[c.id] = c // calls too, so IMMED can answer them
+	r.serving.addLocked()
+	r.mu.Unlock()
+
+	r.stats.convs.Add(1)
+	if queued {
+		_ = r.nc.Publish(ackTo, []byte("+ACK"))
+		r.stats.queued.Add(1)
+		c.sendWorking()
+	}
+	return c, true
+}
+
+func noop() {}
+
+func (r *replica) isFull() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active >= r.cfg.capacity || r.state != stateReady
+}
+
+// release frees the slot of a call or conversation whose final reply is
+// going out; its handler may still be running.
+func (r *replica) release(c *Conv) {
+	r.mu.Lock()
+	r.releaseLocked(c)
+	r.mu.Unlock()
+}
+
+// finished runs when no handler serves c any more (it returned, or no
+// worker ever took c): its slot is free, and shutdown no longer waits for it.
+func (r *replica) finished(c *Conv) {
+	c.cancel()
+	r.mu.Lock()
+	r.releaseLocked(c)
+	r.serving.doneLocked()
+	r.mu.Unlock()
+}
+
+// releaseLocked frees c's slot once (c has ended by then, so any message
+// for it is answered with its end reason: by the end itself, then by
+// onPrivate, then by the tombstone) and reopens the warm path.
+func (r *replica) releaseLocked(c *Conv) {
+	if c.released {
+		return // already freed when its last reply went out
+	}
+	c.released = true
+	delete(r.convs, c.id)
+	if !c.call {
+		r.tombLocked(c.id, c.endReason())
+	}
+	r.active--
+	if r.cfg.exitAfterEOC && r.state == stateReady {
+		r.quiesceLocked("end of conversation")
+		return
+	}
+	if err := r.subscribeWarmLocked(); err != nil {
+		r.cfg.logger.Error("cannot reopen warm path", "err", err)
+	}
+	r.pullLocked()
+	r.armIdleLocked()
+	r.dirty.Store(true)
+}
+
+// tombLocked remembers why conversation id ended (the last maxTombs).
+func (r *replica) tombLocked(id string, e *proto.Error) {
+	r.tombs[id] = e
+	r.tombOrder = append(r.tombOrder, id)
+	if len(r.tombOrder) > maxTombs {
+		delete(r.tombs, r.tombOrder[0])
+		r.tombOrder = r.tombOrder[1:]
+	}
+}

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// The warm path: while it has a free slot, a replica is a member of the
+// service's queue group on the warm subject and callers reach it in one
+// NATS request/reply. When it fills up it leaves the group by draining the
+// subscription, so requests the server sent before it saw the UNSUB still
+// arrive; those, and warm requests still buffered at shutdown, are
+// forwarded to the broker with the caller's reply subject in Muster-Reply,
+// so they are queued and the caller never notices. If no broker
+// acknowledges the hand-over, the caller gets 0215/0148 at once.
+
+func (r *replica) subscribeWarmLocked() error {
+	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity {
+		return nil
+	}
+	s, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
+	if err != nil {
+		return fmt.Errorf("worker: subscribe warm path: %w", err)
+	}
+	r.warm = s
+	return nil
+}
+
+// unsubscribeWarmLocked leaves the warm path. It drains rather than
+// unsubscribes: requests the server sent before it saw the UNSUB still
+// reach the buffer instead of being dropped by the client library.
+func (r *replica) unsubscribeWarmLocked() {
+	if r.warm != nil {
+		_ = r.warm.Drain()
+		r.drainedWarm, r.warm = r.warm, nil
+	}
+}
+
+// onWarm takes a call or NEW from the warm path on a worker's goroutine.
+func (r *replica) onWarm(nm *nats.Msg) {
+	c, handled := r.accept(nm, nm.Reply, "")
+	switch {
+	case c != nil:
+		r.serve(c) // inline: this goroutine is a worker
+	case !handled:
+		r.forward(nm)
+	}
+}
+
+// forwarder takes warm requests while every slot is taken (they reached
+// the replica before it left the warm path) and forwards them. It is a pool
+// goroutine: it stops with the replica's base context.
+func (r *replica) forwarder() {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.fullSig:
+		case <-r.baseCtx.Done():
+			return
+		}
+		for r.isFull() {
+			select {
+			case nm := <-r.warmCh:
+				c, handled := r.accept(nm, nm.Reply, "")
+				switch {
+				case c != nil:
+					r.handOver(c) // a slot freed meanwhile
+				case !handled:
+					r.forward(nm)
+				}
+			case <-tick.C:
+			case <-r.baseCtx.Done():
+				return
+			}
+		}
+	}
+}
+
+// forwardBuffered forwards the warm requests still in the buffer, which no
+// worker will take any more.
+func (r *replica) forwardBuffered() {
+	for {
+		select {
+		case nm := <-r.warmCh:
+			r.forward(nm)
+		default:
+			return
+		}
+	}
+}
+
+// forward hands a request the replica cannot take to the broker without
+// holding up the calling goroutine; shutdown waits for the hand-over.
+func (r *replica) forward(nm *nats.Msg) {
+	if nm.Reply == "" {
+		return // nobody waits for an answer
+	}
+	r.goOwned(&r.helpers, func() { r.forwardNow(nm) })
+}
+
+// forwardNow hands nm to the broker and waits (up to forwardTimeout) for
+// the broker's acknowledgement; without one the caller gets 0215/0148.
+func (r *replica) forwardNow(nm *nats.Msg) {
+	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Header: nats.Header{}, Data: nm.Data}
+	for k, v := range nm.Header {
+		fwd.Header[k] = v
+	}
+	fwd.Header.Set(proto.HdrReply, nm.Reply)
+	if _, err := r.nc.RequestMsg(fwd, forwardTimeout); err != nil {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
+	}
+}
