@@ -64,8 +64,8 @@ const (
 	RestartNever     = "never"      // never restart; the broker asks again if it needs one
 )
 
-// Service returns the entry for service name ("CLASS/NAME/SERVICE").
-func (c *Config) Service(name string) (*ServiceConfig, bool) {
+// service returns the entry for service name ("CLASS/NAME/SERVICE").
+func (c *Config) service(name string) (*ServiceConfig, bool) {
 	for i := range c.Services {
 		if c.Services[i].Service == name {
 			return &c.Services[i], true
@@ -140,7 +140,7 @@ func (h *HostConfig) fillDerived() {
 
 // newConfig returns a config with every host default resolved except those
 // set by set, which runs before the derived defaults are filled in. Both
-// ParseConfig and DemoConfig build their configs through it.
+// parseConfig and DemoConfig build their configs through it.
 func newConfig(file string, set func(*HostConfig)) *Config {
 	c := &Config{File: file, Host: defaultHost()}
 	if set != nil {

@@ -1,5 +1,8 @@
 package attach
 
+// The config parser: the file's sections and their cross-checks, every
+// problem collected as a *ConfigError naming file:line:col and field.
+
 import (
 	"cmp"
 	"errors"
@@ -26,7 +29,13 @@ var (
 	restartPolicies = []string{RestartOnFailure, RestartAlways, RestartNever}
 )
 
-// LoadConfig reads and checks the config file at path (see ParseConfig).
+// LoadConfig reads and checks the config file at path. Relative paths in
+// it (program, dir, the host's directories) are resolved against the
+// file's directory and stored absolute.
+//
+// Every problem found is reported, each as a *ConfigError naming
+// file:line:col and the field, joined with errors.Join when there are
+// several; every error wraps ErrConfig.
 func LoadConfig(path string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -47,7 +56,7 @@ func LoadConfig(path string) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, &ConfigError{File: abs, Msg: fmt.Sprintf("larger than %d MiB", maxConfigBytes>>20)}
 	}
-	return ParseConfig(abs, data)
+	return parseConfig(abs, data)
 }
 
 // causeText is err without the path a *fs.PathError repeats.
@@ -58,13 +67,9 @@ func causeText(err error) string {
 	return err.Error()
 }
 
-// ParseConfig parses and checks a config file's contents. file names it in
-// error messages, and relative paths in it (program, dir, the host's
-// directories) are resolved against file's directory and stored absolute.
-//
-// Every problem found is reported, each as a *ConfigError, joined with
-// errors.Join when there are several; every error wraps ErrConfig.
-func ParseConfig(file string, data []byte) (*Config, error) {
+// parseConfig parses and checks a config file's contents as LoadConfig
+// does; file names it in error messages and is the base of relative paths.
+func parseConfig(file string, data []byte) (*Config, error) {
 	p := &parser{file: file}
 	base, err := filepath.Abs(filepath.Dir(file))
 	if err != nil {

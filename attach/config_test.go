@@ -80,11 +80,11 @@ func TestLoadConfigGood(t *testing.T) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)
 	}
 
-	s, ok := c.Service("DEMO/SLEEP/SLEEP")
+	s, ok := c.service("DEMO/SLEEP/SLEEP")
 	if !ok || s != &c.Services[1] {
 		t.Errorf("Service(DEMO/SLEEP/SLEEP) = %p, %v; want %p, true", s, ok, &c.Services[1])
 	}
-	if s, ok := c.Service("DEMO/ECHO/NOPE"); ok || s != nil {
+	if s, ok := c.service("DEMO/ECHO/NOPE"); ok || s != nil {
 		t.Errorf("Service(DEMO/ECHO/NOPE) = %v, %v; want nil, false", s, ok)
 	}
 }
@@ -131,19 +131,19 @@ func TestLoadConfigDefaults(t *testing.T) {
 }
 
 func TestDefaultStateDir(t *testing.T) {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		t.Skip("no home directory:", err)
-	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
 	for _, tc := range []struct {
-		name, xdg, want string
+		name, xdg, home, want string
 	}{
-		{"xdg", "/var/state", "/var/state/muster/attach-h1"},
-		{"unset", "", filepath.Join(home, ".local", "state", "muster", "attach-h1")},
-		{"relative xdg ignored", "state", filepath.Join(home, ".local", "state", "muster", "attach-h1")},
+		{"xdg", "/var/state", home, "/var/state/muster/attach-h1"},
+		{"unset", "", home, filepath.Join(home, ".local", "state", "muster", "attach-h1")},
+		{"relative xdg ignored", "state", home, filepath.Join(home, ".local", "state", "muster", "attach-h1")},
+		{"no home: under the temp dir", "", "", filepath.Join(os.TempDir(), "muster-state", "muster", "attach-h1")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("XDG_STATE_HOME", tc.xdg)
+			t.Setenv("HOME", tc.home)
 			if got := defaultStateDir("h1"); got != tc.want {
 				t.Errorf("defaultStateDir = %q, want %q", got, tc.want)
 			}
@@ -229,7 +229,7 @@ func TestDemoConfig(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if _, ok := c.Service("DEMO/ECHO/ECHO"); !ok {
+	if _, ok := c.service("DEMO/ECHO/ECHO"); !ok {
 		t.Error("Service(DEMO/ECHO/ECHO) not found")
 	}
 }
@@ -262,7 +262,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
-// TestParseConfigErrors checks the exact text of each problem ParseConfig
+// TestParseConfigErrors checks the exact text of each problem parseConfig
 // reports. In yaml and want, {{prog}} is an executable script, {{dir}} the
 // directory of the config file {{file}}, and {{noexec}} a file without
 // execute permission.
@@ -716,12 +716,12 @@ services:
 			}
 			// Cases written as raw strings start with a newline, which is
 			// part of the file: line numbers count it.
-			c, err := ParseConfig(file, []byte(expand(tc.yaml)))
+			c, err := parseConfig(file, []byte(expand(tc.yaml)))
 			if err == nil {
-				t.Fatalf("ParseConfig succeeded: %+v", c)
+				t.Fatalf("parseConfig succeeded: %+v", c)
 			}
 			if c != nil {
-				t.Errorf("ParseConfig returned a config with the error: %+v", c)
+				t.Errorf("parseConfig returned a config with the error: %+v", c)
 			}
 			if want := expand(tc.want); err.Error() != want {
 				t.Errorf("error:\n got %s\nwant %s", err, want)
@@ -779,7 +779,7 @@ func TestConfigErrorFormat(t *testing.T) {
 	}
 }
 
-// FuzzParseConfig checks that ParseConfig never panics, that every error
+// FuzzParseConfig checks that parseConfig never panics, that every error
 // it returns wraps ErrConfig and is made of *ConfigErrors, and that every
 // config it accepts keeps the promised invariants.
 func FuzzParseConfig(f *testing.F) {
@@ -800,7 +800,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("host: {max_replicas: 0x10, log_max_bytes: 1_000}\nservices: []\n"))
 	file := filepath.Join(td, "fuzz.yaml") // relative programs resolve into testdata
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseConfig(file, data)
+		c, err := parseConfig(file, data)
 		if err != nil {
 			if c != nil {
 				t.Errorf("config and error both returned")
@@ -846,7 +846,7 @@ func FuzzParseConfig(f *testing.F) {
 
 func TestHeartbeatRange(t *testing.T) {
 	for _, hb := range []string{"5ms", "1m"} {
-		_, err := ParseConfig("/etc/a.yaml", []byte("host:\n  heartbeat: "+hb+"\nservices:\n  - service: A/B/C\n    program: /bin/sh\n"))
+		_, err := parseConfig("/etc/a.yaml", []byte("host:\n  heartbeat: "+hb+"\nservices:\n  - service: A/B/C\n    program: /bin/sh\n"))
 		if err == nil || !strings.Contains(err.Error(), "/etc/a.yaml:2:14: host.heartbeat: want 10ms to 30s") {
 			t.Errorf("heartbeat %s: %v", hb, err)
 		}

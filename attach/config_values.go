@@ -1,5 +1,8 @@
 package attach
 
+// The config parser's checks of single values: numbers, durations, sizes,
+// paths, programs, argument lists and environments.
+
 import (
 	"errors"
 	"fmt"

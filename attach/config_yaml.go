@@ -1,5 +1,8 @@
 package attach
 
+// The YAML layer of the config parser: decoding exactly one document, and
+// giving yaml.v3's syntax errors the line (and column) they leave out.
+
 import (
 	"bytes"
 	"errors"

@@ -7,7 +7,7 @@ import (
 )
 
 var (
-	// ErrConfig is wrapped by every error LoadConfig and ParseConfig return.
+	// ErrConfig is wrapped by every error LoadConfig returns.
 	ErrConfig = errors.New("attach: bad config")
 	// ErrUnsupported is returned by Start on operating systems other than
 	// Linux, where replicas cannot be supervised. It wraps

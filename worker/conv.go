@@ -29,7 +29,7 @@ type Conv struct {
 	progress bool
 	ctx      context.Context
 	cancel   context.CancelFunc
-	in       chan *nats.Msg // OLD, EOC and CANCEL messages, routed by the replica
+	in       chan *nats.Msg // OLD and EOC, routed by onPrivate (CANCEL acts at once)
 
 	mu        sync.Mutex
 	first     *Message // the opening message, until Receive takes it
@@ -107,16 +107,12 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 				c.takeLocked(m, nm.Reply)
 				c.mu.Unlock()
 				return m, nil
-			case proto.OpEOC, proto.OpCancel:
-				e := proto.ErrEOC
-				if op == proto.OpCancel {
-					e = proto.ErrCancelled
-				}
+			case proto.OpEOC:
 				c.mu.Lock()
-				c.endLocked(e)
+				c.endLocked(proto.ErrEOC)
 				c.mu.Unlock()
 				c.r.ack(nm.Reply, c.id)
-				return nil, e
+				return nil, proto.ErrEOC
 			}
 		case <-c.idleOut:
 			c.mu.Lock()

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/musterhq/muster/internal/bench"
+	"github.com/musterhq/muster/cmd/muster/internal/bench"
 )
 
 // benchCommand is `muster bench`.

@@ -7,12 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/musterhq/muster/internal/bench"
+	"github.com/musterhq/muster/cmd/muster/internal/bench"
 )
 
 // TestBenchAllScenarios runs every scenario of `muster bench` small and
-// checks each prints a judged result; the scenarios whose targets hold on
-// any machine (burst, idle, scale) must pass.
+// checks each prints a judged result; what burst, idle and scale count
+// must hold on any machine.
 func TestBenchAllScenarios(t *testing.T) {
 	t.Setenv("GORACE", "atexit_sleep_ms=0") // race-built replicas would linger 1s at exit
 	r := runApp(context.Background(), nil, "bench", "--json", "--duration", "200ms", "--clients", "4", "--reps", "3",
@@ -43,9 +43,21 @@ func TestBenchAllScenarios(t *testing.T) {
 			}
 		}
 	}
+	// What these scenarios count (errors, lost calls, replicas and temp
+	// dirs left) must hold on any machine. Their time targets are the
+	// benchmark's verdict, not this test's: under the race detector on two
+	// cores a 300 ms idle timeout can take 375 ms to empty the host.
 	for _, name := range []string{"burst", "idle", "scale"} {
-		if seen[name].Verdict != "pass" {
-			t.Errorf("%s: %+v", name, seen[name])
+		for _, f := range seen[name].Figures {
+			switch {
+			case f.Pass == nil:
+			case f.Unit == "ms" || f.Unit == "µs":
+				if f.Muster <= 0 {
+					t.Errorf("%s %s: not measured (%v)", name, f.Name, f.Muster)
+				}
+			case !*f.Pass:
+				t.Errorf("%s %s = %v %s, want %s", name, f.Name, f.Muster, f.Unit, f.Target)
+			}
 		}
 	}
 	if got := r.exitCodeWant(seen); got != exitCode(r.err) {

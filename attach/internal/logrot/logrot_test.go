@@ -233,7 +233,7 @@ func TestEnforceCap(t *testing.T) {
 
 	freed, err := EnforceCap(dir, 250, map[string]bool{oldestOpen: true})
 	if err != nil || freed != 300 {
-		t.Fatalf("EnforceLogCap = %d, %v; want 300 freed", freed, err)
+		t.Fatalf("EnforceCap = %d, %v; want 300 freed", freed, err)
 	}
 	for p, want := range map[string]bool{oldestOpen: true, b: false, c: false, d: false, e: true} {
 		_, err := os.Stat(p)

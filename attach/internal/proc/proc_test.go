@@ -38,7 +38,7 @@ func TestProcSleepStop(t *testing.T) {
 		t.Errorf("working dir is not the temp dir %s; log: %q", spec.TempDir, out)
 	}
 	if !strings.Contains(out, fmt.Sprintf("env=%d\n", len(spec.Env))) {
-		t.Errorf("environment is not exactly ProcSpec.Env; log: %q", out)
+		t.Errorf("environment is not exactly Spec.Env; log: %q", out)
 	}
 	if pgid, err := syscall.Getpgid(p.PID()); err != nil || pgid != p.PID() {
 		t.Errorf("pgid = %d, %v; want own group %d", pgid, err, p.PID())
@@ -161,7 +161,7 @@ func TestProcStartFailure(t *testing.T) {
 			if err == nil {
 				proctest.Track(p.PID())
 				p.Stop(t.Context(), time.Second)
-				t.Fatal("StartProc succeeded")
+				t.Fatal("Start succeeded")
 			}
 			if !errors.Is(err, tc.want) || !strings.HasPrefix(err.Error(), "attach: ") {
 				t.Errorf("err = %v, want %v", err, tc.want)
@@ -220,7 +220,7 @@ func TestProcNilLogAndDir(t *testing.T) {
 	}
 }
 
-func TestProcOutputIntoRotatingFile(t *testing.T) {
+func TestProcOutputIntoLogrot(t *testing.T) {
 	const (
 		maxBytes = 16 << 10
 		keep     = 2

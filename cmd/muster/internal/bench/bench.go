@@ -1,6 +1,6 @@
 // Package bench is `muster bench`: scenarios that measure Muster and its
 // baseline in the same run, in alternating rounds, and judge the figures
-// against the targets in issue #4 (and docs/PERFORMANCE.md).
+// against their targets (docs/PERFORMANCE.md says where they come from).
 package bench
 
 import (
