@@ -259,8 +259,8 @@ func (p *parser) service(e *yaml.Node, path string) (s ServiceConfig, nameNode *
 
 	if v := p.required(f, "service", e, path, "want CLASS/NAME/SERVICE"); v != nil {
 		if name, ok := p.str(v, path+".service"); ok {
-			if _, err := proto.ParseService(name); err != nil {
-				p.errorf(v, path+".service", "%s", strings.TrimPrefix(err.Error(), "proto: "))
+			if err := proto.CheckService(name); err != nil {
+				p.errorf(v, path+".service", "bad service name: %q: %v", name, err)
 			} else {
 				s.Service, nameNode = name, v
 			}

@@ -20,16 +20,27 @@ var ErrBadService = errors.New("proto: bad service name")
 // ParseService parses "CLASS/NAME/SERVICE". Each part is 1–32 characters of
 // [A-Za-z0-9_-], which are all safe as NATS subject tokens.
 func ParseService(s string) (Service, error) {
+	if err := CheckService(s); err != nil {
+		return Service{}, fmt.Errorf("%w: %q: %v", ErrBadService, s, err)
+	}
+	parts := strings.Split(s, "/")
+	return Service{parts[0], parts[1], parts[2]}, nil
+}
+
+// CheckService checks that s is "CLASS/NAME/SERVICE", each part a token
+// (see CheckToken). Like CheckToken, its errors say what is wrong without
+// naming s, for the caller to wrap.
+func CheckService(s string) error {
 	parts := strings.Split(s, "/")
 	if len(parts) != 3 {
-		return Service{}, fmt.Errorf("%w: %q: want CLASS/NAME/SERVICE", ErrBadService, s)
+		return errors.New("want CLASS/NAME/SERVICE")
 	}
 	for i, p := range parts {
 		if err := validPart(p); err != nil {
-			return Service{}, fmt.Errorf("%w: %q: %s %v", ErrBadService, s, [...]string{"class", "name", "service"}[i], err)
+			return fmt.Errorf("%s %v", [...]string{"class", "name", "service"}[i], err)
 		}
 	}
-	return Service{parts[0], parts[1], parts[2]}, nil
+	return nil
 }
 
 // MustService is ParseService for constants; it panics on a bad name.
