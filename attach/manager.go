@@ -113,6 +113,7 @@ type replicaRun struct {
 	proc       *proc.Proc // nil while it is being spawned
 	started    time.Time  // when it was reserved: the start timeout runs from here
 	registered bool
+	untouched  time.Time // while its record says it took nothing yet: when it registered
 	lastBeat   time.Time
 	stopReason string        // set when the manager stops it on purpose
 	stopReq    chan struct{} // closed (with stopReason set) to have its supervisor stop it

@@ -1,6 +1,8 @@
 package attach
 
 import (
+	"time"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -54,14 +56,25 @@ func (m *Manager) clampLocked(s *svcRun, n proto.Notification) int {
 	return max(k, 0)
 }
 
-// countLocked returns the service's replicas not yet registered (reserved
-// ones included) and registered.
+// untouchedGrace is how long after registering a replica whose record
+// says it took nothing yet still counts as on its way to the waiting work.
+const untouchedGrace = time.Second
+
+// countLocked returns the service's replicas on their way to the waiting
+// work (reserved, spawned but not registered, or registered less than
+// untouchedGrace ago without having taken anything yet) and the others.
+//
+// A replica registers before it pulls, so for a moment the request that
+// started it still waits in the queue while the replica counts as
+// running: a re-notification in that moment would otherwise start a
+// second replica for one request.
 func (m *Manager) countLocked(s *svcRun) (starting, running int) {
+	now := time.Now()
 	for _, r := range m.reps {
 		if r.svc != s {
 			continue
 		}
-		if r.registered {
+		if r.registered && (r.untouched.IsZero() || now.Sub(r.untouched) > untouchedGrace) {
 			running++
 		} else {
 			starting++

@@ -10,6 +10,7 @@ import (
 
 	"github.com/musterhq/muster/attach/internal/logrot"
 	"github.com/musterhq/muster/attach/internal/proc"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/kvwatch"
 )
 
@@ -145,6 +146,14 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 	r := m.reps[e.Key()]
 	if r == nil {
 		return
+	}
+	info, err := proto.DecodeReplicaInfo(e.Value())
+	untouched := err == nil && info.Active == 0 && info.Stats.Conversations == 0
+	switch {
+	case !untouched:
+		r.untouched = time.Time{}
+	case r.untouched.IsZero() && !r.registered:
+		r.untouched = time.Now()
 	}
 	if !r.registered {
 		r.registered = true
