@@ -6,7 +6,9 @@ package embedded
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -22,31 +24,27 @@ type Config struct {
 	ServerName string
 	// MaxPayload caps message size in bytes (0: NATS default of 1 MiB).
 	MaxPayload int32
+
+	// ClusterName, when set, makes the server a node of that NATS cluster
+	// (JetStream clustered: assets can then have several replicas). Every
+	// node of a cluster needs its own ServerName and StoreDir.
+	ClusterName string
+	// ClusterListen is host:port for routes from the other nodes; port 0
+	// or -1 picks a free port. Required with ClusterName.
+	ClusterListen string
+	// Routes are the other nodes' cluster addresses (host:port or
+	// nats-route://host:port). Listing this node's own address too is
+	// allowed, so every node can get the same list.
+	Routes []string
 }
 
 // Start starts a nats-server with JetStream in this process and
 // waits until it accepts connections. Stop it with Shutdown and
 // WaitForShutdown.
 func Start(cfg Config) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	host, port, err := listenAddr(cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: listen address %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: listen port %q: %w", portStr, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	if port > 0 {
-		// nats-server reports a listen failure only to its log (off here)
-		// and would leave us waiting for readiness: try the address first.
-		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
-		if err != nil {
-			return nil, fmt.Errorf("embedded NATS: listen %s: %w", cfg.Listen, err)
-		}
-		_ = l.Close()
+		return nil, err
 	}
 	name := cfg.ServerName
 	if name == "" {
@@ -62,6 +60,9 @@ func Start(cfg Config) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 	}
+	if err := cluster(cfg, opts); err != nil {
+		return nil, err
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: new server: %w", err)
@@ -72,4 +73,65 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded NATS: embedded server on %s not ready within 10s", cfg.Listen)
 	}
 	return s, nil
+}
+
+// listenAddr parses host:port and, for a fixed port, checks that it is
+// free: nats-server reports a listen failure only to its log (off here)
+// and would leave us waiting for readiness. Port 0 becomes RANDOM_PORT.
+func listenAddr(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("embedded NATS: listen address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("embedded NATS: listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if port > 0 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return "", 0, fmt.Errorf("embedded NATS: listen %s: %w", addr, err)
+		}
+		_ = l.Close()
+	}
+	return host, port, nil
+}
+
+// cluster sets the cluster options of cfg on opts.
+func cluster(cfg Config, opts *server.Options) error {
+	if cfg.ClusterName == "" {
+		if cfg.ClusterListen != "" || len(cfg.Routes) > 0 {
+			return fmt.Errorf("embedded NATS: a cluster listen address or routes need a cluster name")
+		}
+		return nil
+	}
+	if cfg.ClusterListen == "" {
+		return fmt.Errorf("embedded NATS: cluster %q needs a cluster listen address", cfg.ClusterName)
+	}
+	if cfg.ServerName == "" {
+		return fmt.Errorf("embedded NATS: a node of cluster %q needs a server name of its own", cfg.ClusterName)
+	}
+	host, port, err := listenAddr(cfg.ClusterListen)
+	if err != nil {
+		return err
+	}
+	opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port}
+	for _, r := range cfg.Routes {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !strings.Contains(r, "://") {
+			r = "nats-route://" + r
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || u.Port() == "" {
+			return fmt.Errorf("embedded NATS: route %q: want host:port or nats-route://host:port", r)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
