@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
@@ -23,7 +22,7 @@ func attachCommand() *cli.Command {
 		Name:  "attach",
 		Usage: "run this host's attach manager: start replicas on demand from a local config",
 		Description: "Registers every service in the config with the ATTACH role, starts replicas\n" +
-			"when a broker asks, supervises them, and stops them all on SIGINT/SIGTERM.\n" +
+			"when a broker asks, supervises them, and stops them all on SIGINT, SIGTERM or SIGHUP.\n" +
 			"Programs come from the config file only, never from a message.\n" +
 			"--check FILE validates a config and exits (0 good, 1 with every problem).\n\n" + exitStatusHelp,
 		Flags: connFlags(
@@ -55,7 +54,7 @@ func runAttach(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
 	connCfg := connConfigFromCLI(c)
 	if connCfg.URL == "" {

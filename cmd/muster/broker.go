@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -25,7 +24,7 @@ func defaultTimeoutFlag() cli.Flag {
 func brokerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "broker",
-		Usage: "run a broker against an existing NATS server until SIGINT/SIGTERM",
+		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
 		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag()),
@@ -38,7 +37,7 @@ func runBroker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
 	nc, err := connect(c, "muster broker")
 	if err != nil {

@@ -7,11 +7,15 @@ import (
 
 // TestMain lets the test binary stand in for the muster binary: the attach
 // manager of `muster up` starts the demo replicas as `<this binary>
-// example echo`, which must serve, not run the tests.
+// example echo`, which must serve, not run the tests; and the signal tests
+// run `<this binary> up|broker|attach ...` as real child processes.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "example" {
-		main()
-		return
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "example", "up", "broker", "attach":
+			main()
+			return
+		}
 	}
 	os.Exit(m.Run())
 }

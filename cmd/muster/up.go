@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -16,6 +17,12 @@ import (
 	"github.com/musterhq/muster/internal/natsconn"
 )
 
+// stopSignals stop the daemons (up, broker, attach) gracefully: replicas
+// quiesce within their grace, registrations are removed, nothing is left
+// behind. SIGHUP is one of them, so closing the terminal stops a `muster up`
+// the same way Ctrl-C does.
+var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+
 // stopTimeout bounds each step of the shutdown after the replicas' grace.
 const stopTimeout = 10 * time.Second
 
@@ -27,7 +34,7 @@ func upCommand() *cli.Command {
 		Description: "Starts an embedded NATS server (or uses --server / MUSTER_URL), a broker and an\n" +
 			"attach manager that starts replicas on demand: of the demo services (served by\n" +
 			"this binary, `muster example echo|sleep`), or of the services in --config FILE.\n" +
-			"Runs until SIGINT or SIGTERM, then stops the replicas (after the config's grace),\n" +
+			"Runs until SIGINT, SIGTERM or SIGHUP, then stops the replicas (after the config's grace),\n" +
 			"the broker and NATS. The embedded server has no authentication: keep it on loopback.\n\n" + exitStatusHelp,
 		Flags: connFlags(
 			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
@@ -58,7 +65,7 @@ func runUp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
 	var cleanup stack // replicas, broker, connection, NATS: the reverse of starting
 	defer cleanup.run()

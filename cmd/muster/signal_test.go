@@ -1,0 +1,170 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// child is a muster command run as a real process of this test binary.
+type child struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error // of Wait, once exited is closed
+}
+
+// startChild runs `muster args...` as a child process with env added to
+// this process's environment, and waits until its stderr contains ready.
+func startChild(t *testing.T, ready string, env []string, args ...string) *child {
+	t.Helper()
+	ch := &child{cmd: exec.Command(os.Args[0], args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	ch.cmd.Env = append(os.Environ(), env...)
+	ch.cmd.Stderr = ch.stderr
+	if err := ch.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { ch.err = ch.cmd.Wait(); close(ch.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-ch.exited:
+		default:
+			_ = ch.cmd.Process.Kill()
+			<-ch.exited
+		}
+	})
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case <-ch.exited:
+			t.Fatalf("muster %s exited: %v\n%s", strings.Join(args, " "), ch.err, ch.stderr)
+		default:
+		}
+		if !strings.Contains(ch.stderr.String(), ready) {
+			return fmt.Errorf("not ready: %s", ch.stderr)
+		}
+		return nil
+	})
+	return ch
+}
+
+// signalAndWait sends sig and waits up to 30s for the child to exit,
+// returning how it exited.
+func (ch *child) signalAndWait(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := ch.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch.exited:
+		return ch.err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running 30s after %v:\n%s", sig, ch.stderr)
+		return nil
+	}
+}
+
+// replicaPIDs lists the PIDs of the live replicas (muster replica ls).
+func replicaPIDs(t *testing.T, server string) []int {
+	t.Helper()
+	var l replicaList
+	if err := json.Unmarshal([]byte(run(t, nil, "replica", "ls", server, "--json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, r := range l.Replicas {
+		pids = append(pids, r.PID)
+	}
+	return pids
+}
+
+// processGone reports whether pid has exited (or is a zombie).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
+}
+
+// TestSIGHUPStopsGracefully: SIGHUP (a closed terminal) stops `muster up`,
+// `muster attach` and `muster broker` as SIGTERM does: exit 0, replicas
+// stopped, no state record or temp dir left.
+func TestSIGHUPStopsGracefully(t *testing.T) {
+	t.Run("up", func(t *testing.T) {
+		addr, data, tmp := freeAddr(t), filepath.Join(t.TempDir(), "data"), t.TempDir()
+		ch := startChild(t, "try: muster call", []string{"TMPDIR=" + tmp}, "up", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+		server := "--server=nats://" + addr
+		if got := run(t, nil, "call", server, "--timeout", "20s", demo.EchoService, "hi"); got != "hi\n" {
+			t.Fatalf("call: %q", got)
+		}
+		pids := replicaPIDs(t, server)
+		if len(pids) != 1 {
+			t.Fatalf("replicas %v, want 1", pids)
+		}
+		if err := ch.signalAndWait(t, syscall.SIGHUP); err != nil {
+			t.Fatalf("up after SIGHUP: %v\n%s", err, ch.stderr)
+		}
+		assertStopped(t, pids, data, filepath.Join(tmp, "muster-*", "*"))
+	})
+	t.Run("attach", func(t *testing.T) {
+		env := harness.Start(t, broker.Config{})
+		path := writeAttachConfig(t, "")
+		dir := filepath.Dir(path)
+		ch := startChild(t, "serving 1 services", nil, "attach", "--config", path, serverFlag(env), "--log-level", "warn")
+		if got, err := env.Client.Call(testutil.Context(t, 20*time.Second), "EXAMPLE/ECHO/ECHO", []byte("x")); err != nil || string(got) != "x" {
+			t.Fatalf("call: %q %v", got, err)
+		}
+		pids := replicaPIDs(t, serverFlag(env))
+		if len(pids) != 1 {
+			t.Fatalf("replicas %v, want 1", pids)
+		}
+		if err := ch.signalAndWait(t, syscall.SIGHUP); err != nil {
+			t.Fatalf("attach after SIGHUP: %v\n%s", err, ch.stderr)
+		}
+		assertStopped(t, pids, filepath.Join(dir, "state"), filepath.Join(dir, "tmp", "*"))
+	})
+	t.Run("broker", func(t *testing.T) {
+		s := testutil.StartNATS(t)
+		ch := startChild(t, "muster broker ", nil, "broker", "--server", s.ClientURL(), "--log-level", "info")
+		if err := ch.signalAndWait(t, syscall.SIGHUP); err != nil {
+			t.Fatalf("broker after SIGHUP: %v\n%s", err, ch.stderr)
+		}
+		if !strings.Contains(ch.stderr.String(), "shutting down") {
+			t.Errorf("broker did not shut down in order:\n%s", ch.stderr)
+		}
+	})
+}
+
+// assertStopped checks that every pid is gone and that no replica state
+// record (under stateRoot) or temp dir (matching tempGlob) is left.
+func assertStopped(t *testing.T, pids []int, stateRoot, tempGlob string) {
+	t.Helper()
+	for _, pid := range pids {
+		if !processGone(pid) {
+			t.Errorf("replica %d still running", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	recs, _ := filepath.Glob(filepath.Join(stateRoot, "*", "replicas", "*.json"))
+	more, _ := filepath.Glob(filepath.Join(stateRoot, "replicas", "*.json"))
+	if len(recs)+len(more) > 0 {
+		t.Errorf("state records left: %v %v", recs, more)
+	}
+	if dirs, _ := filepath.Glob(tempGlob); len(dirs) > 0 {
+		t.Errorf("replica temp dirs left: %v", dirs)
+	}
+}
