@@ -7,6 +7,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The targets every scenario must meet (issue: "Keep serving through
@@ -25,6 +28,12 @@ func checkCommon(t *testing.T, s *system, tal *tally) {
 	}
 	if tal.other > 0 {
 		t.Errorf("%d calls ended in an error without a code: %v", tal.other, tal)
+	}
+	// Every scenario gives its calls a deadline far beyond their work: a
+	// call that waits to it was lost silently (its replica died, or its
+	// queued request went with a node) instead of being told.
+	if n := tal.codes["0074/0074"]; n > 0 {
+		t.Errorf("%d calls waited to their deadline (0074/0074): lost without a word", n)
 	}
 	if d := duplicates(s.executions()); len(d) > 0 {
 		t.Errorf("%d requests executed more than once: %v", len(d), d[:min(len(d), 5)])
@@ -83,9 +92,6 @@ func TestChaosReplicaKills(t *testing.T) {
 		if !o.ok {
 			slowest = max(slowest, o.end.Sub(o.start))
 		}
-	}
-	if n := tal.codes["0074/0074"]; n > 0 {
-		t.Errorf("%d calls waited to their deadline (0074/0074) instead of learning their replica died", n)
 	}
 	rec := tal.recoveredAfter(stopped)
 	t.Logf("replica kills: %d SIGKILLs in %v; %v; slowest failed call %v; calls succeed again %v after the kills stopped",
@@ -207,5 +213,53 @@ func TestChaosNATSRestart(t *testing.T) {
 	}
 	if rec < 0 || rec > 5*time.Second {
 		t.Errorf("calls succeed again %v after the server is back (target 2 s)", rec)
+	}
+}
+
+// TestChaosNodeLoss stops the node of a three-node cluster that leads
+// the queue stream while requests wait in it: no queued request is lost
+// and queued calls are served again within 2 s.
+func TestChaosNodeLoss(t *testing.T) {
+	s := newSystemOn(t, 2, 3) // two replicas, so calls queue
+	s.start("broker")
+	s.start("attach")
+	c := s.client()
+	nc := s.connect()
+	s.waitReady(c, 30*time.Second)
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, proto.QueueStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("queue stream info: %v %+v", err, info)
+	}
+	victim := s.cluster.Index(info.Cluster.Leader)
+	if victim < 0 {
+		t.Fatalf("queue stream leader %q is not a node of the cluster", info.Cluster.Leader)
+	}
+
+	l := startLoad(c, "nl", 6, 100*time.Millisecond, 15*time.Second)
+	l.waitOutcomes(t, 20, 20*time.Second)
+	lost := time.Now()
+	s.cluster.Stop(victim)
+	l.waitOutcomes(t, 60, 40*time.Second)
+	tal := l.finish(t)
+	checkCommon(t, s, tal)
+	rec := tal.recoveredAfter(lost)
+	t.Logf("node loss (%s, leader of %s, replicas %d): calls succeed again %v after; %v",
+		info.Cluster.Leader, proto.QueueStream, info.Config.Replicas, rec.Round(time.Millisecond), tal)
+	if info.Config.Replicas < 3 {
+		t.Errorf("%s has %d replicas on a 3-node cluster, want 3", proto.QueueStream, info.Config.Replicas)
+	}
+	if rec < 0 || rec > 5*time.Second {
+		t.Errorf("calls succeed again %v after the node loss (target 2 s)", rec)
 	}
 }

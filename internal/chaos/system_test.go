@@ -55,11 +55,12 @@ type system struct {
 	run  string // CHAOS_RUN: marks this test's replica processes
 	exec string // the replicas' execution log
 
-	mu     sync.Mutex
-	srv    *server.Server
-	port   int
-	kids   []*child
-	config string // the attach manager's config file
+	mu      sync.Mutex
+	srv     *server.Server
+	port    int
+	cluster *testutil.Cluster // instead of srv, when the system runs on a cluster
+	kids    []*child
+	config  string // the attach manager's config file
 }
 
 type child struct {
@@ -72,9 +73,19 @@ type child struct {
 // newSystem starts NATS and writes an attach config for service with at
 // most maxReplicas replicas.
 func newSystem(t *testing.T, maxReplicas int) *system {
+	return newSystemOn(t, maxReplicas, 0)
+}
+
+// newSystemOn is newSystem on a cluster of nodes NATS servers (0: one
+// standalone server).
+func newSystemOn(t *testing.T, maxReplicas, nodes int) *system {
 	s := &system{t: t, dir: t.TempDir(), run: fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())}
 	s.exec = filepath.Join(s.dir, "exec.log")
-	s.startNATS(0)
+	if nodes > 0 {
+		s.cluster = testutil.StartCluster(t, nodes)
+	} else {
+		s.startNATS(0)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +114,12 @@ services:
 	return s
 }
 
-func (s *system) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+func (s *system) url() string {
+	if s.cluster != nil {
+		return s.cluster.URL()
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", s.port)
+}
 
 // startNATS starts the server on port (0: a free one) with the system's store.
 func (s *system) startNATS(port int) {
@@ -337,5 +353,3 @@ func (s *system) executions() map[string]int {
 	}
 	return n
 }
-
-var _ = testutil.CheckFor
