@@ -101,6 +101,7 @@ type ServiceCounters struct {
 	StartFailed int64  `json:"start_failed"`
 	Crashed     int64  `json:"crashed"`
 	Hung        int64  `json:"hung"`
+	Pinged      int64  `json:"pinged"` // PINGs sent to replicas whose heartbeats looked stale
 	Exited      int64  `json:"exited"`
 	HighWater   int    `json:"high_water"` // most replicas alive (starting or running) at once
 	LastExit    string `json:"last_exit"`  // how the last replica ended: "exit 3", "signal killed" …
@@ -108,15 +109,19 @@ type ServiceCounters struct {
 
 // replicaRun is one replica the manager reserved, started or runs.
 type replicaRun struct {
-	id         string
-	svc        *svcRun
-	proc       *proc.Proc // nil while it is being spawned
-	started    time.Time  // when it was reserved: the start timeout runs from here
-	registered bool
-	untouched  time.Time // while its record says it took nothing yet: when it registered
-	lastBeat   time.Time
-	stopReason string        // set when the manager stops it on purpose
-	stopReq    chan struct{} // closed (with stopReason set) to have its supervisor stop it
+	id           string
+	svc          *svcRun
+	proc         *proc.Proc // nil while it is being spawned
+	started      time.Time  // when it was reserved: the start timeout runs from here
+	registered   bool
+	untouched    time.Time // while its record says it took nothing yet: when it registered
+	lastBeat     time.Time
+	pinging      bool          // a PING to it is in flight (liveness.go)
+	lastPing     time.Time     // when the last PING was sent
+	pingFails    int           // PINGs in a row it did not answer (reset by an answer or a heartbeat)
+	pingAnswered bool          // it answered a PING since its last heartbeat
+	stopReason   string        // set when the manager stops it on purpose
+	stopReq      chan struct{} // closed (with stopReason set) to have its supervisor stop it
 }
 
 // Start starts an attach manager for cfg on nc: it cleans up after a

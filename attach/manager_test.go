@@ -237,16 +237,59 @@ func TestStartTimeoutKillsSilentReplica(t *testing.T) {
 	})
 }
 
+// TestHungReplicaIsKilled: a replica that registered, then stopped
+// (SIGSTOP: no heartbeat, no answer to PING) is killed as hung.
 func TestHungReplicaIsKilled(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
-	cfg := testConfig(t, 8, "T/HANG/X worker-hang min: 1, max: 1")
+	cfg := testConfig(t, 8, "T/HANG/X worker-freeze min: 1, max: 1")
 	m := startManager(t, e, cfg)
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if c := m.Counters()["T/HANG/X"]; c.Hung < 1 {
+		if c := m.Counters()["T/HANG/X"]; c.Hung < 1 || c.Pinged < hungAfterPings {
 			return fmt.Errorf("counters %+v: no hung replica killed yet", c)
 		}
 		return nil
 	})
+}
+
+// TestStaleButAnsweringReplicaKept: a replica whose registration writes
+// stop reaching the manager (it registers once, then writes its record
+// only every 30s) but whose process lives and answers PING on its private
+// subject is never killed.
+func TestStaleButAnsweringReplicaKept(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/STALE/X worker-hang min: 1, max: 1")
+	m := startManager(t, e, cfg)
+	var pid int
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, r := range m.reps {
+			if r.registered && r.proc != nil {
+				pid = r.proc.PID()
+				return nil
+			}
+		}
+		return errors.New("no registered replica yet")
+	})
+	// Heartbeats are 200ms: stale after 600ms; then PINGed every 500ms.
+	// Watch it through several PINGs: it must answer them and live on.
+	testutil.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		c := m.Counters()["T/STALE/X"]
+		if c.Hung > 0 || c.Started != 1 || c.Exited > 0 {
+			t.Fatalf("counters %+v: the answering replica was stopped", c)
+		}
+		if c.Pinged < 4 {
+			return fmt.Errorf("pinged %d times, want 4", c.Pinged)
+		}
+		return nil
+	})
+	if st, err := proc.ReadStat(pid); err != nil || st.State == 'Z' {
+		t.Fatalf("replica %d gone: %v", pid, err)
+	}
+	got, err := e.Client.Call(testutil.Context(t, 10*time.Second), "T/STALE/X", []byte("still here"))
+	if err != nil || string(got) != "still here" {
+		t.Fatalf("call: %q %v", got, err)
+	}
 }
 
 func TestCrashMidConversationRestartsForMin(t *testing.T) {

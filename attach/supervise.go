@@ -162,6 +162,7 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 		m.kickLocked()
 	}
 	r.lastBeat = time.Now()
+	r.pingFails, r.pingAnswered = 0, false
 }
 
 // loop enforces start timeouts and heartbeats, keeps min replicas, caps
@@ -195,9 +196,9 @@ func (m *Manager) loop(ctx context.Context) {
 	}
 }
 
-// checkReplicas has replicas stopped that do not register in time or whose
-// heartbeats stopped while the process lives, and starts owed restarts and
-// replicas for min.
+// checkReplicas has replicas stopped that do not register in time, or whose
+// heartbeats stopped and that do not answer PINGs while the process lives
+// (liveness.go), and starts owed restarts and replicas for min.
 func (m *Manager) checkReplicas() {
 	now := time.Now()
 	hung := 3 * m.cfg.Host.Heartbeat
@@ -211,7 +212,13 @@ func (m *Manager) checkReplicas() {
 		case !r.registered && now.Sub(r.started) > r.svc.cfg.StartTimeout:
 			r.stopReason = fmt.Sprintf("did not register within the start timeout (%v)", r.svc.cfg.StartTimeout)
 		case r.registered && now.Sub(r.lastBeat) > hung:
-			r.stopReason = fmt.Sprintf("heartbeats stopped for %v while the process lives", now.Sub(r.lastBeat).Round(time.Millisecond))
+			// The store's silence is not proof: ask the replica itself.
+			if r.pingFails < hungAfterPings {
+				m.pingIfDueLocked(r, now)
+				continue
+			}
+			r.stopReason = fmt.Sprintf("heartbeats stopped for %v and %d PINGs in a row went unanswered while the process lives",
+				now.Sub(r.lastBeat).Round(time.Millisecond), r.pingFails)
 		default:
 			continue
 		}

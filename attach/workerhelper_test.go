@@ -26,7 +26,8 @@ import (
 //	worker-echo        demo.Echo
 //	worker-crash       exits 3 before registering
 //	worker-crash-mid   serves; the message "crash" makes it exit 2 mid-conversation
-//	worker-hang        registers, then never heartbeats again while it lives
+//	worker-hang        registers, then never heartbeats again while it lives, but answers PING
+//	worker-freeze      registers, then stops itself (SIGSTOP): answers nothing
 //	worker-silent      never registers (start timeout)
 //	worker-grandchild  starts a sleeping grandchild, then serves demo.Echo
 //	worker-ignore-term serves, but ignores SIGTERM
@@ -65,6 +66,10 @@ func workerHelper(mode string) (int, bool) {
 		}), true
 	case "worker-hang":
 		return run(demo.Echo, worker.WithHeartbeat(30*time.Second)), true
+	case "worker-freeze":
+		return run(demo.Echo, worker.WithHeartbeat(30*time.Second), worker.WithReadyFunc(func() {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		})), true
 	case "worker-silent":
 		time.Sleep(proctest.MaxLife)
 		return 0, true
