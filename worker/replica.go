@@ -151,7 +151,10 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
-	if r.stream, err = streams.EnsureQueue(ctx, js); err != nil {
+	// A replica finds the assets (creating the missing ones) but leaves
+	// their settings to the brokers and attach managers.
+	assets := streams.Config{FindOnly: true, Logger: r.cfg.logger}
+	if r.stream, err = assets.EnsureQueue(ctx, js); err != nil {
 		return err
 	}
 	r.maxPayload.Store(r.nc.MaxPayload())
@@ -160,7 +163,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		return err
 	}
 	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + cons.CachedInfo().Name
-	if r.kv, err = streams.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
+	if r.kv, err = assets.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
 		return err
 	}
 	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it

@@ -1,18 +1,80 @@
 // Package streams declares the JetStream assets Muster keeps its state in
 // (the durable request queue and the registration buckets) and creates
 // them idempotently, so brokers and replicas can start in any order.
+//
+// Brokers and attach managers own the assets: at start they check that the
+// server can expire queued requests (per-message TTL), create what is
+// missing with min(3, cluster size) copies (or Config.Replicas), and bring
+// existing assets up to date (allow_msg_ttl, replicas), or refuse to start
+// saying what to change. Replicas only find the assets, creating them if
+// they are missing, and never change them.
 package streams
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker/proto"
 )
+
+// EnvReplicas overrides how many copies a JetStream cluster keeps of each
+// asset (1..5; empty or 0: automatic, min(3, cluster size)). It is read by
+// EnsureQueue and EnsureBucket; a command that has a flag for it passes
+// Config.Replicas instead.
+const EnvReplicas = "MUSTER_JS_REPLICAS"
+
+// maxReplicas is JetStream's limit on copies of a stream.
+const maxReplicas = 5
+
+// autoReplicas is how many copies an asset gets on a cluster of at least
+// that many nodes: one node can be lost (or restarted) without losing a
+// message or the asset's availability.
+const autoReplicas = 3
+
+// Config says how the assets are kept.
+type Config struct {
+	// Replicas is how many copies of each asset a JetStream cluster keeps:
+	// 0 means automatic, min(3, cluster size); 1..5 is exact. Existing
+	// assets are updated to it at start.
+	Replicas int
+	// FindOnly finds the assets and creates the missing ones, but never
+	// updates an existing one and skips the server version check: for
+	// replicas, so that only the owners (brokers, attach managers) decide.
+	FindOnly bool
+	// Logger gets the warnings (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads EnvReplicas through lookup (os.LookupEnv when nil).
+func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	var c Config
+	if v, ok := lookup(EnvReplicas); ok && strings.TrimSpace(v) != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > maxReplicas {
+			return c, fmt.Errorf("%s=%q: want 1..%d copies of each JetStream asset (0 or empty: min(3, cluster size))", EnvReplicas, v, maxReplicas)
+		}
+		c.Replicas = n
+	}
+	return c, nil
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
 
 // queueConfig is the work-queue stream that holds requests no replica
 // could take at once. Per-message TTLs (Nats-TTL) drop requests whose
@@ -31,27 +93,50 @@ func queueConfig() jetstream.StreamConfig {
 	}
 }
 
-// EnsureQueue creates (or finds) the queue stream.
+// EnsureQueue creates (or finds and updates) the queue stream, with the
+// settings of EnvReplicas.
 func EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.Stream(ctx, proto.QueueStream)
-	if err == nil {
-		return s, nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("streams: look up %s: %w", proto.QueueStream, err)
-	}
-	s, err = js.CreateStream(ctx, queueConfig())
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.Stream(ctx, proto.QueueStream)
-	}
+	c, err := ConfigFromEnv(nil)
 	if err != nil {
-		return nil, fmt.Errorf("streams: create %s: %w", proto.QueueStream, err)
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	return c.EnsureQueue(ctx, js)
+}
+
+// EnsureQueue creates (or finds) the queue stream. Unless FindOnly, it
+// first checks the server version (CheckServerVersion), and brings an
+// existing stream up to date: allow_msg_ttl, replicas.
+func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	if !c.FindOnly {
+		if err := CheckServerVersion(js.Conn().ConnectedServerVersion()); err != nil {
+			return nil, err
+		}
+	}
+	name := proto.QueueStream
+	create := func(r int) error {
+		cfg := queueConfig()
+		cfg.Replicas = r
+		_, err := js.CreateStream(ctx, cfg)
+		return err
+	}
+	if err := c.ensure(ctx, js, name, create, true); err != nil {
+		return nil, err
+	}
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("streams: look up %s: %w", name, err)
+	}
+	if !c.FindOnly && !s.CachedInfo().Config.AllowMsgTTL {
+		// A server that does not know the field ignores it (below 2.11).
+		return nil, fmt.Errorf("streams: the NATS server ignored allow_msg_ttl on stream %s: %s", name, whyTTL)
 	}
 	return s, nil
 }
 
 // QueueConsumer creates (or finds) the durable pull consumer that all
-// replicas of svc share; queued requests leave it oldest first.
+// replicas of svc share; queued requests leave it oldest first. It has as
+// many copies as the stream (a work-queue stream requires it), and follows
+// the stream's when they change.
 func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (jetstream.Consumer, error) {
 	c, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       proto.ConsumerName(svc),
@@ -73,27 +158,191 @@ func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (
 // (proto.ReplicaInfo.Expired); the TTL only keeps dead records from piling up.
 const registrationTTL = 2 * time.Minute
 
-// EnsureBucket creates (or finds) a registration bucket.
+// EnsureBucket creates (or finds and updates) a registration bucket, with
+// the settings of EnvReplicas.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, name)
-	if err == nil {
-		return kv, nil
+	c, err := ConfigFromEnv(nil)
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
 	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+	return c.EnsureBucket(ctx, js, name)
+}
+
+// EnsureBucket creates (or finds) a registration bucket. Unless FindOnly,
+// an existing bucket gets the replicas of c.
+func (c Config) EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	create := func(r int) error {
+		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: "Muster registrations",
+			History:     1,
+			TTL:         registrationTTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    r,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			return jetstream.ErrStreamNameAlreadyInUse
+		}
+		return err
+	}
+	if err := c.ensure(ctx, js, "KV_"+name, create, false); err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
 		return nil, fmt.Errorf("streams: look up bucket %s: %w", name, err)
 	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "Muster registrations",
-		History:     1,
-		TTL:         registrationTTL,
-		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		if kv2, err2 := js.KeyValue(ctx, name); err2 == nil {
-			return kv2, nil // lost a creation race
-		}
-		return nil, fmt.Errorf("streams: create bucket %s: %w", name, err)
-	}
 	return kv, nil
+}
+
+// whyTTL says why Muster needs per-message TTL.
+const whyTTL = "Muster needs per-message TTL (stream setting allow_msg_ttl, nats-server " + MinServerVersion +
+	" or newer) so that queued requests expire at their caller's deadline"
+
+// ensure creates the stream name (through create, which gets the number
+// of copies) if it is missing, and otherwise, unless FindOnly, updates its
+// replicas and, if ttl, allow_msg_ttl.
+func (c Config) ensure(ctx context.Context, js jetstream.JetStream, name string, create func(int) error, ttl bool) error {
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return c.create(ctx, js, name, create)
+	}
+	if err != nil {
+		return fmt.Errorf("streams: look up %s: %w", name, err)
+	}
+	if c.FindOnly {
+		return nil
+	}
+	return c.update(ctx, js, s.CachedInfo().Config, ttl)
+}
+
+// create creates the missing stream name with the first number of copies
+// the cluster can place.
+func (c Config) create(ctx context.Context, js jetstream.JetStream, name string, create func(int) error) error {
+	var err error
+	for _, r := range c.candidates(js, 0) {
+		err = create(r)
+		switch {
+		case err == nil:
+			if c.Replicas == 0 && r < autoReplicas && clustered(js) {
+				c.logger().Warn("JetStream asset created with fewer copies than wanted: the cluster could not place more (it has fewer nodes, or one is down)",
+					"asset", name, "replicas", r, "want", autoReplicas)
+			}
+			return nil
+		case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+			return nil // lost a creation race
+		case !placementError(err):
+			return fmt.Errorf("streams: create %s: %w", name, err)
+		}
+	}
+	return fmt.Errorf("streams: create %s: %w%s", name, err, c.hint())
+}
+
+// update brings an existing stream's copies (and allow_msg_ttl, if ttl)
+// to what c wants. Failing to add copies in automatic mode (a node is
+// down) is a warning; anything else that cannot be done is an error
+// saying what to change.
+func (c Config) update(ctx context.Context, js jetstream.JetStream, cur jetstream.StreamConfig, ttl bool) error {
+	name := cur.Name
+	needTTL := ttl && !cur.AllowMsgTTL
+	have := max(cur.Replicas, 1)
+	tries := c.candidates(js, have)
+	if len(tries) == 0 && !needTTL {
+		return nil
+	}
+	var err error
+	for _, r := range tries {
+		cfg := cur
+		cfg.Replicas = r
+		cfg.AllowMsgTTL = cfg.AllowMsgTTL || needTTL
+		if _, err = js.UpdateStream(ctx, cfg); err == nil {
+			c.logger().Info("JetStream asset updated", "asset", name, "replicas", r, "was", have)
+			if r < tries[0] {
+				c.logger().Warn("JetStream asset has fewer copies than wanted: the cluster could not place more (it has fewer nodes, or one is down)",
+					"asset", name, "replicas", r, "want", tries[0])
+			}
+			return nil
+		}
+		if !placementError(err) {
+			break
+		}
+	}
+	if len(tries) > 0 {
+		switch {
+		case c.Replicas > 0:
+			return fmt.Errorf("streams: %s has %d copies, %s asks for %d, and the update failed: %w%s",
+				name, have, EnvReplicas, c.Replicas, err, c.hint())
+		case !placementError(err):
+			return fmt.Errorf("streams: update %s to more copies (it has %d): %w", name, have, err)
+		}
+		c.logger().Warn("JetStream asset keeps fewer copies than wanted: the cluster cannot place more now",
+			"asset", name, "replicas", have, "want", tries[0], "err", err)
+	}
+	if needTTL {
+		cfg := cur
+		cfg.AllowMsgTTL = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("streams: stream %s does not allow per-message TTL and could not be updated (%v). %s. "+
+				"Update it (nats stream edit %s --allow-msg-ttl) or, when it holds nothing, delete it (nats stream rm %s)",
+				name, err, whyTTL, name, name)
+		}
+		c.logger().Info("JetStream asset updated", "asset", name, "allow_msg_ttl", true)
+	}
+	return nil
+}
+
+// candidates lists the numbers of copies to try, best first: exactly
+// Replicas when set (unless the asset has that many: none), else 3, 2, 1
+// on a cluster and 1 on a single server, keeping only those above have
+// (automatic mode never takes copies away).
+func (c Config) candidates(js jetstream.JetStream, have int) []int {
+	if c.Replicas > 0 {
+		if c.Replicas == have {
+			return nil
+		}
+		return []int{c.Replicas}
+	}
+	all := []int{1}
+	if clustered(js) {
+		all = []int{autoReplicas, 2, 1}
+	}
+	var out []int
+	for _, r := range all {
+		if r > have {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// clustered reports whether the connected server is a node of a cluster.
+func clustered(js jetstream.JetStream) bool { return js.Conn().ConnectedClusterName() != "" }
+
+// hint says how to change the number of copies.
+func (c Config) hint() string {
+	if c.Replicas > 0 {
+		return fmt.Sprintf(" (set %s or the command's --js-replicas flag to what the cluster can hold, or 0 for automatic)", EnvReplicas)
+	}
+	return ""
+}
+
+// JetStream API error codes of a stream the server cannot place.
+const (
+	errCodeNoPeers               = 10005 // no suitable peers for placement
+	errCodeInsufficientResources = 10023
+	errCodeReplicasNotSupported  = 10074 // replicas > 1 not supported in non-clustered mode
+)
+
+// placementError reports whether err says the server cannot place that
+// many copies.
+func placementError(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case errCodeNoPeers, errCodeInsufficientResources, errCodeReplicasNotSupported:
+		return true
+	}
+	return false
 }
