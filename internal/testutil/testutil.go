@@ -4,6 +4,8 @@ package testutil
 
 import (
 	"context"
+	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,9 +31,10 @@ func StartNATS(t testing.TB) *server.Server {
 }
 
 // Connect opens a client connection to s, closed at the end of the test.
-func Connect(t testing.TB, s *server.Server) *nats.Conn {
+// opts come after the defaults (nats.go's), so they can override them.
+func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.Name(t.Name()))
+	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{nats.Name(t.Name())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,4 +64,32 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Reconnecting are connection options for tests that restart NATS:
+// reconnect forever every 50ms (nats.go's default waits 2s between tries).
+var Reconnecting = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.ReconnectJitter(0, 0)}
+
+// RestartNATS shuts s down, runs whileDown (if not nil), and starts a new
+// server on the same address with the same JetStream store, as a restart
+// of the NATS server does: the clients of s reconnect to it. The new server
+// is shut down at the end of the test.
+func RestartNATS(t testing.TB, s *server.Server, whileDown func()) *server.Server {
+	t.Helper()
+	addr := s.Addr().(*net.TCPAddr)
+	dir := filepath.Dir(s.StoreDir()) // the server appends "jetstream"
+	s.Shutdown()
+	s.WaitForShutdown()
+	if whileDown != nil {
+		whileDown()
+	}
+	n, err := embedded.Start(embedded.Config{Listen: addr.String(), StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.Shutdown()
+		n.WaitForShutdown()
+	})
+	return n
 }
