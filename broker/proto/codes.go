@@ -38,6 +38,7 @@ var (
 	CodePayloadTooBig  = Code{900, 2} // payload over the limit
 	CodeServiceError   = Code{900, 3} // the service's handler returned an error
 	CodeServiceFailing = Code{900, 4} // the service's replicas keep failing to start
+	CodeUnavailable    = Code{900, 5} // temporarily unavailable, retry (NATS or JetStream recovering)
 )
 
 // String renders the code as "CCCC/NNNN".
@@ -145,4 +146,5 @@ var (
 	ErrPayloadTooBig      = &Error{Code: CodePayloadTooBig, Description: "payload too big"}
 	ErrServiceError       = &Error{Code: CodeServiceError, Description: "service error"}
 	ErrServiceFailing     = &Error{Code: CodeServiceFailing, Description: "service failing"}
+	ErrUnavailable        = &Error{Code: CodeUnavailable, Description: "temporarily unavailable, retry"}
 )

@@ -40,6 +40,7 @@ var allCodes = []struct {
 	{"PayloadTooBig", proto.CodePayloadTooBig, "0900/0002", 9000002},
 	{"ServiceError", proto.CodeServiceError, "0900/0003", 9000003},
 	{"ServiceFailing", proto.CodeServiceFailing, "0900/0004", 9000004},
+	{"Unavailable", proto.CodeUnavailable, "0900/0005", 9000005},
 }
 
 // allSentinels lists every Err* sentinel with the code it must carry.
@@ -70,6 +71,7 @@ var allSentinels = []struct {
 	{"PayloadTooBig", proto.ErrPayloadTooBig, proto.CodePayloadTooBig},
 	{"ServiceError", proto.ErrServiceError, proto.CodeServiceError},
 	{"ServiceFailing", proto.ErrServiceFailing, proto.CodeServiceFailing},
+	{"Unavailable", proto.ErrUnavailable, proto.CodeUnavailable},
 }
 
 func TestCodeStringInt(t *testing.T) {
