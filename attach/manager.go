@@ -50,7 +50,9 @@ type Options struct {
 // Goroutines, each with its owner's stop path: loop and watchReplicas end
 // with the run context (cancelled by Shutdown once the replicas are gone);
 // one spawner per batch of reservations (spawn.go) ends when its batch is
-// spawned; one supervisor per replica (supervise.go) ends when its replica
+// spawned; cleanOrphans, if a previous run left replicas, ends when they
+// are stopped (within their grace, at once when killCtx ends); a PING to a
+// replica with stale heartbeats (liveness.go) ends within pingTimeout; one supervisor per replica (supervise.go) ends when its replica
 // is done, stopping it when Shutdown or checkReplicas asks; finishShutdown
 // waits for all of them and closes done.
 type Manager struct {
@@ -76,7 +78,7 @@ type Manager struct {
 	cancel context.CancelFunc // ends loop and watchReplicas
 	wg     sync.WaitGroup     // loop and watchReplicas
 
-	replicas sync.WaitGroup     // spawners and supervisors
+	replicas sync.WaitGroup     // spawners, supervisors, pings and cleanOrphans
 	stopCh   chan struct{}      // closed by Shutdown: supervisors stop their replicas
 	killCtx  context.Context    // cancelled when a Shutdown's ctx ends: stops skip the rest of the grace
 	kill     context.CancelFunc // cancels killCtx
@@ -124,9 +126,11 @@ type replicaRun struct {
 	stopReq      chan struct{} // closed (with stopReason set) to have its supervisor stop it
 }
 
-// Start starts an attach manager for cfg on nc: it cleans up after a
-// previous run, registers its services with the ATTACH role, starts each
-// service's min replicas and acts on attach notifications until Shutdown.
+// Start starts an attach manager for cfg on nc: it registers its services
+// with the ATTACH role, starts each service's min replicas and acts on
+// attach notifications until Shutdown. Replicas a previous run left behind
+// (even one killed by SIGKILL) are stopped in the background, all at once:
+// Start does not wait for them.
 // If it fails, nothing it started is left running. On operating systems
 // other than Linux it returns ErrUnsupported.
 func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Manager, retErr error) {
@@ -173,12 +177,12 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 			return nil, fmt.Errorf("attach: %w", err)
 		}
 	}
-	report, err := m.state.CleanOrphans(ctx, cfg.Host.TempDir, nil, cfg.Host.Grace, m.log)
+	// What the previous run left: read before this run starts anything, so
+	// the clean-up (below, in the background) never takes a replica of
+	// this run for an orphan.
+	orphans, err := m.state.Load()
 	if err != nil {
-		m.log.Warn("clean-up after the previous run was incomplete", "err", err)
-	}
-	if len(report.Stopped)+len(report.Stale)+len(report.RemovedDirs) > 0 {
-		m.log.Info("cleaned up after the previous run", "stopped", len(report.Stopped), "stale", len(report.Stale), "dirs", len(report.RemovedDirs))
+		m.log.Warn("state records of the previous run unreadable", "err", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -192,6 +196,10 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	}
 	if m.attKV, err = streams.EnsureBucket(ctx, js, proto.AttachBucket); err != nil {
 		return nil, err
+	}
+	if len(orphans) > 0 {
+		m.replicas.Add(1)
+		go m.cleanOrphans(orphans)
 	}
 	w, err := m.repKV.WatchAll(runCtx, jetstream.UpdatesOnly())
 	if err != nil {
@@ -214,6 +222,30 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	m.mu.Unlock()
 	m.log.Info("attach manager started", "services", len(cfg.Services), "max_replicas", cfg.Host.MaxReplicas)
 	return m, nil
+}
+
+// cleanOrphans stops the replicas a previous run left behind, all at once
+// and off the start path: the manager registers and serves meanwhile. An
+// idle orphan quiesces and exits at once; a busy one gets the grace (plus
+// stopMargin) it was started with; a Shutdown whose context ends kills the
+// rest at once (killCtx). Their registrations go with them, so no broker
+// counts them any longer.
+func (m *Manager) cleanOrphans(recs []statedir.Record) {
+	defer m.replicas.Done()
+	start := time.Now()
+	report, err := m.state.CleanOrphans(m.killCtx, recs, m.cfg.Host.TempDir, m.cfg.Host.Grace+stopMargin, m.log)
+	if err != nil {
+		m.log.Warn("clean-up after the previous run was incomplete", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, r := range report.Stopped {
+		if _, err := m.repKV.Get(ctx, r.ID); err == nil {
+			_ = m.repKV.Delete(ctx, r.ID)
+		}
+	}
+	m.log.Info("cleaned up after the previous run", "stopped", len(report.Stopped), "stale", len(report.Stale),
+		"dirs", len(report.RemovedDirs), "took", time.Since(start).Round(time.Millisecond))
 }
 
 // ID returns the manager's id (its host name).

@@ -78,8 +78,14 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 	}
 	sc := r.svc.cfg
 	tempDir := filepath.Join(m.cfg.Host.TempDir, r.id)
+	// Record the temp dir before it exists: a manager removes only the temp
+	// dirs its records name, so a crash mid-start must leave a record.
+	if err := m.state.Reserve(r.id, sc.Service, tempDir); err != nil {
+		return nil, fmt.Errorf("cannot record the replica: %w", err)
+	}
 	logf, err := logrot.Open(m.logPath(sc.Service, r.id), m.cfg.Host.LogMaxBytes, m.cfg.Host.LogKeep)
 	if err != nil {
+		_ = m.state.Remove(r.id)
 		return nil, fmt.Errorf("cannot open log: %w", err)
 	}
 	p, err := proc.Start(proc.Spec{
@@ -87,6 +93,7 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 		Dir: sc.Dir, TempDir: tempDir, Log: logf,
 	})
 	if err != nil {
+		_ = m.state.Remove(r.id)
 		return nil, fmt.Errorf("cannot start %s: %w", sc.Program, err)
 	}
 	id := p.Ident()

@@ -22,27 +22,25 @@ type CleanReport struct {
 	RemovedDirs []string // temp dirs removed
 }
 
-// CleanOrphans stops what an earlier run of the manager left behind. For
-// each record whose id is not in keep: if the PID still names the very
-// process recorded (same start ticks and boot, still leading its own process
-// group; see proc.Ident.Check), its group is stopped by proc.StopGroup
-// (SIGTERM, up to grace, SIGKILL), all such groups at once, and with no
-// grace once ctx has ended; a PID that is gone or now names another
-// process is never signalled and the record is reported Stale. Then the
-// record's temp dir (only if it lies under tempRoot) and the record are
-// removed; a group that survives SIGKILL keeps both, for a later try.
-// Finally every entry directly under tempRoot whose name is not in keep (the
-// ids of this run's live replicas) is removed.
-func (d Dir) CleanOrphans(ctx context.Context, tempRoot string, keep map[string]bool, grace time.Duration, log *slog.Logger) (CleanReport, error) {
+// CleanOrphans stops what an earlier run of the manager left behind: recs,
+// the records Load returned before this run started anything. For each: if
+// the PID still names the very process recorded (same start ticks and boot,
+// still leading its own process group; see proc.Ident.Check), its group is
+// stopped by proc.StopGroup (SIGTERM, up to grace, SIGKILL), all such groups
+// at once, and with no grace once ctx has ended; a PID that is gone, was
+// never started (0) or now names another process is never signalled and
+// the record is reported Stale. Then the record's temp dir (only if it lies
+// under tempRoot) and the record are removed; a group that survives SIGKILL
+// keeps both, for a later try. Nothing else under tempRoot is touched: a
+// manager removes only the temp dirs it recorded.
+func (d Dir) CleanOrphans(ctx context.Context, recs []Record, tempRoot string, grace time.Duration, log *slog.Logger) (CleanReport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var rep CleanReport
-	recs, err := d.Load()
-	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
+	var (
+		rep  CleanReport
+		errs []error
+	)
 	// Identify first, then stop every orphan at once: each may take its
 	// grace, and side by side they take one grace in all, not one each. A
 	// ctx that ends cuts the grace short (SIGKILL at once).
@@ -50,10 +48,10 @@ func (d Dir) CleanOrphans(ctx context.Context, tempRoot string, keep map[string]
 	ours := make([]bool, len(recs))
 	var wg sync.WaitGroup
 	for i, r := range recs {
-		if keep[r.ID] {
-			continue // this run's own replica
-		}
 		ok, why := r.Ident().Check()
+		if r.PID == 0 {
+			why = "reserved; its process was never started"
+		}
 		if !ok {
 			log.Info("stale replica record", "replica", r.ID, "pid", r.PID, "reason", why)
 			continue
@@ -64,9 +62,6 @@ func (d Dir) CleanOrphans(ctx context.Context, tempRoot string, keep map[string]
 	}
 	wg.Wait()
 	for i, r := range recs {
-		if keep[r.ID] {
-			continue
-		}
 		switch {
 		case ours[i] && stopErrs[i] != nil:
 			log.Warn("orphaned replica survived", "replica", r.ID, "pid", r.PID, "err", stopErrs[i])
@@ -90,24 +85,6 @@ func (d Dir) CleanOrphans(ctx context.Context, tempRoot string, keep map[string]
 		}
 		if err := d.Remove(r.ID); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	if tempRoot != "" {
-		ents, err := os.ReadDir(tempRoot)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("attach: clean temp root: %w", err))
-		}
-		for _, e := range ents {
-			if keep[e.Name()] {
-				continue
-			}
-			dir := filepath.Join(tempRoot, e.Name())
-			if removed, err := removeDir(dir); err != nil {
-				errs = append(errs, err)
-			} else if removed {
-				log.Info("removed orphaned temp dir", "dir", dir)
-				rep.RemovedDirs = append(rep.RemovedDirs, dir)
-			}
 		}
 	}
 	return rep, errors.Join(errs...)

@@ -19,6 +19,8 @@ import (
 var (
 	// ErrRecordID means a replica id cannot name a record file.
 	ErrRecordID = errors.New("attach: invalid replica id for a record")
+	// ErrLocked means another attach manager holds the state dir (Lock).
+	ErrLocked = errors.New("attach: state dir in use by another attach manager")
 	// ErrCorruptRecord marks a record file that could not be read or parsed;
 	// Load removes such files.
 	ErrCorruptRecord = errors.New("attach: corrupt replica record")
@@ -26,9 +28,11 @@ var (
 
 // Record is what the state dir remembers of one replica so that a later run
 // of the manager can recognise it: the PID with its exact start ticks and
-// boot id (see proc.Ident). Records of older managers, which kept a create
-// time in milliseconds instead, load with StartTicks 0 and are never taken
-// for their process.
+// boot id (see proc.Ident), and the temp dir the manager made for it. A
+// record with PID 0 is written before the temp dir is made and the process
+// started (Reserve), so every temp dir a manager makes is recorded first.
+// Records of older managers, which kept a create time in milliseconds
+// instead, load with StartTicks 0 and are never taken for their process.
 type Record struct {
 	ID         string `json:"id"`
 	Service    string `json:"service"`
@@ -61,7 +65,16 @@ func checkRecordID(id string) error {
 // Save writes r, replacing any record with the same id. The file is written
 // to a temporary name, synced and renamed, so a crash leaves either the old
 // or the new record.
-func (d Dir) Save(r Record) (retErr error) {
+func (d Dir) Save(r Record) error { return d.save(r, true) }
+
+// Reserve writes the record of a replica about to start (PID 0): its id,
+// service and temp dir. It is not synced: it only has to outlive a crash
+// of the manager, not of the host (a reboot takes the processes with it).
+func (d Dir) Reserve(id, service, tempDir string) error {
+	return d.save(Record{ID: id, Service: service, TempDir: tempDir}, false)
+}
+
+func (d Dir) save(r Record, sync bool) (retErr error) {
 	if err := checkRecordID(r.ID); err != nil {
 		return err
 	}
@@ -86,8 +99,10 @@ func (d Dir) Save(r Record) (retErr error) {
 	if _, err := f.Write(b); err != nil {
 		return fmt.Errorf("attach: save record %s: %w", r.ID, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("attach: save record %s: %w", r.ID, err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("attach: save record %s: %w", r.ID, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("attach: save record %s: %w", r.ID, err)

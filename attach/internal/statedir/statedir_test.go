@@ -208,14 +208,25 @@ func TestCleanOrphans(t *testing.T) {
 	proctest.WaitDone(t, dead)
 	deadRec := record("dead", dead.Ident())
 
-	// A live replica of the current run: record and dir stay.
+	// A start the manager's crash cut short: reserved, never started.
+	if err := s.Reserve("reserved", "C/N/S", mkdir("reserved")); err != nil {
+		t.Fatal(err)
+	}
+	reservedRec := Record{ID: "reserved", Service: "C/N/S", TempDir: filepath.Join(tempRoot, "reserved")}
+
+	recs, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Records written after the load (a replica of the current run):
+	// record and dir stay. So does a dir nobody recorded.
 	liveRec := record("live", proc.Ident{PID: os.Getpid()})
 	leftover := mkdir("leftover")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	rep, err := s.CleanOrphans(ctx, tempRoot, map[string]bool{"live": true}, 300*time.Millisecond, log)
+	rep, err := s.CleanOrphans(ctx, recs, tempRoot, 300*time.Millisecond, log)
 	if err != nil {
 		t.Fatalf("CleanOrphans: %v", err)
 	}
@@ -223,10 +234,10 @@ func TestCleanOrphans(t *testing.T) {
 	if got := sortedRecords(rep.Stopped); !slices.Equal(got, []Record{orphanRec, stubbornRec}) {
 		t.Errorf("Stopped = %+v", got)
 	}
-	if got := sortedRecords(rep.Stale); !slices.Equal(got, []Record{deadRec, reusedRec, selfRec}) {
+	if got := sortedRecords(rep.Stale); !slices.Equal(got, []Record{deadRec, reservedRec, reusedRec, selfRec}) {
 		t.Errorf("Stale = %+v", got)
 	}
-	wantDirs := []string{deadRec.TempDir, leftover, orphanRec.TempDir, reusedRec.TempDir, selfRec.TempDir, stubbornRec.TempDir}
+	wantDirs := []string{deadRec.TempDir, orphanRec.TempDir, reservedRec.TempDir, reusedRec.TempDir, selfRec.TempDir, stubbornRec.TempDir}
 	slices.Sort(wantDirs)
 	gotDirs := slices.Sorted(slices.Values(rep.RemovedDirs))
 	if !slices.Equal(gotDirs, wantDirs) {
@@ -237,8 +248,10 @@ func TestCleanOrphans(t *testing.T) {
 			t.Errorf("%s not removed: %v", d, err)
 		}
 	}
-	if _, err := os.Stat(liveRec.TempDir); err != nil {
-		t.Errorf("kept dir removed: %v", err)
+	for _, d := range []string{liveRec.TempDir, leftover} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("a dir the clean-up did not record was removed: %v", err)
+		}
 	}
 	if recs, err := s.Load(); err != nil || !slices.Equal(recs, []Record{liveRec}) {
 		t.Errorf("records left = %+v, %v; want only the live one", recs, err)
@@ -272,7 +285,11 @@ func TestCleanOrphans(t *testing.T) {
 
 func TestCleanOrphansNothingToDo(t *testing.T) {
 	s := Dir(filepath.Join(t.TempDir(), "state"))
-	rep, err := s.CleanOrphans(context.Background(), filepath.Join(t.TempDir(), "missing"), nil, time.Second, nil)
+	recs, err := s.Load()
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("Load = %v, %v", recs, err)
+	}
+	rep, err := s.CleanOrphans(context.Background(), recs, filepath.Join(t.TempDir(), "missing"), time.Second, nil)
 	if err != nil || len(rep.Stopped)+len(rep.Stale)+len(rep.RemovedDirs) != 0 {
 		t.Errorf("CleanOrphans on nothing = %+v, %v", rep, err)
 	}
@@ -285,7 +302,8 @@ func TestCleanOrphansTempDirOutsideRoot(t *testing.T) {
 	if err := s.Save(Record{ID: "r", PID: 0, TempDir: outside}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := s.CleanOrphans(context.Background(), tempRoot, nil, time.Second, nil)
+	recs, _ := s.Load()
+	rep, err := s.CleanOrphans(context.Background(), recs, tempRoot, time.Second, nil)
 	if err != nil || len(rep.Stale) != 1 || len(rep.RemovedDirs) != 0 {
 		t.Errorf("CleanOrphans = %+v, %v", rep, err)
 	}
@@ -351,7 +369,8 @@ func TestCleanOrphansNeedsExactStartTicks(t *testing.T) {
 				rec["start_ticks"] = tc.ticks(p.Ident().StartTicks)
 			}
 			writeRawRecord(t, d, rec)
-			rep, err := d.CleanOrphans(t.Context(), "", nil, 300*time.Millisecond, nil)
+			recs, _ := d.Load()
+			rep, err := d.CleanOrphans(t.Context(), recs, "", 300*time.Millisecond, nil)
 			if err != nil || len(rep.Stale) != 1 || len(rep.Stopped) != 0 {
 				t.Fatalf("CleanOrphans = %+v, %v; want the record stale", rep, err)
 			}
@@ -400,8 +419,9 @@ func TestCleanOrphansAllAtOnce(t *testing.T) {
 				cancel()
 			}
 			defer cancel()
+			recs, _ := s.Load()
 			t0 := time.Now()
-			rep, err := s.CleanOrphans(ctx, "", nil, tc.grace, nil)
+			rep, err := s.CleanOrphans(ctx, recs, "", tc.grace, nil)
 			if took := time.Since(t0); took > tc.within {
 				t.Errorf("CleanOrphans took %v with 3 orphans ignoring SIGTERM, grace %v", took, tc.grace)
 			}
@@ -415,4 +435,24 @@ func TestCleanOrphansAllAtOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLock: one holder per state dir, in this process or another; the
+// refusal names the dir and the holder's pid; unlock frees it.
+func TestLock(t *testing.T) {
+	d := Dir(t.TempDir())
+	unlock, err := d.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Lock()
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), string(d)) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second Lock = %v; want ErrLocked naming %s and pid %d", err, d, os.Getpid())
+	}
+	unlock()
+	unlock2, err := d.Lock()
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	unlock2()
 }
