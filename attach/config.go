@@ -1,6 +1,8 @@
 package attach
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,8 @@ type Config struct {
 	File     string // absolute path it was loaded from ("" for built-in)
 	Host     HostConfig
 	Services []ServiceConfig
+
+	dirsSet struct{ state, log, temp bool } // the file set state_dir, log_dir, temp_dir
 }
 
 // HostConfig is the "host" section: settings of the attach manager itself.
@@ -28,9 +32,9 @@ type Config struct {
 type HostConfig struct {
 	Name          string        // "name"; default: OS host name sanitised to [A-Za-z0-9_-], at most 64 characters
 	MaxReplicas   int           // "max_replicas"; total replicas on this host; default 64; at least the sum of the services' min
-	StateDir      string        // "state_dir"; default $XDG_STATE_HOME/muster/attach-<name> or ~/.local/state/muster/attach-<name>
+	StateDir      string        // "state_dir"; default $XDG_STATE_HOME/muster/attach-<name> or ~/.local/state/muster/attach-<name> (UseDataDir: <data>/attach-<name>); one manager at a time (a lock)
 	LogDir        string        // "log_dir"; default <state_dir>/logs
-	TempDir       string        // "temp_dir"; default <os.TempDir()>/muster-<name>
+	TempDir       string        // "temp_dir"; default <os.TempDir()>/muster-<name>-<hash of state_dir>, so each state dir has its own
 	LogMaxBytes   int64         // "log_max_bytes"; per replica log file before rotation; default 10 MiB
 	LogKeep       int           // "log_keep"; rotated files kept per replica; default 3
 	LogTotalBytes int64         // "log_total_bytes"; cap for the whole log dir; default 1 GiB
@@ -134,7 +138,33 @@ func (h *HostConfig) fillDerived() {
 		h.LogDir = filepath.Join(h.StateDir, "logs")
 	}
 	if h.TempDir == "" {
-		h.TempDir = filepath.Join(os.TempDir(), "muster-"+h.Name)
+		h.TempDir = defaultTempDir(h.Name, h.StateDir)
+	}
+}
+
+// defaultTempDir is <os.TempDir()>/muster-<name>-<8 hex digits of the
+// state dir's hash>: the temp root belongs to one instance (one state dir,
+// which one manager holds at a time), even when several instances with
+// the same host name run on one host.
+func defaultTempDir(name, stateDir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(stateDir)))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("muster-%s-%x", name, sum[:4]))
+}
+
+// UseDataDir places the manager's state under dataDir, the data dir of the
+// instance it belongs to (muster up --data DIR): the state dir becomes
+// <dataDir>/attach-<name>, and the log and temp dirs follow it, except
+// those the config file set itself.
+func (c *Config) UseDataDir(dataDir string) {
+	if dataDir == "" || c.dirsSet.state {
+		return
+	}
+	c.Host.StateDir = filepath.Join(dataDir, "attach-"+c.Host.Name)
+	if !c.dirsSet.log {
+		c.Host.LogDir = filepath.Join(c.Host.StateDir, "logs")
+	}
+	if !c.dirsSet.temp {
+		c.Host.TempDir = defaultTempDir(c.Host.Name, c.Host.StateDir)
 	}
 }
 

@@ -126,6 +126,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	f := p.fields(root, "", topFields)
 	var h hostResult
 	c := newConfig(p.file, func(hc *HostConfig) { h = p.host(f["host"], root, hc) })
+	c.dirsSet.state, c.dirsSet.log, c.dirsSet.temp = h.dirsSet["state_dir"], h.dirsSet["log_dir"], h.dirsSet["temp_dir"]
 
 	if n, ok := f["services"]; ok {
 		p.services(n, c)
@@ -149,9 +150,10 @@ func (p *parser) config(root *yaml.Node) *Config {
 // hostResult is what the cross-section checks need to know about the host
 // section.
 type hostResult struct {
-	maxReplicas    *yaml.Node // where to report max_replicas problems
-	maxReplicasSet bool       // max_replicas was in the file
-	maxReplicasOK  bool       // max_replicas is usable
+	maxReplicas    *yaml.Node      // where to report max_replicas problems
+	maxReplicasSet bool            // max_replicas was in the file
+	maxReplicasOK  bool            // max_replicas is usable
+	dirsSet        map[string]bool // state_dir, log_dir, temp_dir set in the file
 }
 
 // host parses the host section n (nil if absent) into h.
@@ -187,6 +189,10 @@ func (p *parser) host(n, root *yaml.Node, h *HostConfig) hostResult {
 		if v, ok := f[key]; ok {
 			if s, ok := p.str(v, "host."+key); ok {
 				*dst, _ = p.path(v, "host."+key, s)
+				if res.dirsSet == nil {
+					res.dirsSet = map[string]bool{}
+				}
+				res.dirsSet[key] = true
 			}
 		}
 	}

@@ -76,6 +76,7 @@ func TestLoadConfigGood(t *testing.T) {
 			},
 		},
 	}
+	want.dirsSet.state, want.dirsSet.log, want.dirsSet.temp = true, true, true
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)
 	}
@@ -104,7 +105,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxReplicas:   64,
 		StateDir:      filepath.Join(state, "muster", "attach-"+name),
 		LogDir:        filepath.Join(state, "muster", "attach-"+name, "logs"),
-		TempDir:       filepath.Join(os.TempDir(), "muster-"+name),
+		TempDir:       defaultTempDir(name, filepath.Join(state, "muster", "attach-"+name)),
 		LogMaxBytes:   10 << 20,
 		LogKeep:       3,
 		LogTotalBytes: 1 << 30,
@@ -127,6 +128,51 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}}
 	if !reflect.DeepEqual(c.Services, wantSvc) {
 		t.Errorf("Services:\n got %+v\nwant %+v", c.Services, wantSvc)
+	}
+}
+
+// TestUseDataDir: the state dir goes under the instance's data dir, the log
+// and temp dirs follow it, and dirs the file set stay as set.
+func TestUseDataDir(t *testing.T) {
+	td := t.TempDir()
+	t.Setenv("TMPDIR", td)
+	c := DemoConfig("/bin/true")
+	c.Host.Name = "h1"
+	c.UseDataDir("/data/a")
+	if c.Host.StateDir != "/data/a/attach-h1" || c.Host.LogDir != "/data/a/attach-h1/logs" || !strings.HasPrefix(c.Host.TempDir, td+"/muster-h1-") {
+		t.Errorf("demo under /data/a: %+v", c.Host)
+	}
+	other := DemoConfig("/bin/true")
+	other.Host.Name = "h1"
+	other.UseDataDir("/data/b")
+	if other.Host.TempDir == c.Host.TempDir || len(filepath.Base(c.Host.TempDir)) != len("muster-h1-")+8 {
+		t.Errorf("temp roots %s and %s: want one per data dir", c.Host.TempDir, other.Host.TempDir)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.yaml")
+	yaml := "host:\n  name: h2\n  temp_dir: /scratch/t\nservices:\n  - service: A/B/C\n    program: /bin/true\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.UseDataDir("/data/c")
+	if f.Host.StateDir != "/data/c/attach-h2" || f.Host.LogDir != "/data/c/attach-h2/logs" || f.Host.TempDir != "/scratch/t" {
+		t.Errorf("file with temp_dir under /data/c: %+v", f.Host)
+	}
+	yaml = "host:\n  state_dir: /srv/state\nservices:\n  - service: A/B/C\n    program: /bin/true\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Host
+	f.UseDataDir("/data/d")
+	if f.Host != before {
+		t.Errorf("a state_dir set in the file moved: %+v, was %+v", f.Host, before)
 	}
 }
 

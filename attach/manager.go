@@ -56,15 +56,16 @@ type Options struct {
 // is done, stopping it when Shutdown or checkReplicas asks; finishShutdown
 // waits for all of them and closes done.
 type Manager struct {
-	cfg   *Config
-	opts  Options
-	id    string
-	nc    *nats.Conn
-	attKV jetstream.KeyValue
-	repKV jetstream.KeyValue
-	state statedir.Dir
-	log   *slog.Logger
-	start time.Time
+	cfg    *Config
+	opts   Options
+	id     string
+	nc     *nats.Conn
+	attKV  jetstream.KeyValue
+	repKV  jetstream.KeyValue
+	state  statedir.Dir
+	unlock func() // releases the state dir's lock (nil until taken)
+	log    *slog.Logger
+	start  time.Time
 
 	mu         sync.Mutex
 	svcs       map[string]*svcRun
@@ -134,6 +135,7 @@ type replicaRun struct {
 // If it fails, nothing it started is left running. On operating systems
 // other than Linux it returns ErrUnsupported.
 func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Manager, retErr error) {
+	var err error
 	if !proc.Supported {
 		return nil, ErrUnsupported
 	}
@@ -172,7 +174,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 		sc := &cfg.Services[i]
 		m.svcs[sc.Service] = &svcRun{cfg: sc}
 	}
-	for _, dir := range []string{cfg.Host.StateDir, cfg.Host.LogDir, cfg.Host.TempDir} {
+	if err := os.MkdirAll(cfg.Host.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	// One instance, one state: the state dir (and the temp dirs its records
+	// name) belong to the one manager that holds its lock.
+	if m.unlock, err = m.state.Lock(); err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{cfg.Host.LogDir, cfg.Host.TempDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("attach: %w", err)
 		}
@@ -180,9 +190,9 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	// What the previous run left: read before this run starts anything, so
 	// the clean-up (below, in the background) never takes a replica of
 	// this run for an orphan.
-	orphans, err := m.state.Load()
-	if err != nil {
-		m.log.Warn("state records of the previous run unreadable", "err", err)
+	orphans, lerr := m.state.Load()
+	if lerr != nil {
+		m.log.Warn("state records of the previous run unreadable", "err", lerr)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -358,6 +368,9 @@ func (m *Manager) finishShutdown() {
 		cancel()
 	}
 	m.kill() // releases killCtx
+	if m.unlock != nil {
+		m.unlock() // last: nothing of this run touches the state dir any more
+	}
 	m.log.Info("attach manager stopped")
 	close(m.done)
 }

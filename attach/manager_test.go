@@ -407,9 +407,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 			cfg.Host.StateDir = "/dev/null/state"
 		}, "/dev/null"},
 		{"registration refused", func(t *testing.T, js jetstream.JetStream, _ *Config) {
-			if _, err := js.CreateKeyValue(testutil.Context(t, 10*time.Second), jetstream.KeyValueConfig{Bucket: proto.AttachBucket, MaxValueSize: 16}); err != nil {
-				t.Fatal(err)
-			}
+			refuseRegistrations(t, js)
 		}, "attach: register"},
 		{"start context over", nil, "context canceled"},
 	} {
@@ -488,5 +486,14 @@ func TestShutdownHonoursContext(t *testing.T) {
 	// Shutdown waits for them.
 	if err := m.Shutdown(testutil.Context(t, 20*time.Second)); err != nil {
 		t.Fatalf("second Shutdown = %v", err)
+	}
+}
+
+// refuseRegistrations creates the attach bucket with a value size no
+// registration fits.
+func refuseRegistrations(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	if _, err := js.CreateKeyValue(testutil.Context(t, 10*time.Second), jetstream.KeyValueConfig{Bucket: proto.AttachBucket, MaxValueSize: 16}); err != nil {
+		t.Fatal(err)
 	}
 }

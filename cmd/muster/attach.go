@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
@@ -87,16 +86,14 @@ func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, cf
 
 // demoConfig is the built-in attach config of `muster up`: the demo
 // services, served by this very binary (`muster example echo|sleep`).
-// With an embedded server its state lives beside the NATS data.
+// With an embedded server its state lives beside the NATS data (see
+// attach.Config.UseDataDir).
 func demoConfig(dataDir string) (*attach.Config, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the muster binary for the demo services: %w", err)
 	}
 	cfg := attach.DemoConfig(exe)
-	if dataDir != "" {
-		cfg.Host.StateDir = filepath.Join(dataDir, "attach")
-		cfg.Host.LogDir = filepath.Join(dataDir, "attach", "logs")
-	}
+	cfg.UseDataDir(dataDir)
 	return cfg, nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -166,5 +167,53 @@ func assertStopped(t *testing.T, pids []int, stateRoot, tempGlob string) {
 	}
 	if dirs, _ := filepath.Glob(tempGlob); len(dirs) > 0 {
 		t.Errorf("replica temp dirs left: %v", dirs)
+	}
+}
+
+// TestTwoUpsOneHost: a second `muster up` on the same host, with other
+// ports and another data dir, gets its own attach state and temp root: it
+// neither stops the first one's replicas nor removes their temp dirs.
+func TestTwoUpsOneHost(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr1, data1 := freeAddr(t), filepath.Join(t.TempDir(), "one")
+	_, done1 := startUp(t, ctx, "--nats-listen", addr1, "--data", data1, "--log-level", "warn")
+	server1 := "--server=nats://" + addr1
+	if got := run(t, nil, "call", server1, "--timeout", "20s", demo.EchoService, "one"); got != "one\n" {
+		t.Fatalf("first up answered %q", got)
+	}
+	pids := replicaPIDs(t, server1)
+	temps, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "muster-*", "*"))
+	if len(pids) != 1 || len(temps) != 1 {
+		t.Fatalf("first up: replicas %v, temp dirs %v; want one each", pids, temps)
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	addr2, data2 := freeAddr(t), filepath.Join(t.TempDir(), "two")
+	_, done2 := startUp(t, ctx2, "--nats-listen", addr2, "--data", data2, "--log-level", "warn")
+	if got := run(t, nil, "call", "--server=nats://"+addr2, "--timeout", "20s", demo.EchoService, "two"); got != "two\n" {
+		t.Fatalf("second up answered %q", got)
+	}
+	if processGone(pids[0]) {
+		t.Error("the second up stopped the first one's replica")
+	}
+	if _, err := os.Stat(temps[0]); err != nil {
+		t.Errorf("the second up removed the first one's replica temp dir: %v", err)
+	}
+	cancel2()
+	if err := waitUp(t, done2); err != nil {
+		t.Fatalf("second up returned %v", err)
+	}
+	if processGone(pids[0]) {
+		t.Error("stopping the second up stopped the first one's replica")
+	}
+	if got := run(t, nil, "call", server1, demo.EchoService, "still"); got != "still\n" {
+		t.Errorf("first up answered %q after the second stopped", got)
+	}
+	cancel()
+	if err := waitUp(t, done1); err != nil {
+		t.Fatalf("first up returned %v", err)
 	}
 }

@@ -100,7 +100,9 @@ func runUp(c *cli.Context) error {
 	var cfg *attach.Config
 	switch {
 	case c.String("config") != "":
-		cfg, err = attach.LoadConfig(c.String("config"))
+		if cfg, err = attach.LoadConfig(c.String("config")); err == nil {
+			cfg.UseDataDir(dataDir) // one instance, one state: beside its NATS data
+		}
 	case c.Bool("demo"):
 		cfg, err = demoConfig(dataDir)
 	}

@@ -80,7 +80,7 @@ func TestUp(t *testing.T) {
 	}
 	// The replicas were started on demand by the attach manager, as
 	// processes of this binary (`muster example echo`), logging beside the data.
-	if logs, _ := filepath.Glob(filepath.Join(data, "attach", "logs", "DEMO_ECHO_ECHO", "*.log")); len(logs) == 0 {
+	if logs, _ := filepath.Glob(filepath.Join(data, "attach-*", "logs", "DEMO_ECHO_ECHO", "*.log")); len(logs) == 0 {
 		t.Errorf("no replica log under %s", data)
 	}
 
