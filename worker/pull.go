@@ -13,39 +13,128 @@ import (
 // Queued requests: a replica with a free slot keeps one pull request for
 // one message open at the service's durable consumer (batch 1, so a busy
 // replica never holds work another could serve). What the server sends
-// comes to the pull inbox: a queued request, or a status that closes the
-// pull request.
+// comes to the pull inbox: a queued request, an idle heartbeat while the
+// pull waits, or a status that closes the pull request.
+//
+// A pull request lives only at the consumer's leader and only while the
+// replica's connection lasts. The replica pulls again at once when its
+// connection comes back (watchConn) and when the server says the pull
+// ended without a message (a 408 at expiry, a 409 for a leadership change
+// or a server shutdown); and it takes a pull that has shown no sign of
+// life (no message, status or idle heartbeat) for pullLost as lost (a
+// leader that crashed). While the consumer cannot take pulls (no
+// responders: JetStream still starting or electing a leader; 409s in a
+// row) the replica retries after a backoff of pullRetryMin doubling to
+// pullRetryMax.
+
+const (
+	// pullHeartbeat is the idle heartbeat the server sends while a pull
+	// request waits (its "idle_heartbeat").
+	pullHeartbeat = 2 * time.Second
+	// pullLost is how long a pull may stay without a sign before it is
+	// taken as lost and sent again.
+	pullLost = 2*pullHeartbeat + time.Second
+	// pullRetryMin and pullRetryMax bound the backoff between pulls the
+	// server refused.
+	pullRetryMin = 50 * time.Millisecond
+	pullRetryMax = 500 * time.Millisecond
+)
 
 // pullLocked opens a pull request for one queued request when the replica
-// has a free slot and none is open.
+// has a free slot, none is open and no retry is pending.
 func (r *replica) pullLocked() {
 	if r.pulling || r.state != stateReady || r.active >= r.cfg.capacity || r.pullSubj == "" {
 		return
 	}
-	body := fmt.Sprintf(`{"batch":1,"expires":%d}`, pullExpires.Nanoseconds())
+	if time.Now().Before(r.pullAfter) {
+		return // pullDue sends it
+	}
+	body := fmt.Sprintf(`{"batch":1,"expires":%d,"idle_heartbeat":%d}`, pullExpires.Nanoseconds(), pullHeartbeat.Nanoseconds())
 	if err := r.nc.PublishRequest(r.pullSubj, r.pullInbox, []byte(body)); err != nil {
 		r.cfg.logger.Warn("pull request failed", "err", err)
+		r.retryPullLocked()
 		return
 	}
-	r.pulling, r.pullSent = true, time.Now()
+	r.pulling, r.pullSign = true, time.Now()
+}
+
+// retryPullLocked schedules the next pull after the backoff, which doubles
+// with every refusal in a row.
+func (r *replica) retryPullLocked() {
+	r.pulling = false
+	r.pullBackoff = min(max(2*r.pullBackoff, pullRetryMin), pullRetryMax)
+	r.pullAfter = time.Now().Add(r.pullBackoff)
+}
+
+// pullAgainLocked forgets any open pull request and backoff and pulls now:
+// the connection came back, and with it (maybe) another server.
+func (r *replica) pullAgainLocked() {
+	r.pulling, r.pullBackoff, r.pullAfter = false, 0, time.Time{}
+	r.pullLocked()
+}
+
+// pullDue, run by the heartbeat's tick, sends a pull whose retry is due
+// and takes a pull without a sign of life for pullLost as lost.
+func (r *replica) pullDue() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pulling && time.Since(r.pullSign) > pullLost {
+		r.cfg.logger.Info("pull request lost; pulling again", "silent", time.Since(r.pullSign).Round(time.Millisecond))
+		r.pulling = false
+	}
+	r.pullLocked()
+}
+
+// watchConn pulls again at once each time the connection comes back: the
+// open pull request died with the old connection (or the old server). It
+// is a helper goroutine: it stops with the replica's base context.
+func (r *replica) watchConn(ch chan nats.Status) {
+	defer r.nc.RemoveStatusListener(ch)
+	for {
+		select {
+		case <-r.baseCtx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			r.mu.Lock()
+			r.pullAgainLocked()
+			r.mu.Unlock()
+		}
+	}
 }
 
 // onPulled handles what the server sends to the pull inbox: a queued
-// request, or a status that closes the pull request (404, 408, 409).
+// request, an idle heartbeat (100), or a status that closes the pull
+// request (404, 408, 409, or 503 when nothing can take pulls now).
 func (r *replica) onPulled(nm *nats.Msg) {
 	if status := nm.Header.Get(proto.HdrNATSStatus); status != "" && len(nm.Data) == 0 {
 		r.mu.Lock()
-		r.pulling = false
-		if status == "409" { // consumer gone or too many pulls: retry at the next heartbeat
-			r.lostCons = r.lostCons || consumerDeleted(nm)
-		} else {
+		defer r.mu.Unlock()
+		switch {
+		case status == "100": // idle heartbeat: the pull is alive
+			r.pullSign = time.Now()
+		case consumerDeleted(nm): // the heartbeat recreates it, now
+			r.pulling, r.lostCons = false, true
+			select {
+			case r.hbKick <- struct{}{}:
+			default:
+			}
+		case status == "409" && r.pullBackoff == 0: // leadership change, server shutdown: pull again at once
+			r.pulling = false
+			r.pullBackoff = pullRetryMin / 2 // a second refusal in a row waits
+			r.pullLocked()
+		case status == "409" || status == "503":
+			r.retryPullLocked()
+		default: // 404, 408: the pull ended normally
+			r.pulling, r.pullBackoff = false, 0
 			r.pullLocked()
 		}
-		r.mu.Unlock()
 		return
 	}
 	r.mu.Lock()
-	r.pulling = false
+	r.pulling, r.pullBackoff = false, 0
 	r.mu.Unlock()
 	ackTo := nm.Reply
 	replyTo := nm.Header.Get(proto.HdrReply)

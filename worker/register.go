@@ -54,9 +54,9 @@ func (r *replica) info() proto.ReplicaInfo {
 	}
 }
 
-// heartbeat rewrites the registration, recreates a deleted queue consumer
-// and re-opens a pull request the server may have lost. It also drives the
-// progress tick. It is a helper goroutine: it stops with the replica's
+// heartbeat rewrites the registration and recreates a deleted queue
+// consumer. It also drives the progress tick and pullDue (retries and lost
+// pulls, pull.go). It is a helper goroutine: it stops with the replica's
 // base context, and each of its writes is bounded by the heartbeat.
 func (r *replica) heartbeat() {
 	t := time.NewTicker(r.cfg.heartbeat)
@@ -69,6 +69,7 @@ func (r *replica) heartbeat() {
 			return
 		case <-tick.C:
 			r.progressTick()
+			r.pullDue()
 			if !r.dirty.Load() || time.Since(time.Unix(0, r.lastWrite.Load())) < freshRecord {
 				continue
 			}
@@ -87,12 +88,7 @@ func (r *replica) heartbeat() {
 		if lost {
 			r.recreateConsumer()
 		}
-		r.mu.Lock()
-		if r.pulling && time.Since(r.pullSent) > pullExpires+5*time.Second {
-			r.pulling = false
-		}
-		r.pullLocked()
-		r.mu.Unlock()
+		r.pullDue()
 	}
 }
 

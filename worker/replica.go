@@ -105,9 +105,11 @@ type replica struct {
 	drainedWarm *nats.Subscription // the warm subscription last left, maybe still draining
 	subs        []*nats.Subscription
 	pullInbox   string
-	pulling     bool      // a pull request is open at the server
-	lostCons    bool      // the server said the consumer is gone: recreate it
-	pullSent    time.Time // when it was sent
+	pulling     bool          // a pull request is open at the server
+	lostCons    bool          // the server said the consumer is gone: recreate it
+	pullSign    time.Time     // when the open pull was sent or last showed life (idle heartbeat)
+	pullBackoff time.Duration // wait before the next pull after refusals in a row (0: none)
+	pullAfter   time.Time     // no pull before this (a retry is due then)
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
@@ -205,6 +207,8 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	}
 	r.goOwned(&r.pool, r.forwarder)
 	r.goOwned(&r.helpers, r.heartbeat)
+	connected := r.nc.StatusChanged(nats.CONNECTED)
+	r.goOwned(&r.helpers, func() { r.watchConn(connected) })
 	r.mu.Lock()
 	r.pullLocked()
 	r.armIdleLocked()

@@ -1,0 +1,166 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/streams"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// echoReplica starts an echo replica of svc on nc (heartbeat 5s: the
+// re-pulls must not wait for it) and returns it once its pull waits at
+// the consumer.
+func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
+	t.Helper()
+	cfg, err := resolve(noEnv, []Option{WithConn(nc), WithService(svc.String()), WithHeartbeat(5 * time.Second),
+		WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		return c.Reply(m.Data)
+	}), nc)
+	ctx := testutil.Context(t, 30*time.Second)
+	if err := r.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.shutdown(0) })
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		c, err := r.stream.Consumer(ctx, proto.ConsumerName(svc))
+		if err != nil {
+			return err
+		}
+		if i, err := c.Info(ctx); err != nil || i.NumWaiting != 1 {
+			return fmt.Errorf("replica's pull request not waiting yet (%v)", err)
+		}
+		return nil
+	})
+	return r
+}
+
+// queuedCall queues a request for svc as a broker does, as soon as
+// JetStream takes it, and returns how long after start its reply came.
+func queuedCall(t *testing.T, nc *nats.Conn, svc proto.Service, start time.Time) time.Duration {
+	t.Helper()
+	ctx := testutil.Context(t, 30*time.Second)
+	js, _ := jetstream.New(nc)
+	caller, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = caller.Unsubscribe() }()
+	q := nats.NewMsg(proto.QueueSubject(svc))
+	q.Header.Set(proto.HdrReply, caller.Subject)
+	q.Data = []byte("queued")
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err := js.PublishMsg(pctx, q)
+		return err
+	})
+	reply, err := caller.NextMsg(20 * time.Second)
+	if err != nil || string(reply.Data) != "queued" {
+		t.Fatalf("queued request: %v %v", reply, err)
+	}
+	return time.Since(start)
+}
+
+// A NATS restart (same port, same store) under a replica: the replica's
+// open pull died with the server, and it pulls again as soon as it has
+// reconnected, not after the lost-pull timeout.
+func TestReplicaPullsAgainAfterNATSRestart(t *testing.T) {
+	s := testutil.StartNATS(t)
+	svc := proto.MustService("T/NATS/RESTART")
+	ctx := testutil.Context(t, 10*time.Second)
+	js, _ := jetstream.New(testutil.Connect(t, s))
+	stream, err := streams.EnsureQueue(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.QueueConsumer(ctx, stream, svc); err != nil {
+		t.Fatal(err)
+	}
+	echoReplica(t, testutil.Connect(t, s, testutil.Reconnecting...), svc)
+	caller := testutil.Connect(t, s, testutil.Reconnecting...)
+	s = testutil.RestartNATS(t, s, nil)
+	back := time.Now()
+	d := queuedCall(t, caller, svc, back)
+	t.Logf("queued call served %v after the server was back", d.Round(time.Millisecond))
+	if d > 2*time.Second {
+		t.Fatalf("queued call served %v after the server was back, want within 2s", d)
+	}
+}
+
+// The node leading the queue consumer of a 3-node cluster is stopped: a
+// replica pulls again at once, whether it was connected to that node (it
+// reconnects) or to another one (the server says the pull ended, or it
+// goes silent), and a queued call is served within 2s.
+func TestReplicaPullsAgainAfterLeaderLoss(t *testing.T) {
+	for _, onLeader := range []bool{true, false} {
+		t.Run(fmt.Sprintf("connected to the leader's node %v", onLeader), func(t *testing.T) {
+			c := testutil.StartCluster(t, 3)
+			svc := proto.MustService("T/LEADER/LOSS")
+			admin, err := nats.Connect(c.URL(), testutil.Reconnecting...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(admin.Close)
+			ctx := testutil.Context(t, 60*time.Second)
+			js, _ := jetstream.New(admin)
+			stream, err := streams.Config{}.EnsureQueue(ctx, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cons, err := streams.QueueConsumer(ctx, stream, svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var leader int
+			testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				info, err := cons.Info(ctx)
+				if err != nil {
+					return err
+				}
+				if info.Cluster == nil || len(info.Cluster.Replicas) != 2 || info.Cluster.Leader == "" {
+					return fmt.Errorf("consumer not replicated 3 times yet: %+v", info.Cluster)
+				}
+				leader = c.Index(info.Cluster.Leader)
+				return nil
+			})
+			node := (leader + 1) % 3
+			if onLeader {
+				node = leader
+			}
+			url := "nats://" + c.Server(node).Addr().String() + "," + c.URL() // its node first
+			rnc, err := nats.Connect(url, append(testutil.Reconnecting, nats.DontRandomize())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(rnc.Close)
+			echoReplica(t, rnc, svc)
+			// The caller is on the third node, which stays.
+			caller, err := nats.Connect("nats://"+c.Server((leader+2)%3).Addr().String(), testutil.Reconnecting...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(caller.Close)
+			c.Stop(leader)
+			d := queuedCall(t, caller, svc, time.Now())
+			t.Logf("queued call served %v after the consumer leader's node was stopped", d.Round(time.Millisecond))
+			if d > 2*time.Second {
+				t.Fatalf("queued call served %v after the consumer leader's node was stopped, want within 2s", d)
+			}
+		})
+	}
+}
