@@ -75,6 +75,7 @@ type Manager struct {
 	registered bool // the registration was written, so Shutdown deletes it
 
 	sub    *nats.Subscription
+	reset  *nats.Subscription // muster.attach.reset.> (heal.go)
 	kick   chan struct{}      // rewrite the registration now
 	cancel context.CancelFunc // ends loop and watchReplicas
 	wg     sync.WaitGroup     // loop and watchReplicas
@@ -94,7 +95,9 @@ type svcRun struct {
 	crashes   int       // crashes in a row (reset by a clean exit)
 	restarts  int       // restarts owed, started once the backoff allows
 	failing   string    // why the service is failing ("" if not)
-	nextStart time.Time // no start before this (restart backoff)
+	nextStart time.Time // no start before this (restart backoff); starts the broker asks for wait at most demandBackoffCap after lastFail
+	lastFail  time.Time // the last failed start or crash
+	lastProbe time.Time // the last start while failing (probe schedule, heal.go)
 	stats     ServiceCounters
 }
 
@@ -220,6 +223,9 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	if m.sub, err = nc.Subscribe(proto.AttachSubject(id), m.onNotify); err != nil {
 		return nil, fmt.Errorf("attach: subscribe: %w", err)
 	}
+	if m.reset, err = nc.Subscribe(proto.AttachResetPrefix+">", m.onReset); err != nil {
+		return nil, fmt.Errorf("attach: subscribe: %w", err)
+	}
 	if err := m.register(ctx); err != nil {
 		return nil, err
 	}
@@ -341,6 +347,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 func (m *Manager) beginShutdown() {
 	if m.sub != nil {
 		_ = m.sub.Unsubscribe()
+	}
+	if m.reset != nil {
+		_ = m.reset.Unsubscribe()
 	}
 	m.mu.Lock()
 	m.stopping = true // no more reservations

@@ -32,7 +32,22 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	if s == nil || m.isolated || m.stopping {
 		return
 	}
-	m.reserveLocked(s, m.clampLocked(s, n))
+	m.reserveDemandLocked(s, m.clampLocked(s, n))
+}
+
+// demandBackoffCap is the longest the restart backoff (up to 30 s) delays a
+// start the broker asks for: work waits, so at most this long after the
+// last failure the manager tries again (one probe at a time while the
+// service is failing).
+const demandBackoffCap = 2 * time.Second
+
+// reserveDemandLocked reserves up to k replicas the broker asked for: the
+// backoff applies, but for at most demandBackoffCap after the last failure.
+func (m *Manager) reserveDemandLocked(s *svcRun, k int) int {
+	if now := time.Now(); now.Before(s.nextStart) && now.Before(s.lastFail.Add(demandBackoffCap)) {
+		return 0
+	}
+	return m.reserveNowLocked(s, k)
 }
 
 // clampLocked is how many replicas of s notification n starts.

@@ -20,15 +20,30 @@ import (
 var errStopping = errors.New("attach: manager stopping")
 
 // reserveLocked reserves up to k replicas of s, unless the manager stops or
-// the service's restart backoff runs, and returns how many it reserved. A
+// the service's restart backoff runs, and returns how many it reserved.
+// It is how restarts and min start replicas; the starts the broker asks
+// for go through reserveDemandLocked, probes through reserveProbeLocked. A
 // reserved replica is in m.reps at once, so it counts towards every clamp;
 // one spawner goroutine then starts the batch in turn without the lock
 // (log file, fork/exec, the state record's fsync) and commits each under it.
 func (m *Manager) reserveLocked(s *svcRun, k int) int {
-	if k <= 0 || m.stopping || time.Now().Before(s.nextStart) {
+	if time.Now().Before(s.nextStart) {
+		return 0
+	}
+	return m.reserveNowLocked(s, k)
+}
+
+// reserveNowLocked reserves up to k replicas of s whatever the backoff,
+// unless the manager stops. While s is failing, each reservation is a
+// probe and sets the probe schedule.
+func (m *Manager) reserveNowLocked(s *svcRun, k int) int {
+	if k <= 0 || m.stopping {
 		return 0
 	}
 	now := time.Now()
+	if s.failing != "" {
+		s.lastProbe = now
+	}
 	batch := make([]*replicaRun, k)
 	for i := range batch {
 		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{})}

@@ -84,8 +84,12 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 			s.stats.Hung++
 		}
 	case !r.registered:
+		if s.failing != "" {
+			log.Info("probe replica failed to start; service still failing")
+		} else {
+			log.Warn("replica failed to start")
+		}
 		m.startFailedLocked(s, fmt.Sprintf("replica exited (%s) before it registered", st))
-		log.Warn("replica failed to start")
 	case st.Code != 0:
 		s.stats.Crashed++
 		log.Warn("replica crashed")
@@ -113,7 +117,7 @@ func (m *Manager) startFailedLocked(s *svcRun, why string) {
 	s.stats.StartFailed++
 	m.backoffLocked(s)
 	if s.failures >= m.opts.FailAfter && s.failing == "" {
-		s.failing = why
+		s.failing, s.lastProbe = why, time.Now() // the first probe follows in probeInterval
 		m.log.Error("service failing", "service", s.cfg.Service, "reason", why, "failures", s.failures)
 	}
 	m.kickLocked()
@@ -125,7 +129,8 @@ func (m *Manager) backoffLocked(s *svcRun) {
 	d := 100 * time.Millisecond << min(max(s.failures+s.crashes-1, 0), 9)
 	d = min(d, 30*time.Second)
 	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
-	s.nextStart = time.Now().Add(d)
+	s.lastFail = time.Now()
+	s.nextStart = s.lastFail.Add(d)
 }
 
 // watchReplicas follows the registrations of this manager's replicas until
@@ -156,8 +161,10 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 		r.untouched = time.Now()
 	}
 	if !r.registered {
+		// A replica that registers proves the program starts: the service
+		// is healthy again, whatever crashed before.
 		r.registered = true
-		r.svc.failures, r.svc.failing, r.svc.nextStart = 0, "", time.Time{}
+		r.svc.failures, r.svc.crashes, r.svc.failing, r.svc.nextStart = 0, 0, "", time.Time{}
 		m.log.Info("replica registered", "service", r.svc.cfg.Service, "replica", r.id, "after", time.Since(r.started).Round(time.Millisecond))
 		m.kickLocked()
 	}
@@ -235,6 +242,7 @@ func (m *Manager) checkReplicas() {
 			}
 		}
 		m.keepMinLocked(s)
+		m.probeIfDueLocked(s, now)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 //	worker-hang        registers, then never heartbeats again while it lives, but answers PING
 //	worker-freeze      registers, then stops itself (SIGSTOP): answers nothing
 //	worker-silent      never registers (start timeout)
+//	worker-fail-until  exits 1 before registering until the file $ATTACH_TEST_MARKER exists, then serves demo.Echo
 //	worker-grandchild  starts a sleeping grandchild, then serves demo.Echo
 //	worker-ignore-term serves, but ignores SIGTERM
 //	manager            runs an attach manager (see managerHelper)
@@ -70,6 +71,12 @@ func workerHelper(mode string) (int, bool) {
 		return run(demo.Echo, worker.WithHeartbeat(30*time.Second), worker.WithReadyFunc(func() {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 		})), true
+	case "worker-fail-until":
+		if _, err := os.Stat(os.Getenv(markerEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "worker-fail-until: not fixed yet:", err)
+			return 1, true
+		}
+		return run(demo.Echo), true
 	case "worker-silent":
 		time.Sleep(proctest.MaxLife)
 		return 0, true
@@ -125,6 +132,9 @@ func managerHelper() int {
 	m.Shutdown(context.Background())
 	return 0
 }
+
+// markerEnv names the file worker-fail-until waits for.
+const markerEnv = "ATTACH_TEST_MARKER"
 
 // pidDirEnv names a directory where every worker helper started by a
 // manager records its PID and start time, so TestMain can check that none

@@ -26,11 +26,11 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print JSON (stable field names) instead of a table"}
 }
 
-// serviceCommand is `muster service ls`.
+// serviceCommand is `muster service ls|reset`.
 func serviceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "service",
-		Usage: "inspect services",
+		Usage: "inspect services, and reset failing ones",
 		Subcommands: []*cli.Command{{
 			Name:  "ls",
 			Usage: "list the services the broker knows, with its figures",
@@ -38,7 +38,126 @@ func serviceCommand() *cli.Command {
 				"--json prints the broker's answer: {\"broker\":ID,\"services\":[...]}.\n\n" + exitStatusHelp,
 			Flags:  connFlags(jsonFlag(), adminTimeout()),
 			Action: runServiceLs,
+		}, {
+			Name:      "reset",
+			Usage:     "have every attach manager offering SERVICE forget that it is failing and try it again now",
+			ArgsUsage: "SERVICE",
+			Description: "Sends a request on " + proto.AttachResetPrefix + "C.N.S; each attach manager offering the\n" +
+				"service clears its failing state, starts one probe replica and answers. Waits for\n" +
+				"every live attach manager offering it (from the " + proto.AttachBucket + " bucket), at most --timeout.\n" +
+				"--json prints {\"service\":S,\"reset\":[...]}, each an attach manager's answer.\n\n" + exitStatusHelp,
+			Flags:  connFlags(jsonFlag(), adminTimeout()),
+			Action: runServiceReset,
 		}},
+	}
+}
+
+// resetResult is the --json output of service reset.
+type resetResult struct {
+	Service string              `json:"service"`
+	Reset   []proto.AttachReset `json:"reset"`
+}
+
+func runServiceReset(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return errors.New("service reset: want SERVICE")
+	}
+	svc, err := proto.ParseService(c.Args().First())
+	if err != nil {
+		return err
+	}
+	nc, err := connect(c, "muster service reset")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	want, err := offeringManagers(ctx, nc, svc.String(), time.Now())
+	if err != nil {
+		return err
+	}
+	if want == 0 {
+		return fmt.Errorf("no live attach manager offers %s", svc)
+	}
+	inbox := nc.NewRespInbox()
+	replies := make(chan *nats.Msg, want)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(proto.AttachResetSubject(svc), inbox, nil); err != nil {
+		return err
+	}
+	res := resetResult{Service: svc.String(), Reset: []proto.AttachReset{}}
+	for len(res.Reset) < want {
+		select {
+		case m := <-replies:
+			var r proto.AttachReset
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				return fmt.Errorf("attach manager answered: %w", err)
+			}
+			res.Reset = append(res.Reset, r)
+		case <-ctx.Done():
+			if len(res.Reset) == 0 {
+				return fmt.Errorf("service reset %s: no attach manager answered within %v (%d offer it)", svc, c.Duration("timeout"), want)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "muster: %d of %d attach managers offering %s answered\n", len(res.Reset), want, svc)
+			want = len(res.Reset)
+		}
+	}
+	sort.Slice(res.Reset, func(i, j int) bool { return res.Reset[i].Attach < res.Reset[j].Attach })
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, res)
+	}
+	for _, r := range res.Reset {
+		line := "reset " + r.Service + " on " + r.Attach
+		if r.WasFailing != "" {
+			line += " (was failing: " + r.WasFailing + ")"
+		} else {
+			line += " (was not failing)"
+		}
+		if r.Probe {
+			line += "; probe replica started"
+		}
+		fmt.Fprintln(c.App.Writer, line)
+	}
+	return nil
+}
+
+// offeringManagers counts the live attach managers whose registration
+// offers svc. No bucket means no attach manager ever registered.
+func offeringManagers(ctx context.Context, nc *nats.Conn, svc string, now time.Time) (int, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	kv, err := js.KeyValue(ctx, proto.AttachBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open bucket %s: %w", proto.AttachBucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return 0, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	n := 0
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return n, nil
+			}
+			if ai, err := proto.DecodeAttachInfo(e.Value()); err == nil && !ai.Expired(now) && ai.Offers(svc) {
+				n++
+			}
+		case <-ctx.Done():
+			return 0, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, ctx.Err())
+		}
 	}
 }
 
