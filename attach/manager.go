@@ -16,6 +16,7 @@ import (
 	"github.com/musterhq/muster/attach/internal/proc"
 	"github.com/musterhq/muster/attach/internal/statedir"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/kvwatch"
 	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/streams"
 )
@@ -47,7 +48,7 @@ type Options struct {
 // back into the manager). Nothing slow runs under Manager.mu: no spawning,
 // no file I/O, no NATS round trip.
 //
-// Goroutines, each with its owner's stop path: loop and watchReplicas end
+// Goroutines, each with its owner's stop path: loop and the replica-record follower end
 // with the run context (cancelled by Shutdown once the replicas are gone);
 // one spawner per batch of reservations (spawn.go) ends when its batch is
 // spawned; cleanOrphans, if a previous run left replicas, ends when they
@@ -77,8 +78,8 @@ type Manager struct {
 	sub    *nats.Subscription
 	reset  *nats.Subscription // muster.attach.reset.> (heal.go)
 	kick   chan struct{}      // rewrite the registration now
-	cancel context.CancelFunc // ends loop and watchReplicas
-	wg     sync.WaitGroup     // loop and watchReplicas
+	cancel context.CancelFunc // ends loop and the replica-record follower
+	wg     sync.WaitGroup     // loop and the replica-record follower
 
 	replicas sync.WaitGroup     // spawners, supervisors, pings and cleanOrphans
 	stopCh   chan struct{}      // closed by Shutdown: supervisors stop their replicas
@@ -214,12 +215,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 		m.replicas.Add(1)
 		go m.cleanOrphans(orphans)
 	}
-	w, err := m.repKV.WatchAll(runCtx, jetstream.UpdatesOnly())
-	if err != nil {
+	// The replicas' records, followed by a watcher that is recreated at
+	// once after a reconnect or a stall (kvwatch), ready before the first
+	// replica starts.
+	follow := kvwatch.New(kvwatch.Config{KV: m.repKV, Conn: nc, Apply: m.onReplicaRecord, UpdatesOnly: true, Log: m.log})
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); follow.Run(runCtx) }()
+	if err := follow.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("attach: watch replicas: %w", err)
 	}
-	m.wg.Add(1)
-	go m.watchReplicas(runCtx, w)
 	if m.sub, err = nc.Subscribe(proto.AttachSubject(id), m.onNotify); err != nil {
 		return nil, fmt.Errorf("attach: subscribe: %w", err)
 	}

@@ -497,3 +497,53 @@ func refuseRegistrations(t *testing.T, js jetstream.JetStream) {
 		t.Fatal(err)
 	}
 }
+
+// TestNATSRestartKillsNoHealthyReplica: while NATS is down for longer than
+// three heartbeats, and while the KV watch catches up after it is back, no
+// registration write reaches the manager; its replicas live and answer
+// PING once they have reconnected, so none is killed.
+func TestNATSRestartKillsNoHealthyReplica(t *testing.T) {
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s, testutil.Reconnecting...)
+	cfg := testConfig(t, 8, "T/RESTART/X worker-echo min: 2, max: 2")
+	m, err := Start(testutil.Context(t, 10*time.Second), nc, cfg, Options{Conn: natsconn.Config{URL: s.ClientURL()}, Logger: harness.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := replicaRecords(t, m, cfg, 2)
+	down := 4 * cfg.Host.Heartbeat // the records are stale before the server is back
+	s = testutil.RestartNATS(t, s, func() {
+		deadline := time.Now().Add(down)
+		testutil.CheckFor(t, 2*down, 20*time.Millisecond, func() error {
+			if c := m.Counters()["T/RESTART/X"]; c.Hung > 0 || c.Exited > 0 {
+				t.Fatalf("counters %+v: a replica was stopped while NATS was down", c)
+			}
+			if time.Now().Before(deadline) {
+				return errors.New("NATS still down")
+			}
+			return nil
+		})
+	})
+	// Back: the replicas reconnect, answer PING and write their records again.
+	testutil.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if c := m.Counters()["T/RESTART/X"]; c.Hung > 0 || c.Exited > 0 || c.Started != 2 {
+			t.Fatalf("counters %+v: a healthy replica was stopped after the restart", c)
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, r := range m.reps {
+			if time.Since(r.lastBeat) > 3*cfg.Host.Heartbeat {
+				return fmt.Errorf("replica %s: no heartbeat for %v", r.id, time.Since(r.lastBeat))
+			}
+		}
+		return nil
+	})
+	for _, r := range recs {
+		if !running(r.PID) {
+			t.Errorf("replica %s gone after the restart", r.ID)
+		}
+	}
+	t.Logf("counters after the restart: %+v", m.Counters()["T/RESTART/X"])
+	shutdown(t, m) // before the restarted server goes (its cleanup runs first)
+	assertNoLeftovers(t, cfg)
+}

@@ -11,7 +11,6 @@ import (
 	"github.com/musterhq/muster/attach/internal/logrot"
 	"github.com/musterhq/muster/attach/internal/proc"
 	"github.com/musterhq/muster/broker/proto"
-	"github.com/musterhq/muster/internal/kvwatch"
 )
 
 // hungStopGrace is the grace a replica gets when the manager stops it for
@@ -131,13 +130,6 @@ func (m *Manager) backoffLocked(s *svcRun) {
 	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
 	s.lastFail = time.Now()
 	s.nextStart = s.lastFail.Add(d)
-}
-
-// watchReplicas follows the registrations of this manager's replicas until
-// ctx ends.
-func (m *Manager) watchReplicas(ctx context.Context, w jetstream.KeyWatcher) {
-	defer m.wg.Done()
-	kvwatch.Follow(ctx, w, m.onReplicaRecord, nil)
 }
 
 // onReplicaRecord takes one registration write: registered means started,
