@@ -86,6 +86,8 @@ type Broker struct {
 	cancel     context.CancelFunc
 	routines   *routines
 	stopOnce   sync.Once
+
+	lastQueueErrLog atomic.Int64 // Unix ns of the last log of a queue stream that refuses requests
 }
 
 // Start starts a broker on nc (which the caller keeps and closes after

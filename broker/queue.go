@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -59,29 +60,40 @@ func (b *Broker) onCall(m *nats.Msg) {
 	}
 	live, attachable := b.reg.known(svc.String(), now)
 	if live == 0 && !attachable {
-		// Maybe a replica registered a moment ago: make sure before saying
-		// no, off this callback so other calls do not wait for it.
+		// Maybe a replica registered a moment ago, or the view is stale:
+		// make sure before saying no, off this callback so other calls do
+		// not wait for it.
 		if !b.routines.start(func() {
-			ctx, cancel := context.WithTimeout(b.runCtx, 250*time.Millisecond)
-			b.reg.sync(ctx)
+			ctx, cancel := context.WithTimeout(b.runCtx, syncWait)
+			err := b.reg.sync(ctx)
 			cancel()
-			b.decide(m, svc, replyTo, dl)
+			b.decide(m, svc, replyTo, dl, err == nil)
 		}) {
 			b.replyShuttingDown(replyTo)
 		}
 		return
 	}
-	b.decide(m, svc, replyTo, dl)
+	b.decide(m, svc, replyTo, dl, true)
 }
 
+// syncWait is how long the broker waits for its registry to catch up
+// before it answers 0007/0007.
+const syncWait = 250 * time.Millisecond
+
 // decide answers 0007/0007 or 0900/0004 when nothing can serve svc, and
-// queues the request otherwise.
-func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.Time) {
+// queues the request otherwise. synced says the registry was found caught
+// up: without it the broker never answers 0007/0007 but queues (fail
+// open), for the view may miss the attach manager or replica that serves
+// svc.
+func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.Time, synced bool) {
 	now := time.Now()
 	live, attachable := b.reg.known(svc.String(), now)
 	if live == 0 && !attachable {
-		b.replyError(replyTo, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
-		return
+		if synced {
+			b.replyError(replyTo, proto.Errorf(proto.CodeNotRegistered, "service %s: no replica registered and no attach manager offers it", svc))
+			return
+		}
+		b.log.Debug("registry not current: queueing a request for a service it does not know", "service", svc.String())
 	}
 	if live == 0 {
 		if why, failing := b.reg.failing(svc.String(), now); failing {
@@ -92,7 +104,7 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()
 	if _, err := b.js.PublishMsg(ctx, queued(m, svc, replyTo, dl, now)); err != nil {
-		b.replyError(replyTo, proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %w", err))
+		b.replyError(replyTo, b.queueError(err))
 		return
 	}
 	if m.Header.Get(proto.HdrProgress) == "1" {
@@ -185,6 +197,45 @@ func (b *Broker) failQueued(ctx context.Context, svc proto.Service, e *proto.Err
 		}
 	}
 }
+
+// queueError is the answer to a request whose publish to the queue stream
+// failed: CodeUnavailable (retry) when NATS or JetStream cannot take it now
+// (no responder, timeout, disconnected, JetStream not ready, queue full);
+// CodePayloadTooBig when the queued copy is too large; CodeBrokerNotActive,
+// logged, when the queue stream refuses it for a reason a retry does not
+// cure (its configuration).
+func (b *Broker) queueError(err error) *proto.Error {
+	var api *jetstream.APIError
+	isAPI := errors.As(err, &api)
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload),
+		isAPI && (api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || api.ErrorCode == jsErrHeaderTooBig):
+		return proto.Errorf(proto.CodePayloadTooBig, "request too big to queue (headers and body, with the %d bytes the broker adds): %w", queuedOverhead, err)
+	case isAPI && api.ErrorCode == jsErrStoreFailed:
+		return proto.Errorf(proto.CodeUnavailable, "queue full, retry later: %w", err)
+	case isAPI && api.Code >= 500,
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected):
+		return proto.Errorf(proto.CodeUnavailable, "JetStream unavailable, retry: %w", err)
+	}
+	if last := b.lastQueueErrLog.Load(); time.Since(time.Unix(0, last)) >= time.Minute && b.lastQueueErrLog.CompareAndSwap(last, time.Now().UnixNano()) {
+		b.log.Error("the queue stream refuses requests (check its configuration, e.g. allow_msg_ttl)", "stream", proto.QueueStream, "err", err)
+	}
+	return proto.Errorf(proto.CodeBrokerNotActive, "cannot queue the request: %w", err)
+}
+
+// JetStream error codes nats.go names no constant for.
+const (
+	jsErrHeaderTooBig = 10097 // header size exceeds maximum allowed of 64k
+	jsErrStoreFailed  = 10077 // store failed: maximum bytes or messages exceeded (the queue is full)
+)
+
+// queuedOverhead is about how many bytes the queued copy carries beyond
+// the request's own headers and body, besides the reply subject.
+const queuedOverhead = 110
 
 // replyError sends e to the reply subject to, if there is one.
 func (b *Broker) replyError(to string, e *proto.Error) {

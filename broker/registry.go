@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -16,19 +17,29 @@ import (
 )
 
 // registry mirrors the replica and attach-manager buckets in memory,
-// through KV watchers, so the broker decides without a round trip.
+// through KV followers (package kvwatch), so the broker decides without a
+// round trip.
+//
+// Heartbeats are judged by the time the registry could see writes: while
+// its view is not current (a disconnect, a watcher being recreated), and
+// for records written before that, the blind time does not count towards
+// a record's age. A NATS restart stops every writer and the registry
+// alike; no record may look dead only because nobody could write.
 type registry struct {
 	log              *slog.Logger
 	repKV, attKV     jetstream.KeyValue
+	rep, att         *kvwatch.Follower
 	mu               sync.Mutex
 	replicas         map[string]proto.ReplicaInfo
 	attach           map[string]proto.AttachInfo
 	replicaRevisions map[string]uint64
-	bySvc            map[string]map[string]bool    // service → replica ids
-	offers           map[string]map[string]bool    // service → attach manager ids that offer it
-	lastReg          map[string]time.Time          // service → when a replica of it last registered
-	lastRev          map[jetstream.KeyValue]uint64 // highest revision applied per bucket
-	changed          chan struct{}                 // closed and replaced at every apply
+	bySvc            map[string]map[string]bool // service → replica ids
+	offers           map[string]map[string]bool // service → attach manager ids that offer it
+	lastReg          map[string]time.Time       // service → when a replica of it last registered
+	repCurrent       bool                       // the replica follower is current
+	attCurrent       bool                       // the attach follower is current
+	lostAt           time.Time                  // when the view last stopped being current (zero: never)
+	resumedAt        time.Time                  // when it became current again after lostAt (zero: not yet)
 }
 
 // figures are the registry's counts for one service.
@@ -39,7 +50,7 @@ type figures struct {
 func newRegistry(log *slog.Logger) *registry {
 	return &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
 		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{},
-		lastReg: map[string]time.Time{}, lastRev: map[jetstream.KeyValue]uint64{}, changed: make(chan struct{})}
+		lastReg: map[string]time.Time{}}
 }
 
 // startRegistry fills a registry from the replica and attach-manager
@@ -54,38 +65,90 @@ func startRegistry(ctx, runCtx context.Context, js jetstream.JetStream, log *slo
 	if r.attKV, err = streams.EnsureBucket(ctx, js, proto.AttachBucket); err != nil {
 		return nil, err
 	}
-	for _, kv := range []jetstream.KeyValue{r.repKV, r.attKV} {
-		w, err := kv.WatchAll(runCtx)
-		if err != nil {
-			return nil, fmt.Errorf("broker: watch %s: %w", kv.Bucket(), err)
-		}
-		replicas := kv == r.repKV
-		ready := make(chan struct{})
-		if !g.start(func() {
-			kvwatch.Follow(runCtx, w, func(e jetstream.KeyValueEntry) { r.apply(e, replicas) }, func() { close(ready) })
-		}) {
-			_ = w.Stop()
+	r.rep = kvwatch.New(kvwatch.Config{KV: r.repKV, Conn: js.Conn(), Log: log,
+		Apply:   func(e jetstream.KeyValueEntry) { r.apply(e, true) },
+		Current: func(c bool) { r.setCurrent(&r.repCurrent, c) }})
+	r.att = kvwatch.New(kvwatch.Config{KV: r.attKV, Conn: js.Conn(), Log: log,
+		Apply:   func(e jetstream.KeyValueEntry) { r.apply(e, false) },
+		Current: func(c bool) { r.setCurrent(&r.attCurrent, c) }})
+	for _, f := range []*kvwatch.Follower{r.rep, r.att} {
+		if !g.start(func() { f.Run(runCtx) }) {
 			return nil, fmt.Errorf("broker: shut down while starting")
 		}
-		select { // the initial values, so the first decisions see them
-		case <-ready:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("broker: read %s: %w", kv.Bucket(), ctx.Err())
-		}
+	}
+	if err := r.sync(ctx); err != nil { // the initial values, so the first decisions see them
+		return nil, fmt.Errorf("broker: read the registrations: %w", err)
 	}
 	return r, nil
+}
+
+// setCurrent records that one follower became current or stopped being
+// so, and the start and end of the registry's blind time.
+func (r *registry) setCurrent(which *bool, c bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.repCurrent && r.attCurrent
+	*which = c
+	now := r.repCurrent && r.attCurrent
+	switch {
+	case was && !now:
+		r.lostAt, r.resumedAt = time.Now(), time.Time{}
+		r.log.Warn("registry view not current: deciding fail-open until it is")
+	case !was && now && !r.lostAt.IsZero():
+		r.resumedAt = time.Now()
+		r.log.Info("registry view current again", "after", r.resumedAt.Sub(r.lostAt).Round(time.Millisecond))
+	}
+}
+
+// current reports whether both followers are current: what the registry
+// holds is the buckets' present state.
+func (r *registry) current() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.repCurrent && r.attCurrent
+}
+
+// blindLocked is how much of the time from since to now the registry's
+// view was not current (its last blind interval only).
+func (r *registry) blindLocked(since, now time.Time) time.Duration {
+	if r.lostAt.IsZero() {
+		return 0
+	}
+	end := now
+	if !r.resumedAt.IsZero() && r.resumedAt.Before(now) {
+		end = r.resumedAt
+	}
+	start := r.lostAt
+	if since.After(start) {
+		start = since
+	}
+	if end.After(start) {
+		return end.Sub(start)
+	}
+	return 0
+}
+
+// expiredLocked reports whether a record last written at updated (Unix
+// ms) is expired at now, not counting the registry's blind time.
+func (r *registry) expiredLocked(rec interface{ Expired(time.Time) bool }, updated int64, now time.Time) bool {
+	if !rec.Expired(now) {
+		return false
+	}
+	blind := r.blindLocked(time.UnixMilli(updated), now)
+	return blind == 0 || rec.Expired(now.Add(-blind))
+}
+
+func (r *registry) replicaExpiredLocked(ri proto.ReplicaInfo, now time.Time) bool {
+	return r.expiredLocked(ri, ri.Updated, now)
+}
+
+func (r *registry) attachExpiredLocked(ai proto.AttachInfo, now time.Time) bool {
+	return r.expiredLocked(ai, ai.Updated, now)
 }
 
 func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	kv := r.attKV
-	if replicas {
-		kv = r.repKV
-	}
-	r.lastRev[kv] = max(r.lastRev[kv], e.Revision())
-	close(r.changed)
-	r.changed = make(chan struct{})
 	key := e.Key()
 	if e.Operation() != jetstream.KeyValuePut {
 		if replicas {
@@ -168,40 +231,17 @@ func (r *registry) registeredSince(svc string) time.Time {
 	return r.lastReg[svc]
 }
 
-// sync waits (up to ctx) until the watchers have applied every record
-// stored when it was called, so a decision made after it sees a replica
-// that registered just before. Only the slow paths (0007/0007) use it.
-func (r *registry) sync(ctx context.Context) {
-	for _, kv := range []jetstream.KeyValue{r.repKV, r.attKV} {
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return
-		}
-		bs, ok := st.(*jetstream.KeyValueBucketStatus)
-		if !ok {
-			return
-		}
-		state := bs.StreamInfo().State
-		if state.Msgs == 0 {
-			continue // everything expired: there is nothing the watcher could be missing
-		}
-		// Records expire oldest first (one TTL for the bucket), so the newest
-		// one, LastSeq, is still stored and the watcher will deliver it.
-		want := state.LastSeq
-		for {
-			r.mu.Lock()
-			got, ch := r.lastRev[kv], r.changed
-			r.mu.Unlock()
-			if got >= want {
-				break
-			}
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return
-			}
-		}
+// sync waits (up to ctx) until both followers are current and have
+// applied every record stored when it was called, so a decision made after
+// it sees a replica that registered just before. It returns an error when
+// they are not caught up by then: the view may be stale. Only the slow
+// paths (0007/0007) and Start use it.
+func (r *registry) sync(ctx context.Context) error {
+	errs := make(chan error, 2)
+	for _, f := range []*kvwatch.Follower{r.rep, r.att} {
+		go func() { errs <- f.Sync(ctx) }()
 	}
+	return errors.Join(<-errs, <-errs)
 }
 
 // known returns the live replicas of svc and whether an attach manager can
@@ -210,12 +250,12 @@ func (r *registry) known(svc string, now time.Time) (live int, attachable bool) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.bySvc[svc] {
-		if ri := r.replicas[id]; ri.State == proto.StateReady && !ri.Expired(now) {
+		if ri := r.replicas[id]; ri.State == proto.StateReady && !r.replicaExpiredLocked(ri, now) {
 			live++ // quiescing replicas take no new work
 		}
 	}
 	for id := range r.offers[svc] {
-		if ai := r.attach[id]; !ai.Isolated && !ai.Expired(now) {
+		if ai := r.attach[id]; !ai.Isolated && !r.attachExpiredLocked(ai, now) {
 			return live, true
 		}
 	}
@@ -228,7 +268,7 @@ func (r *registry) figures(svc string, now time.Time) figures {
 	var f figures
 	for id := range r.bySvc[svc] {
 		ri := r.replicas[id]
-		if ri.Expired(now) {
+		if r.replicaExpiredLocked(ri, now) {
 			continue
 		}
 		if ri.State == proto.StateQuiescing {
@@ -248,12 +288,12 @@ func (r *registry) services(now time.Time) []string {
 	defer r.mu.Unlock()
 	seen := map[string]bool{}
 	for _, ri := range r.replicas {
-		if !ri.Expired(now) {
+		if !r.replicaExpiredLocked(ri, now) {
 			seen[ri.Service] = true
 		}
 	}
 	for _, ai := range r.attach {
-		if !ai.Expired(now) {
+		if !r.attachExpiredLocked(ai, now) {
 			for _, s := range ai.Services {
 				seen[s] = true
 			}
@@ -267,13 +307,18 @@ func (r *registry) services(now time.Time) []string {
 }
 
 // sweep deletes the records of replicas whose heartbeats stopped (they
-// died without deregistering), unless they were rewritten meanwhile.
+// died without deregistering), unless they were rewritten meanwhile. It
+// deletes nothing while the view is not current.
 func (r *registry) sweep(ctx context.Context, now time.Time) {
 	r.mu.Lock()
+	if !r.repCurrent || !r.attCurrent {
+		r.mu.Unlock()
+		return
+	}
 	var dead []string
 	var revs []uint64
 	for id, ri := range r.replicas {
-		if ri.Expired(now) {
+		if r.replicaExpiredLocked(ri, now) {
 			dead = append(dead, id)
 			revs = append(revs, r.replicaRevisions[id])
 		}
@@ -297,7 +342,7 @@ func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.A
 	best := 0.0
 	for id := range r.offers[svc] {
 		ai := r.attach[id]
-		if ai.Isolated || ai.Expired(now) || ai.Failing[svc] != "" {
+		if ai.Isolated || r.attachExpiredLocked(ai, now) || ai.Failing[svc] != "" {
 			continue
 		}
 		l := float64(ai.Replicas)
@@ -326,7 +371,7 @@ func (r *registry) failing(svc string, now time.Time) (string, bool) {
 	reason, offered := "", false
 	for id := range r.offers[svc] {
 		ai := r.attach[id]
-		if ai.Isolated || ai.Expired(now) {
+		if ai.Isolated || r.attachExpiredLocked(ai, now) {
 			continue
 		}
 		offered = true

@@ -97,3 +97,41 @@ func BenchmarkKnown(b *testing.B) {
 		i++
 	}
 }
+
+// TestBlindTimeDoesNotAge: a record last written before the registry's
+// view stopped being current is not judged dead for the time the view was
+// blind (nobody could write then); it gets its three heartbeats again from
+// the moment the view is current, and expires after that.
+func TestBlindTimeDoesNotAge(t *testing.T) {
+	r := newRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const svc = "T/BLIND/SVC"
+	start := time.Now()
+	hb := 200 * time.Millisecond
+	r.mu.Lock()
+	r.setAttachLocked("a1", proto.AttachInfo{ID: "a1", Services: []string{svc}, HeartbeatMS: hb.Milliseconds(), Updated: start.UnixMilli()})
+	r.mu.Unlock()
+	r.setCurrent(&r.repCurrent, true)
+	r.setCurrent(&r.attCurrent, true)
+	if _, ok := r.known(svc, start.Add(time.Second)); ok {
+		t.Fatal("a record 5 heartbeats old counts while the view was current all along")
+	}
+	// The view goes blind 100 ms after the write, for 2 s.
+	r.mu.Lock()
+	r.lostAt, r.resumedAt = start.Add(100*time.Millisecond), time.Time{}
+	r.mu.Unlock()
+	if _, ok := r.known(svc, start.Add(2*time.Second)); !ok {
+		t.Fatal("record judged dead while the view is blind")
+	}
+	r.mu.Lock()
+	r.resumedAt = start.Add(2100 * time.Millisecond)
+	r.mu.Unlock()
+	if _, ok := r.known(svc, start.Add(2500*time.Millisecond)); !ok {
+		t.Fatal("record judged dead 400 ms after the view resumed (100 ms seen before the loss)")
+	}
+	if _, ok := r.known(svc, start.Add(2700*time.Millisecond)); ok {
+		t.Fatal("record still alive 3 heartbeats of visible time after its last write")
+	}
+	if why, failing := r.failing(svc, start.Add(2500*time.Millisecond)); failing {
+		t.Fatalf("failing = %q", why)
+	}
+}

@@ -85,9 +85,10 @@ func (r *replica) pullDue() {
 	r.pullLocked()
 }
 
-// watchConn pulls again at once each time the connection comes back: the
-// open pull request died with the old connection (or the old server). It
-// is a helper goroutine: it stops with the replica's base context.
+// watchConn pulls again at once each time the connection comes back (the
+// open pull request died with the old connection, or the old server), and
+// has the registration rewritten. It is a helper goroutine: it stops with
+// the replica's base context.
 func (r *replica) watchConn(ch chan nats.Status) {
 	defer r.nc.RemoveStatusListener(ch)
 	for {
@@ -101,6 +102,10 @@ func (r *replica) watchConn(ch chan nats.Status) {
 			r.mu.Lock()
 			r.pullAgainLocked()
 			r.mu.Unlock()
+			select { // and rewrite the registration now
+			case r.hbKick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

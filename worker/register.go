@@ -76,6 +76,13 @@ func (r *replica) heartbeat() {
 		case <-r.hbKick:
 		case <-t.C:
 		}
+		if !r.nc.IsConnected() {
+			// A write cannot reach the server: it would only wait out its
+			// timeout. The record is written as soon as the connection is
+			// back (watchConn kicks this loop).
+			r.dirty.Store(true)
+			continue
+		}
 		r.maxPayload.Store(r.nc.MaxPayload())
 		ctx, cancel := context.WithTimeout(r.baseCtx, r.cfg.heartbeat)
 		if err := r.register(ctx); err != nil && r.baseCtx.Err() == nil {

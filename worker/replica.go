@@ -48,6 +48,10 @@ const (
 	drainWait = 5 * time.Second
 	// deregisterTimeout bounds the final registration delete and flush.
 	deregisterTimeout = 2 * time.Second
+	// offlineWait is how long shutdown waits for its helper goroutines
+	// when the connection is down: they stop with the base context, except
+	// forwards, which wait for a broker that cannot answer now.
+	offlineWait = 250 * time.Millisecond
 )
 
 // counters are a replica's statistics (atomics: read by the heartbeat and
@@ -268,7 +272,10 @@ func (r *replica) stopLocked(reason string) bool {
 // shutdown waits up to grace for open conversations, ends the rest
 // (IMMED: clients get 0003/0010), stops the replica's goroutines, forwards
 // warm requests still buffered, deregisters, and flushes. Every step is
-// bounded.
+// bounded. While the connection is down it waits for nothing that needs
+// the server (drains, forwards, the deregistration, the flush): an idle
+// replica without NATS exits at once, a busy one after its handlers, and
+// its record expires by its heartbeat.
 func (r *replica) shutdown(grace time.Duration) {
 	r.quiesce("shutdown")
 	r.mu.Lock()
@@ -298,6 +305,10 @@ func (r *replica) shutdown(grace time.Duration) {
 	r.waitPool(handlersDone)
 	r.forwardBuffered()
 	r.waitHelpers()
+	if !r.nc.IsConnected() {
+		r.cfg.logger.Warn("NATS unreachable: exiting without deregistering; the registration expires by its heartbeat")
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 	defer cancel()
 	if err := r.kv.Delete(ctx, r.cfg.replicaID); err != nil {
@@ -309,7 +320,9 @@ func (r *replica) shutdown(grace time.Duration) {
 // closeSubscriptions drains every subscription of the replica, so messages
 // in flight still get an answer (a NAK, an error, a forward), and waits
 // until the client library has closed them: no callback of the replica
-// runs after it. The wait is bounded by drainWait.
+// runs after it. The wait is bounded by drainWait. While the connection is
+// down a drain cannot complete (and no answer can leave): it unsubscribes
+// instead.
 func (r *replica) closeSubscriptions() {
 	r.mu.Lock()
 	r.unsubscribeWarmLocked()
@@ -320,7 +333,12 @@ func (r *replica) closeSubscriptions() {
 	r.subs, r.drainedWarm = nil, nil
 	r.mu.Unlock()
 	closed := make([]<-chan nats.SubStatus, 0, len(subs))
+	offline := !r.nc.IsConnected()
 	for _, s := range subs {
+		if offline {
+			_ = s.Unsubscribe()
+			continue
+		}
 		ch := s.StatusChanged(nats.SubscriptionClosed) // closed when the drain completes
 		if err := s.Drain(); err != nil && !s.IsValid() {
 			continue // already closed, or the connection is
@@ -349,9 +367,14 @@ func (r *replica) waitPool(handlersDone bool) {
 }
 
 // waitHelpers waits for the heartbeat, idle checks and forwards (each
-// bounded, a forward by forwardTimeout).
+// bounded, a forward by forwardTimeout; only offlineWait while the
+// connection is down).
 func (r *replica) waitHelpers() {
-	if !r.wait(&r.helpers, forwardTimeout+time.Second) {
+	d := forwardTimeout + time.Second
+	if !r.nc.IsConnected() {
+		d = offlineWait
+	}
+	if !r.wait(&r.helpers, d) {
 		r.cfg.logger.Warn("forwards still waiting for a broker; exiting anyway")
 	}
 }

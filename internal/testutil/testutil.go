@@ -73,7 +73,9 @@ var Reconnecting = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 *
 // RestartNATS shuts s down, runs whileDown (if not nil), and starts a new
 // server on the same address with the same JetStream store, as a restart
 // of the NATS server does: the clients of s reconnect to it. The new server
-// is shut down at the end of the test.
+// is shut down at the end of the test, by a cleanup registered now, so it
+// runs before the cleanups registered earlier: stop what needs the server
+// (a broker's Shutdown drains through it) in the test itself.
 func RestartNATS(t testing.TB, s *server.Server, whileDown func()) *server.Server {
 	t.Helper()
 	addr := s.Addr().(*net.TCPAddr)
