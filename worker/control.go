@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"time"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -46,6 +48,9 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 		return
 	}
 	r.mu.Unlock()
+	if c.keepalive > 0 {
+		c.heard.Store(time.Now().UnixNano()) // the client is there
+	}
 	c.mu.Lock()
 	answer := c.routeLocked(op, nm)
 	c.mu.Unlock()
@@ -55,7 +60,7 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 	case op == proto.OpPing:
 		r.ack(nm.Reply, id)
 	case op == proto.OpCancel:
-		c.cancel()
+		c.stopCtx()
 		r.ack(nm.Reply, id)
 	}
 }
@@ -72,9 +77,7 @@ func (c *Conv) routeLocked(op string, nm *nats.Msg) *proto.Error {
 	case proto.OpPing:
 		return nil
 	case proto.OpCancel:
-		c.endLocked(proto.ErrCancelled)
-		c.pending, c.first = nil, nil // the client who cancels waits for no reply
-		return nil
+		return c.cancelLocked()
 	}
 	select {
 	case c.in <- nm:
@@ -82,6 +85,70 @@ func (c *Conv) routeLocked(op string, nm *nats.Msg) *proto.Error {
 	default:
 		return proto.Errorf(proto.CodeBadRequest, "message sent before the previous one was answered")
 	}
+}
+
+// onHeld answers the service's held subject, which every replica of the
+// service subscribes to without a queue group. FIND and CANCEL name a CALL
+// or NEW by the caller's reply subject (Muster-Reply); only a replica that
+// knows of the request answers, so a client that does not know which
+// replica took its request learns it (and that it is alive), or cancels it.
+//
+// FIND: the replica holding it answers like a "working" status
+// (Muster-Replica, and Muster-Conv for NEW). A replica that has it on the
+// way to the broker (a forward), or has warm requests waiting for a worker
+// (it cannot tell whose), answers "queued": not lost, ask again. Others
+// stay silent.
+//
+// CANCEL: the replica holding it ends it with 0003/0011 and cancels the
+// handler's context, and acks.
+func (r *replica) onHeld(nm *nats.Msg) {
+	op := nm.Header.Get(proto.HdrOp)
+	to := nm.Header.Get(proto.HdrReply)
+	if op != "" && op != proto.OpFind && op != proto.OpCancel || to == "" {
+		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%s: want %s %s or %s with %s", proto.HeldSubject(r.cfg.service), proto.HdrOp, proto.OpFind, proto.OpCancel, proto.HdrReply))
+		return
+	}
+	var held *Conv
+	r.mu.Lock()
+	for _, c := range r.convs { // at most capacity entries, and FIND is rare
+		if c.firstTo == to {
+			held = c
+			break
+		}
+	}
+	waiting := held == nil && (r.forwarding[to] > 0 || len(r.warmCh) > 0)
+	r.mu.Unlock()
+	switch {
+	case held != nil && op == proto.OpCancel:
+		held.mu.Lock()
+		answer := held.cancelLocked()
+		held.mu.Unlock()
+		if answer != nil {
+			r.replyError(nm.Reply, answer)
+			return
+		}
+		held.stopCtx()
+		r.ack(nm.Reply, held.ID())
+	case held != nil:
+		r.status(nm.Reply, proto.StatusWorking, held.ID())
+	case waiting && op != proto.OpCancel:
+		r.status(nm.Reply, proto.StatusQueued, "")
+	}
+}
+
+// status sends an interim status naming the replica (and conversation
+// conv, if any) to a caller. It takes no lock.
+func (r *replica) status(to, status, conv string) {
+	if to == "" {
+		return
+	}
+	m := nats.NewMsg(to)
+	m.Header.Set(proto.HdrStatus, status)
+	m.Header.Set(proto.HdrReplica, r.cfg.replicaID)
+	if conv != "" {
+		m.Header.Set(proto.HdrConv, conv)
+	}
+	_ = r.nc.PublishMsg(m)
 }
 
 // onControl handles QUIESCE and IMMED (deregister) requests.

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,8 +29,15 @@ type Conv struct {
 	notify   string // client's event subject (conversations)
 	progress bool
 	ctx      context.Context
-	cancel   context.CancelFunc
-	in       chan *nats.Msg // OLD and EOC, routed by onPrivate (CANCEL acts at once)
+	cancel   context.CancelFunc // a conversation's; a call's is cctx.cancel (stopCtx)
+	cctx     callCtx            // a call's context (ctx points here)
+	in       chan *nats.Msg     // OLD and EOC, routed by onPrivate (CANCEL acts at once)
+	// keepalive is what the client asked for with NEW (Muster-Keepalive; 0:
+	// none): the replica ends the conversation when nothing came from the
+	// client for lostAfter keepalives. heard is when the client's last
+	// message for it came (UnixNano).
+	keepalive time.Duration
+	heard     atomic.Int64
 
 	mu        sync.Mutex
 	first     *Message // the opening message, until Receive takes it
@@ -332,6 +340,46 @@ func (c *Conv) finish(herr error) {
 	}
 }
 
+// stopCtx cancels the handler's context: a conversation's, or a call's own.
+func (c *Conv) stopCtx() {
+	if c.call {
+		c.cctx.cancel(context.Canceled)
+		return
+	}
+	c.cancel()
+}
+
+// cancelLocked ends the call or conversation at the client's request
+// (CANCEL): 0003/0011, and the message the handler has not answered gets
+// no reply, since the client who cancels waits for none. The caller then
+// cancels the handler's context (stopCtx). It returns the end reason when
+// the conversation had already ended.
+func (c *Conv) cancelLocked() *proto.Error {
+	if c.ended != nil {
+		return c.reasonLocked()
+	}
+	c.endLocked(proto.ErrCancelled)
+	c.pending, c.first = nil, nil
+	return nil
+}
+
+// loseClient ends a conversation whose client sent nothing for lostAfter
+// keepalives (it died, or its pipe closed): 0003/0012 on both sides, the
+// handler's context is cancelled and its unanswered message dropped.
+func (c *Conv) loseClient(silent time.Duration) {
+	c.mu.Lock()
+	if c.ended != nil {
+		c.mu.Unlock()
+		return
+	}
+	e := proto.Errorf(proto.CodeLoggedOff, "client of conversation %s silent for %v (keepalive %v)", c.id, silent.Round(time.Millisecond), c.keepalive)
+	c.endLocked(e)
+	c.pending, c.first = nil, nil
+	c.notifyLocked(e)
+	c.mu.Unlock()
+	c.stopCtx()
+}
+
 // abort ends the conversation now (IMMED): the client gets code e on its
 // pending message or as an event, the handler gets proto.ErrShutdownImmed.
 func (c *Conv) abort(e *proto.Error) {
@@ -351,7 +399,7 @@ func (c *Conv) abort(e *proto.Error) {
 	default:
 		c.notifyLocked(e)
 	}
-	c.cancel()
+	c.stopCtx()
 }
 
 // endReason returns why the conversation ended, for tombstones.

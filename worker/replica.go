@@ -122,6 +122,10 @@ type replica struct {
 	pool        group  // worker and forwarder goroutines
 	helpers     group  // heartbeat, forward and idle-check goroutines
 
+	// For FIND (control.go) and keepalives (progress.go).
+	forwarding map[string]int // guarded by mu: reply subjects of warm requests being handed to the broker
+	offline    bool           // the connection was down at the last progress tick (used by it only)
+
 	work    chan *Conv     // hands queued conversations to idle workers
 	warmCh  chan *nats.Msg // the warm subscription delivers here; workers read it
 	fullSig chan struct{}  // wakes the forwarder when the replica fills up
@@ -134,7 +138,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	return &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
-		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{},
+		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
 	}
@@ -176,6 +180,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	subjects := map[string]nats.MsgHandler{
 		proto.ReplicaSubject(r.cfg.replicaID): r.onPrivate,
 		proto.ControlSubject(r.cfg.replicaID): r.onControl,
+		proto.HeldSubject(r.cfg.service):      r.onHeld,
 		r.pullInbox:                           r.onPulled,
 	}
 	for _, subject := range discoverySubjects(r.discoveryName(), r.cfg.replicaID) {

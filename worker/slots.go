@@ -34,6 +34,10 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	if err == nil {
 		err = err2
 	}
+	var keepalive time.Duration
+	if err == nil && op == proto.OpNew {
+		keepalive, err = proto.ParseKeepalive(nm.Header)
+	}
 	if err != nil {
 		r.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "%v", err))
 		r.term(ackTo)
@@ -60,21 +64,26 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		default:
 		}
 	}
-	// A call's handler runs under the replica's own context (cancelled at
-	// IMMED): a context per call costs the warm path a registration in the
-	// parent's child set. The caller's deadline is in Message.Deadline.
-	ctx, cancel := r.baseCtx, context.CancelFunc(noop)
-	if op != proto.OpCall {
-		ctx, cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
-	}
 	r.seq++
 	c = &Conv{
 		r: r, id: strconv.FormatUint(r.seq, 36), call: op == proto.OpCall,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
-		ctx: ctx, cancel: cancel, first: m, firstTo: replyTo, started: time.Now(),
+		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}
-	if !c.call {
+	if c.call {
+		// A call's handler runs under the replica's own context (cancelled
+		// at IMMED), with a cancel of its own that costs nothing until the
+		// handler asks for Done (callCtx): a context.WithCancel per call
+		// costs the warm path a registration in the parent's child set.
+		// The caller's deadline is in Message.Deadline.
+		c.cctx.Context = r.baseCtx
+		c.ctx, c.cancel = &c.cctx, noop
+	} else {
+		c.ctx, c.cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
 		c.in, c.idleOut = make(chan *nats.Msg, 1), make(chan struct{})
+		if keepalive > 0 {
+			c.heard.Store(c.started.UnixNano())
+		}
 	}
 	r.convs[c.id] = c // calls too, so IMMED can answer them
 	r.serving.addLocked()
@@ -108,7 +117,7 @@ func (r *replica) release(c *Conv) {
 // finished runs when no handler serves c any more (it returned, or no
 // worker ever took c): its slot is free, and shutdown no longer waits for it.
 func (r *replica) finished(c *Conv) {
-	c.cancel()
+	c.stopCtx()
 	r.mu.Lock()
 	r.releaseLocked(c)
 	r.serving.doneLocked()

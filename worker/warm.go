@@ -111,6 +111,16 @@ func (r *replica) forwardNow(nm *nats.Msg) {
 		fwd.Header[k] = v
 	}
 	fwd.Header.Set(proto.HdrReply, nm.Reply)
+	r.mu.Lock()
+	r.forwarding[nm.Reply]++ // a FIND for it is answered "queued" meanwhile
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.forwarding[nm.Reply]--; r.forwarding[nm.Reply] <= 0 {
+			delete(r.forwarding, nm.Reply)
+		}
+		r.mu.Unlock()
+	}()
 	if _, err := r.nc.RequestMsg(fwd, forwardTimeout); err != nil {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBrokerNotActive, "replica full and no broker took the request: %v", err))
 	}

@@ -38,9 +38,11 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 func (c *Client) request(ctx context.Context, svc proto.Service, m *nats.Msg, w watch) (*nats.Msg, error) {
 	m.Subject = proto.WarmSubject(svc)
 	m.Header.Set(proto.HdrProgress, "1")
+	w.held, w.find = proto.HeldSubject(svc), true
 	r, err := c.roundTrip(ctx, m, w)
 	if errors.Is(err, errNoResponders) {
 		m.Subject = proto.CallSubject(svc)
+		w.find = false // the broker answers "queued" or an error; a replica that takes it says "working" at once
 		r, err = c.roundTrip(ctx, m, w)
 		if errors.Is(err, errNoResponders) {
 			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no free replica of %s and no broker running", svc)

@@ -39,6 +39,12 @@ type Client struct {
 	sub     *nats.Subscription
 	timeout time.Duration
 	ping    time.Duration
+	// keepalive is what conversations ask for at NEW (Muster-Keepalive;
+	// 0: none): the sweeper PINGs each open one at least that often.
+	keepalive  time.Duration
+	sweepEvery time.Duration // the sweeper's period
+	now        atomic.Int64  // UnixNano at the last sweep: a clock for waiters that costs no syscall
+	swept      chan struct{} // closed when the sweeper has stopped
 	// maxPayload is the server's limit, read once: nc.MaxPayload takes the
 	// connection's lock, which every publish contends for. A later server
 	// with a smaller limit makes the publish fail, reported as 0900/0002.
@@ -48,17 +54,29 @@ type Client struct {
 	done chan struct{} // closed by Close
 
 	mu      sync.Mutex
-	closed  bool                      // guarded by mu
-	waiters map[string]chan *nats.Msg // reply token → its waiter; guarded by mu
+	closed  bool              // guarded by mu
+	waiters map[string]waiter // reply token → its waiter; guarded by mu
 }
+
+// DefaultKeepalive is the keepalive a client asks for in its
+// conversations: a replica frees the slot of a client that died or lost
+// its connection within lostAfter (3) of them, so within 2s.
+const DefaultKeepalive = 500 * time.Millisecond
 
 // New creates a client on nc. It subscribes to one wildcard reply inbox;
 // Close removes it (nc stays open).
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
-	c := &Client{nc: nc, timeout: 30 * time.Second, ping: 500 * time.Millisecond,
-		done: make(chan struct{}), waiters: map[string]chan *nats.Msg{}}
+	c := &Client{nc: nc, timeout: 30 * time.Second, ping: 500 * time.Millisecond, keepalive: DefaultKeepalive,
+		done: make(chan struct{}), swept: make(chan struct{}), waiters: map[string]waiter{}}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.keepalive > 0 && c.keepalive < proto.MinKeepalive {
+		c.keepalive = proto.MinKeepalive
+	}
+	c.sweepEvery = max(c.ping/5, time.Millisecond)
+	if c.keepalive > 0 {
+		c.sweepEvery = min(c.sweepEvery, c.keepalive/5)
 	}
 	c.maxPayload = nc.MaxPayload()
 	c.prefix = nc.NewInbox() + "."
@@ -67,6 +85,8 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client: subscribe reply inbox: %w", err)
 	}
 	c.sub = sub
+	c.now.Store(time.Now().UnixNano())
+	go c.sweep()
 	return c, nil
 }
 
@@ -76,7 +96,8 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 // that error, and later calls fail with it. Close unsubscribes the reply
 // inbox (nc stays open) and is idempotent. It does not tell the replicas:
 // End or Cancel conversations first to free their slots at once, else each
-// replica ends its side at its conversation timeout.
+// replica ends its side when their keepalives stop (within 2s with
+// DefaultKeepalive), or at its conversation timeout without keepalives.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -87,6 +108,7 @@ func (c *Client) Close() error {
 	c.waiters = nil
 	c.mu.Unlock()
 	close(c.done)
+	<-c.swept
 	err := c.sub.Unsubscribe()
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 		return fmt.Errorf("client: close: %w", err)

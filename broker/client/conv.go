@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -16,8 +17,9 @@ import (
 //
 // End or Cancel a conversation when done with it. One that is dropped
 // without either is forgotten by the client once the garbage collector
-// finds it unreachable, while its replica ends its side at the
-// conversation timeout (CONV-NONACT) and holds a slot until then.
+// finds it unreachable; its keepalives stop then, and its replica ends its
+// side 3 keepalives later (0003/0012), or without keepalives at the
+// conversation timeout (CONV-NONACT), holding a slot until then.
 type Conv struct {
 	c       *Client
 	svc     proto.Service
@@ -25,6 +27,7 @@ type Conv struct {
 	replica string
 	token   string         // event inbox token (a waiter of c)
 	events  chan *nats.Msg // events on it, "ended" being the last
+	ka      *keepalive     // nil without keepalives
 
 	mu    sync.Mutex
 	ended *proto.Error
@@ -40,7 +43,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
-	token, events, err := c.register()
+	token, events, err := c.register(false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -52,6 +55,9 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	m := &nats.Msg{Data: data, Header: nats.Header{}}
 	m.Header.Set(proto.HdrOp, proto.OpNew)
 	m.Header.Set(proto.HdrNotify, c.prefix+token)
+	if c.keepalive > 0 {
+		m.Header.Set(proto.HdrKeepalive, c.keepalive.String())
+	}
 	r, err := c.request(ctx, svc, m, watch{events: events})
 	if err != nil {
 		return nil, nil, err
@@ -61,10 +67,15 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
 	}
 	// An abandoned Conv must not keep its waiter for ever. The cleanup
-	// holds the client and the token, not cv, so cv can become unreachable.
+	// holds the client and the token, not cv, so cv can become unreachable;
+	// its keepalives stop with the waiter.
 	runtime.AddCleanup(cv, c.unregister, token)
 	if r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
 		cv.end(proto.ErrEOC)
+	} else if c.keepalive > 0 {
+		cv.ka = &keepalive{subject: proto.ReplicaSubject(cv.replica), conv: cv.id}
+		cv.ka.last.Store(time.Now().UnixNano())
+		c.keepAlive(token, cv.ka)
 	}
 	return cv, r.Data, nil
 }
@@ -142,6 +153,9 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 	m := &nats.Msg{Subject: proto.ReplicaSubject(cv.replica), Data: data, Header: nats.Header{}}
 	m.Header.Set(proto.HdrOp, op)
 	m.Header.Set(proto.HdrConv, cv.id)
+	if cv.ka != nil {
+		cv.ka.last.Store(time.Now().UnixNano()) // this message keeps it alive too
+	}
 	r, err := cv.c.roundTrip(ctx, m, watch{replica: cv.replica, conv: cv.id, events: cv.events})
 	if errors.Is(err, errNoResponders) {
 		err = proto.Errorf(proto.CodeLoggedOff, "replica %s is gone", cv.replica)

@@ -12,21 +12,35 @@ import (
 
 // watch is what a waiting request knows about who holds it.
 type watch struct {
-	replica string         // replica to ping ("" until a "working" status names it)
+	replica string         // replica to ping ("" until a "working" status or a FIND names it)
 	conv    string         // conversation id, checked by the ping
 	events  chan *nats.Msg // conversation events (nil for calls)
+	// held is the service's held subject, for a CALL or NEW: there a FIND
+	// asks which replica holds the request, and a CANCEL cancels it.
+	held string
+	find bool // FIND while the holder is unknown (the warm attempt only)
 }
 
 // roundTrip publishes m with a fresh reply token and waits for the final
 // message: a reply, an error reply, a 503, a conversation event, a dead
 // replica, the deadline or Close, whichever comes first.
+//
+// A request unanswered after one ping interval (the sweeper's nudge)
+// starts watching its replica, every interval: it PINGs the replica it
+// knows, or, for a warm CALL or NEW whose replica has sent no "working"
+// status yet, asks the service's replicas which one holds it (FIND). Two
+// misses in a row end the wait: 0003/0067 for a replica that does not
+// answer, 0003/0012 for one that is gone or a request nobody holds.
+//
+// When ctx is cancelled (not at its deadline: the replica knows that one
+// itself), a CALL or NEW is cancelled at the replica that holds it.
 func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg, error) {
 	if err := c.checkSize(m); err != nil {
 		return nil, err
 	}
 	dl, _ := ctx.Deadline()
 	m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	token, ch, err := c.register()
+	token, ch, err := c.register(w.replica != "" || w.held != "")
 	if err != nil {
 		return nil, err
 	}
@@ -37,33 +51,31 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	}
 	var tick <-chan time.Time
 	var ticker *time.Ticker
-	startPing := func() {
-		if ticker == nil && w.replica != "" {
-			ticker = time.NewTicker(c.ping)
-			tick = ticker.C
-		}
-	}
 	defer func() {
 		if ticker != nil {
 			ticker.Stop()
 		}
 	}()
-	startPing()
 	misses := 0
+	queued := false // the broker has it: nobody holds it until a replica says "working"
 	for {
 		select {
 		case r := <-ch:
+			if r == nudge {
+				ticker = time.NewTicker(c.ping)
+				tick = ticker.C
+				break // check at once
+			}
 			if r.Header.Get(proto.HdrNATSStatus) == "503" {
 				return nil, errNoResponders
 			}
 			switch r.Header.Get(proto.HdrStatus) {
 			case proto.StatusWorking:
-				if id := r.Header.Get(proto.HdrReplica); proto.ValidID(id) == nil {
-					w.replica = id
-					startPing()
-				}
+				c.holder(&w, r)
+				misses = 0
 				continue
 			case proto.StatusQueued:
+				queued = true
 				continue
 			}
 			return r, nil
@@ -71,32 +83,111 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			if e := proto.ErrorFromHeader(ev.Header); e != nil {
 				return nil, e
 			}
+			continue
 		case <-c.done:
 			return nil, closedError()
 		case <-ctx.Done():
+			if w.held != "" && errors.Is(ctx.Err(), context.Canceled) {
+				c.cancelHeld(w.held, m.Reply)
+			}
 			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", ctx.Err())
 		case <-tick:
-			err := c.pingReplica(ctx, w)
-			if err == nil {
-				misses = 0
+		}
+		var err error
+		switch {
+		case w.replica != "":
+			err = c.pingReplica(ctx, w)
+		case w.find && !queued:
+			var r *nats.Msg
+			if r, err = c.findHolder(ctx, w.held, m.Reply); r != nil {
+				c.holder(&w, r)
+			}
+		default:
+			continue // waiting in the queue: nobody to ask
+		}
+		if err == nil {
+			misses = 0
+			continue
+		}
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNotHeld) {
+			if misses++; misses < 2 {
 				continue
 			}
-			if errors.Is(err, nats.ErrTimeout) {
-				if misses++; misses < 2 {
-					continue
-				}
+			if errors.Is(err, errNotHeld) {
+				err = proto.Errorf(proto.CodeLoggedOff, "no replica holds the request any more: the one that took it is gone")
+			} else {
 				err = proto.Errorf(proto.CodePartnerTimeout, "replica %s does not answer", w.replica)
 			}
-			select { // a reply that raced the failed ping wins
-			case r := <-ch:
-				if r.Header.Get(proto.HdrStatus) == "" || r.Header.Get(proto.HdrStatus) == proto.StatusEOC || r.Header.Get(proto.HdrStatus) == proto.StatusError {
-					return r, nil
-				}
-			default:
-			}
-			return nil, err
 		}
+		select { // a reply that raced the failed check wins
+		case r := <-ch:
+			if s := r.Header.Get(proto.HdrStatus); r != nudge && (s == "" || s == proto.StatusEOC || s == proto.StatusError) {
+				return r, nil
+			}
+		default:
+		}
+		return nil, err
 	}
+}
+
+// holder takes the replica (and for NEW the conversation) a "working"
+// status or a FIND answer names.
+func (c *Client) holder(w *watch, r *nats.Msg) {
+	if id := r.Header.Get(proto.HdrReplica); proto.ValidID(id) == nil {
+		w.replica = id
+	}
+	if id := r.Header.Get(proto.HdrConv); w.conv == "" && proto.ValidID(id) == nil {
+		w.conv = id // a NEW's conversation: pings keep it alive at the replica
+	}
+}
+
+// errNotHeld is a FIND that found no replica holding the request.
+var errNotHeld = errors.New("client: no replica holds the request")
+
+// findHolder asks the service's replicas (held subject) which one holds
+// the request whose reply subject is reply. It returns the holder's answer
+// (a "working" status), nil for an answer that says the request is on its
+// way (a replica's buffer or a hand-over to the broker), or errNotHeld
+// when nobody answered within half a ping interval or no replica is
+// there at all.
+func (c *Client) findHolder(ctx context.Context, held, reply string) (*nats.Msg, error) {
+	fm := nats.NewMsg(held)
+	fm.Header.Set(proto.HdrOp, proto.OpFind)
+	fm.Header.Set(proto.HdrReply, reply)
+	fctx, cancel := context.WithTimeout(ctx, c.ping/2)
+	defer cancel()
+	r, err := c.nc.RequestMsgWithContext(fctx, fm)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, errNotHeld
+	case errors.Is(err, context.DeadlineExceeded):
+		if ctx.Err() != nil {
+			return nil, nil // our own deadline: the main loop reports it
+		}
+		return nil, errNotHeld
+	case err != nil:
+		return nil, transportError(err)
+	}
+	if e := proto.ErrorFromHeader(r.Header); e != nil {
+		return nil, e
+	}
+	switch r.Header.Get(proto.HdrStatus) {
+	case proto.StatusWorking:
+		return r, nil
+	case proto.StatusQueued:
+		return nil, nil
+	}
+	return nil, errNotHeld
+}
+
+// cancelHeld tells the replica holding the request with reply subject
+// reply that its caller gave up (CANCEL on the held subject). It does not
+// wait: the caller is going. Closing the connection flushes it.
+func (c *Client) cancelHeld(held, reply string) {
+	cm := nats.NewMsg(held)
+	cm.Header.Set(proto.HdrOp, proto.OpCancel)
+	cm.Header.Set(proto.HdrReply, reply)
+	_ = c.nc.PublishMsg(cm)
 }
 
 // pingReplica checks that the replica (and conversation) still exist. It

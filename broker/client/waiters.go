@@ -2,6 +2,8 @@ package client
 
 import (
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -15,12 +17,36 @@ import (
 // ends (End, Cancel, an error, or the replica's "ended" event), or when
 // the garbage collector finds the *Conv abandoned (conv.go); all of them
 // at Close.
+//
+// One sweeper goroutine per client serves every waiter, so a fast call
+// costs no timer: it nudges a request still unanswered one ping interval
+// after it was sent (its round trip then starts asking whether its
+// replica lives), and sends the keepalive PINGs of open conversations.
+
+// waiter is one token's entry.
+type waiter struct {
+	ch   chan *nats.Msg
+	wake int64      // coarse UnixNano at which to nudge the round trip; 0: never
+	ka   *keepalive // an open conversation's keepalive; nil for requests
+}
+
+// keepalive is what the sweeper needs to keep one conversation alive at
+// its replica (Muster-Keepalive): where to PING, and when the client last
+// sent anything for it.
+type keepalive struct {
+	subject, conv string
+	last          atomic.Int64 // UnixNano
+}
+
+// nudge is the message the sweeper hands a waiter whose request is still
+// unanswered after one ping interval. It never leaves the process.
+var nudge = &nats.Msg{Subject: "nudge"}
 
 // dispatch hands a message on the reply inbox to its waiter.
 func (c *Client) dispatch(m *nats.Msg) {
 	token := m.Subject[len(c.prefix):]
 	c.mu.Lock()
-	ch := c.waiters[token]
+	ch := c.waiters[token].ch
 	if ch != nil && m.Header.Get(proto.HdrStatus) == proto.StatusEnded {
 		delete(c.waiters, token) // a conversation's last event: nothing follows
 	}
@@ -35,17 +61,32 @@ func (c *Client) dispatch(m *nats.Msg) {
 }
 
 // register adds a waiter under a fresh token; it fails once the client is
-// closed.
-func (c *Client) register() (string, chan *nats.Msg, error) {
+// closed. With watch, the sweeper nudges the waiter once, about one ping
+// interval from now.
+func (c *Client) register(watch bool) (string, chan *nats.Msg, error) {
 	token := strconv.FormatUint(c.next.Add(1), 36)
-	ch := make(chan *nats.Msg, 8)
+	w := waiter{ch: make(chan *nats.Msg, 8)}
+	if watch {
+		w.wake = c.now.Load() + int64(c.ping)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return "", nil, closedError()
 	}
-	c.waiters[token] = ch
-	return token, ch, nil
+	c.waiters[token] = w
+	return token, w.ch, nil
+}
+
+// keepAlive makes the sweeper keep the conversation with event token
+// alive at its replica.
+func (c *Client) keepAlive(token string, ka *keepalive) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.waiters[token]; ok {
+		w.ka = ka
+		c.waiters[token] = w
+	}
 }
 
 // unregister removes the waiter of token, if it is still there.
@@ -53,4 +94,51 @@ func (c *Client) unregister(token string) {
 	c.mu.Lock()
 	delete(c.waiters, token) // a no-op on the nil map of a closed client
 	c.mu.Unlock()
+}
+
+// sweep runs until Close, every sweepEvery: it nudges waiters whose wake
+// time has come (once each) and PINGs every open conversation with a
+// keepalive that sent nothing for a keepalive less one sweep. The PINGs
+// are plain publishes: the replica answers none, it only notes that the
+// client is there.
+func (c *Client) sweep() {
+	defer close(c.swept)
+	t := time.NewTicker(c.sweepEvery)
+	defer t.Stop()
+	var pings []*keepalive
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			n := now.UnixNano()
+			c.now.Store(n)
+			due := n - int64(c.keepalive-c.sweepEvery)
+			pings = pings[:0]
+			c.mu.Lock()
+			for token, w := range c.waiters {
+				if w.wake != 0 && n >= w.wake {
+					select {
+					case w.ch <- nudge:
+					default:
+					}
+					w.wake = 0
+					c.waiters[token] = w
+				}
+				if w.ka != nil && w.ka.last.Load() <= due {
+					pings = append(pings, w.ka)
+				}
+			}
+			c.mu.Unlock()
+			for _, ka := range pings {
+				pm := nats.NewMsg(ka.subject)
+				pm.Header.Set(proto.HdrOp, proto.OpPing)
+				pm.Header.Set(proto.HdrConv, ka.conv)
+				if c.nc.PublishMsg(pm) == nil {
+					ka.last.Store(n)
+				}
+			}
+			clear(pings) // hold no conversation past this sweep
+		}
+	}
 }

@@ -28,8 +28,14 @@ const (
 	// that cannot compute an absolute one. HdrDeadline wins if both are set.
 	HdrTimeout = "Muster-Timeout"
 	// HdrReply is set by the broker on queued requests: the subject the
-	// reply goes to (the caller's reply inbox).
+	// reply goes to (the caller's reply inbox). On HeldSubject (FIND,
+	// CANCEL) it names the request meant by that reply subject.
 	HdrReply = "Muster-Reply"
+	// HdrKeepalive, on OpNew, is a Go duration (ParseKeepalive): the
+	// client promises a message for the conversation (at least a PING) at
+	// least that often, and the replica ends the conversation (0003/0012)
+	// after 3 keepalives without one.
+	HdrKeepalive = "Muster-Keepalive"
 	// HdrNotify is a client-chosen subject, sent with OpNew, on which the
 	// replica publishes conversation events (Muster-Status "ended") that
 	// happen while the client is not waiting for a reply.
@@ -62,6 +68,8 @@ const (
 	OpEOC    = "EOC"
 	OpCancel = "CANCEL"
 	OpPing   = "PING"
+	// OpFind asks, on HeldSubject, which replica holds a request.
+	OpFind = "FIND"
 	// Control operations, sent to ControlSubject.
 	OpQuiesce = "QUIESCE"
 	OpImmed   = "IMMED"
@@ -97,6 +105,26 @@ func ParseDeadline(h map[string][]string, now time.Time) (time.Time, error) {
 		return now.Add(time.Duration(ms) * time.Millisecond), nil
 	}
 	return time.Time{}, nil
+}
+
+// Keepalive bounds (HdrKeepalive).
+const (
+	MinKeepalive = 100 * time.Millisecond
+	MaxKeepalive = time.Hour
+)
+
+// ParseKeepalive reads HdrKeepalive: 0 when absent, else a Go duration
+// between MinKeepalive and MaxKeepalive.
+func ParseKeepalive(h map[string][]string) (time.Duration, error) {
+	v := get(h, HdrKeepalive)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < MinKeepalive || d > MaxKeepalive {
+		return 0, fmt.Errorf("%w: %s %q: want a Go duration from %v to %v", ErrBadHeader, HdrKeepalive, v, MinKeepalive, MaxKeepalive)
+	}
+	return d, nil
 }
 
 // FormatDeadline renders t for HdrDeadline.

@@ -291,6 +291,7 @@ func TestParseOp(t *testing.T) {
 		{"trailing newline", hdr(proto.HdrOp, "NEW\n"), "", false},
 		{"control op QUIESCE is not a client op", hdr(proto.HdrOp, proto.OpQuiesce), "", false},
 		{"control op IMMED is not a client op", hdr(proto.HdrOp, proto.OpImmed), "", false},
+		{"FIND belongs on the held subject only", hdr(proto.HdrOp, proto.OpFind), "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -309,6 +310,38 @@ func TestParseOp(t *testing.T) {
 			}
 			if got != "" {
 				t.Fatalf("ParseOp returned %q with an error", got)
+			}
+		})
+	}
+}
+
+func TestParseKeepalive(t *testing.T) {
+	tests := []struct {
+		name string
+		h    map[string][]string
+		want time.Duration
+		ok   bool
+	}{
+		{"absent", hdr(), 0, true},
+		{"empty", hdr(proto.HdrKeepalive, ""), 0, true},
+		{"500ms", hdr(proto.HdrKeepalive, "500ms"), 500 * time.Millisecond, true},
+		{"minimum", hdr(proto.HdrKeepalive, "100ms"), proto.MinKeepalive, true},
+		{"maximum", hdr(proto.HdrKeepalive, "1h"), proto.MaxKeepalive, true},
+		{"below minimum", hdr(proto.HdrKeepalive, "99ms"), 0, false},
+		{"above maximum", hdr(proto.HdrKeepalive, "61m"), 0, false},
+		{"zero", hdr(proto.HdrKeepalive, "0s"), 0, false},
+		{"negative", hdr(proto.HdrKeepalive, "-1s"), 0, false},
+		{"bare number", hdr(proto.HdrKeepalive, "500"), 0, false},
+		{"junk", hdr(proto.HdrKeepalive, "soon"), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := proto.ParseKeepalive(tt.h)
+			if tt.ok != (err == nil) || got != tt.want {
+				t.Fatalf("ParseKeepalive = %v, %v; want %v (ok %v)", got, err, tt.want, tt.ok)
+			}
+			if err != nil && !errors.Is(err, proto.ErrBadHeader) {
+				t.Fatalf("error %v does not wrap ErrBadHeader", err)
 			}
 		})
 	}

@@ -177,6 +177,7 @@ func TestSubjects(t *testing.T) {
 		{"notify", proto.NotifySubject(s), "muster.attach.notify.CL.NM.SV"},
 		{"replica", proto.ReplicaSubject("r-1"), "muster.rep.r-1"},
 		{"control", proto.ControlSubject("r_1"), "muster.ctl.r_1"},
+		{"held", proto.HeldSubject(s), "muster.held.CL.NM.SV"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,11 @@ const (
 	ReplicaPrefix = "muster.rep."
 	// ControlPrefix + replica id takes QUIESCE and IMMED (deregister).
 	ControlPrefix = "muster.ctl."
+	// HeldPrefix + CLASS.NAME.SERVICE reaches every replica of the service
+	// (no queue group): FIND and CANCEL name a call or NEW by its reply
+	// subject (HdrReply), and only the replica holding it answers. A
+	// client that does not know which replica took its request asks here.
+	HeldPrefix = "muster.held."
 
 	// NotifyPrefix + CLASS.NAME.SERVICE carries attach notifications
 	// (Notification, JSON) from a broker to attach managers.
@@ -63,6 +68,10 @@ func CallSubject(s Service) string { return CallPrefix + s.Tokens() }
 
 // QueueSubject returns the subject queued requests of s are stored under.
 func QueueSubject(s Service) string { return QueuePrefix + s.Tokens() }
+
+// HeldSubject returns the subject on which every replica of s answers
+// FIND and CANCEL for the requests it holds.
+func HeldSubject(s Service) string { return HeldPrefix + s.Tokens() }
 
 // NotifySubject returns the subject attach notifications for s are sent on.
 func NotifySubject(s Service) string { return NotifyPrefix + s.Tokens() }
