@@ -58,6 +58,11 @@ func (b *Broker) onCall(m *nats.Msg) {
 		b.replyError(replyTo, proto.Errorf(proto.CodeWaitTimeout, "deadline passed before the request was queued"))
 		return
 	}
+	if ahead := dl.Sub(now); ahead > maxAhead {
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "deadline %s ahead: the broker queues requests for at most %s (set %s or %s nearer)",
+			ahead.Round(time.Second), maxAhead, proto.HdrDeadline, proto.HdrTimeout))
+		return
+	}
 	live, attachable := b.reg.known(svc.String(), now)
 	if live == 0 && !attachable {
 		// Maybe a replica registered a moment ago, or the view is stale:
@@ -75,6 +80,11 @@ func (b *Broker) onCall(m *nats.Msg) {
 	}
 	b.decide(m, svc, replyTo, dl, true)
 }
+
+// maxAhead is the farthest deadline the broker accepts: the queue stream
+// keeps a request 24 h at most (its MaxAge), so a later deadline could not
+// be honoured.
+const maxAhead = 24 * time.Hour
 
 // syncWait is how long the broker waits for its registry to catch up
 // before it answers 0007/0007.
