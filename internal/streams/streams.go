@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -113,7 +114,7 @@ func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstr
 		}
 	}
 	name := proto.QueueStream
-	create := func(r int) error {
+	create := func(ctx context.Context, r int) error {
 		cfg := queueConfig()
 		cfg.Replicas = r
 		_, err := js.CreateStream(ctx, cfg)
@@ -122,7 +123,11 @@ func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstr
 	if err := c.ensure(ctx, js, name, create, true); err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, name)
+	var s jetstream.Stream
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: look up %s: %w", name, err)
 	}
@@ -138,14 +143,18 @@ func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstr
 // many copies as the stream (a work-queue stream requires it), and follows
 // the stream's when they change.
 func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (jetstream.Consumer, error) {
-	c, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       proto.ConsumerName(svc),
-		Description:   "Muster queue of " + svc.String(),
-		FilterSubject: proto.QueueSubject(svc),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxWaiting:    4096,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+	var c jetstream.Consumer
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		c, err = s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       proto.ConsumerName(svc),
+			Description:   "Muster queue of " + svc.String(),
+			FilterSubject: proto.QueueSubject(svc),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       30 * time.Second,
+			MaxWaiting:    4096,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: consumer for %s: %w", svc, err)
@@ -171,7 +180,7 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jet
 // EnsureBucket creates (or finds) a registration bucket. Unless FindOnly,
 // an existing bucket gets the replicas of c.
 func (c Config) EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
-	create := func(r int) error {
+	create := func(ctx context.Context, r int) error {
 		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      name,
 			Description: "Muster registrations",
@@ -188,7 +197,11 @@ func (c Config) EnsureBucket(ctx context.Context, js jetstream.JetStream, name s
 	if err := c.ensure(ctx, js, "KV_"+name, create, false); err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, name)
+	var kv jetstream.KeyValue
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: look up bucket %s: %w", name, err)
 	}
@@ -202,8 +215,12 @@ const whyTTL = "Muster needs per-message TTL (stream setting allow_msg_ttl, nats
 // ensure creates the stream name (through create, which gets the number
 // of copies) if it is missing, and otherwise, unless FindOnly, updates its
 // replicas and, if ttl, allow_msg_ttl.
-func (c Config) ensure(ctx context.Context, js jetstream.JetStream, name string, create func(int) error, ttl bool) error {
-	s, err := js.Stream(ctx, name)
+func (c Config) ensure(ctx context.Context, js jetstream.JetStream, name string, create func(context.Context, int) error, ttl bool) error {
+	var s jetstream.Stream
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, name)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return c.create(ctx, js, name, create)
 	}
@@ -218,10 +235,10 @@ func (c Config) ensure(ctx context.Context, js jetstream.JetStream, name string,
 
 // create creates the missing stream name with the first number of copies
 // the cluster can place.
-func (c Config) create(ctx context.Context, js jetstream.JetStream, name string, create func(int) error) error {
+func (c Config) create(ctx context.Context, js jetstream.JetStream, name string, create func(context.Context, int) error) error {
 	var err error
 	for _, r := range c.candidates(js, 0) {
-		err = create(r)
+		err = retry(ctx, func(ctx context.Context) error { return create(ctx, r) })
 		switch {
 		case err == nil:
 			if c.Replicas == 0 && r < autoReplicas && clustered(js) {
@@ -255,7 +272,7 @@ func (c Config) update(ctx context.Context, js jetstream.JetStream, cur jetstrea
 		cfg := cur
 		cfg.Replicas = r
 		cfg.AllowMsgTTL = cfg.AllowMsgTTL || needTTL
-		if _, err = js.UpdateStream(ctx, cfg); err == nil {
+		if err = retry(ctx, func(ctx context.Context) error { _, err := js.UpdateStream(ctx, cfg); return err }); err == nil {
 			c.logger().Info("JetStream asset updated", "asset", name, "replicas", r, "was", have)
 			if r < tries[0] {
 				c.logger().Warn("JetStream asset has fewer copies than wanted: the cluster could not place more (it has fewer nodes, or one is down)",
@@ -281,7 +298,7 @@ func (c Config) update(ctx context.Context, js jetstream.JetStream, cur jetstrea
 	if needTTL {
 		cfg := cur
 		cfg.AllowMsgTTL = true
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		if err := retry(ctx, func(ctx context.Context) error { _, err := js.UpdateStream(ctx, cfg); return err }); err != nil {
 			return fmt.Errorf("streams: stream %s does not allow per-message TTL and could not be updated (%v). %s. "+
 				"Update it (nats stream edit %s --allow-msg-ttl) or, when it holds nothing, delete it (nats stream rm %s)",
 				name, err, whyTTL, name, name)
@@ -345,4 +362,37 @@ func placementError(err error) bool {
 		return true
 	}
 	return false
+}
+
+// apiTry bounds one JetStream API request. On a cluster a request can go
+// unanswered (the leader it went to changed under it, or the meta group
+// is still settling); it is sent again while the caller's context allows.
+// Every request here may be repeated: a create that finds the asset made
+// counts as done, an update sets the same values again.
+const apiTry = 5 * time.Second
+
+// apiRetryWait is the pause between tries.
+const apiRetryWait = 100 * time.Millisecond
+
+// retry runs f with a context bounded by apiTry until it returns anything
+// other than a timeout or a no-responders error, or ctx ends.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, apiTry)
+		err := f(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(apiRetryWait):
+		}
+	}
+}
+
+// transient reports whether err says only that no answer came in time.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 }
