@@ -338,7 +338,7 @@ func clustered(js jetstream.JetStream) bool { return js.Conn().ConnectedClusterN
 // hint says how to change the number of copies.
 func (c Config) hint() string {
 	if c.Replicas > 0 {
-		return fmt.Sprintf(" (set %s or the command's --js-replicas flag to what the cluster can hold, or 0 for automatic)", EnvReplicas)
+		return fmt.Sprintf(" (set %s to what the cluster can hold, or to 0 for automatic)", EnvReplicas)
 	}
 	return ""
 }
