@@ -122,6 +122,47 @@ func (b *Broker) notify(svc proto.Service) {
 	_ = b.nc.Publish(proto.NotifySubject(svc), body) // for observers
 }
 
+// ProbeInterval is the least time between two probe notifications for a
+// failing service (see probeFailing).
+const ProbeInterval = 10 * time.Second
+
+// probeFailing keeps asking for a failing service while its callers are
+// turned away with 0900/0004: at most once per ProbeInterval it sends one
+// notification (Missing 1, Pending 0) to one of the managers that offer
+// it, failing or not, so a program fixed on disk is tried again even if
+// no manager probes it by itself. Calls never queue meanwhile: nothing
+// would start them.
+func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
+	b.mu.Lock()
+	st := b.stateLocked(svc)
+	due := now.Sub(st.lastProbe) >= ProbeInterval
+	if due {
+		st.lastProbe = now
+		st.stats.Notifications++
+		st.stats.LastNotifiedMS = now.UnixMilli()
+	}
+	b.mu.Unlock()
+	if !due {
+		return
+	}
+	b.routines.start(func() {
+		target, ok := b.reg.chooseProbe(svc.String(), now, b.turn.Add(1))
+		if !ok {
+			return
+		}
+		fig := b.reg.figures(svc.String(), now)
+		n := proto.Notification{
+			Version: proto.NotificationVersion, Service: svc.String(), Missing: 1,
+			Replicas: fig.Replicas, Active: fig.Active, Broker: b.cfg.ID, Time: now.UnixMilli(), Target: target.ID,
+		}
+		body, _ := json.Marshal(n)
+		if err := b.nc.Publish(proto.AttachSubject(target.ID), body); err != nil {
+			b.log.Warn("probe notification not sent", "service", svc.String(), "target", target.ID, "err", err)
+		}
+		_ = b.nc.Publish(proto.NotifySubject(svc), body) // for observers
+	})
+}
+
 // ChooseAttach returns the attach manager the broker would notify next for
 // service, decided as for a real notification (it advances the
 // round-robin turn). `muster bench` uses it to time the decision and to

@@ -108,6 +108,7 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	if live == 0 {
 		if why, failing := b.reg.failing(svc.String(), now); failing {
 			b.replyError(replyTo, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+			b.probeFailing(svc, now)
 			return
 		}
 	}

@@ -336,13 +336,24 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 // one with the most room (fewest replicas per allowed replica), ties
 // broken round-robin by turn.
 func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
+	return r.choose(svc, now, turn, false)
+}
+
+// chooseProbe is chooseAttach for a failing service: it picks among the
+// live, non-isolated managers that offer svc, failing or not, the one to
+// ask for a probe replica.
+func (r *registry) chooseProbe(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
+	return r.choose(svc, now, turn, true)
+}
+
+func (r *registry) choose(svc string, now time.Time, turn uint64, failingToo bool) (proto.AttachInfo, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ties []string
 	best := 0.0
 	for id := range r.offers[svc] {
 		ai := r.attach[id]
-		if ai.Isolated || r.attachExpiredLocked(ai, now) || ai.Failing[svc] != "" {
+		if ai.Isolated || r.attachExpiredLocked(ai, now) || (ai.Failing[svc] != "" && !failingToo) {
 			continue
 		}
 		l := float64(ai.Replicas)

@@ -19,6 +19,7 @@ type svcState struct {
 	scheduled bool      // a notification is scheduled (a routine or timer of b.routines)
 	followUp  bool      // a re-check while work waits is scheduled (a timer of b.routines)
 	lastSent  time.Time // when the last notification went out
+	lastProbe time.Time // when the last probe notification for a failing service went out
 }
 
 // stateLocked returns svc's state, creating it. The caller holds b.mu.
