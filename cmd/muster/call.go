@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,7 +26,8 @@ func callCommand() *cli.Command {
 		ArgsUsage: "CLASS/NAME/SERVICE [DATA|-]",
 		Description: "Sends DATA (\"-\": stdin; none: an empty payload) and prints the reply\n" +
 			"to stdout, with a newline added if it lacks one. Flags go before SERVICE.\n" +
-			"--json prints the reply as a JSON string (invalid UTF-8 is replaced).\n\n" + exitStatusHelp,
+			"--json prints the reply as a JSON string (invalid UTF-8 is replaced).\n" +
+			"SIGINT, SIGTERM and SIGPIPE cancel the call at the replica that holds it.\n\n" + exitStatusHelp,
 		Flags: connFlags(
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long (queueing included)"},
 			&cli.StringSliceFlag{Name: "header", Aliases: []string{"H"}, Usage: "request header `KEY=VALUE` (repeatable)"},
@@ -62,14 +66,19 @@ func runCall(c *cli.Context) error {
 	default:
 		data = []byte(arg)
 	}
+	ctx, stop := signal.NotifyContext(c.Context, cancelSignals...)
+	defer stop()
 	cl, closeClient, err := newClient(c, "muster call")
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer closeClient() // also sends what is still buffered: a CANCEL
 	start := time.Now()
-	r, err := cl.CallMsg(c.Context, svc, data, hdr)
+	r, err := cl.CallMsg(ctx, svc, data, hdr)
 	if err != nil {
+		if ctx.Err() != nil && c.Context.Err() == nil {
+			return errors.New("call: interrupted; cancelled at the replica")
+		}
 		return err
 	}
 	if c.Bool("json") {
@@ -80,6 +89,12 @@ func runCall(c *cli.Context) error {
 	}
 	return writeLine(c.App.Writer, r.Data)
 }
+
+// cancelSignals end `call` and `converse`, which then cancel their work at
+// the replica. SIGPIPE is among them so that a write to a closed stdout
+// (`muster converse … | head -1`) returns EPIPE instead of killing the
+// process before it could cancel.
+var cancelSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE}
 
 // parseHeaders reads KEY=VALUE pairs. Muster's and NATS's own headers are
 // refused: they steer the protocol.

@@ -27,7 +27,9 @@ func converseCommand() *cli.Command {
 		ArgsUsage: "CLASS/NAME/SERVICE",
 		Description: "The first stdin line opens the conversation, each further line is the next\n" +
 			"message, and end of input ends the conversation. If the replica ends it,\n" +
-			"converse stops reading and exits 0. SIGINT/SIGTERM cancel it.\n\n" + exitStatusHelp,
+			"converse stops reading and exits 0. SIGINT, SIGTERM and a closed stdout\n" +
+			"(SIGPIPE) cancel it at the replica; if converse dies without a word\n" +
+			"(SIGKILL), the replica ends it when its keepalives stop (within 2s).\n\n" + exitStatusHelp,
 		Flags: connFlags(
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up on a message's reply after this long"},
 		),
@@ -43,7 +45,7 @@ func runConverse(c *cli.Context) error {
 	if _, err := proto.ParseService(svc); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(c.Context, cancelSignals...)
 	defer stop()
 	cl, closeClient, err := newClient(c, "muster converse")
 	if err != nil {
@@ -63,11 +65,17 @@ func runConverse(c *cli.Context) error {
 	}
 	conv, reply, err := cl.Open(ctx, svc, first)
 	if err != nil {
+		if ctx.Err() != nil && c.Context.Err() == nil {
+			return errInterrupted // the client cancelled the NEW at the replica
+		}
 		return err
 	}
 	for {
 		if err := writeLine(c.App.Writer, reply); err != nil {
 			abandon(conv)
+			if errors.Is(err, syscall.EPIPE) {
+				return errors.New("converse: stdout closed; conversation cancelled")
+			}
 			return err
 		}
 		if err := conv.Ended(); err != nil {
@@ -92,10 +100,17 @@ func runConverse(c *cli.Context) error {
 		cancel()
 		if err != nil {
 			abandon(conv) // a timeout leaves it open at the replica
+			if ctx.Err() != nil && c.Context.Err() == nil {
+				return errInterrupted
+			}
 			return err
 		}
 	}
 }
+
+// errInterrupted is what converse returns after a signal; the
+// conversation was cancelled at the replica.
+var errInterrupted = errors.New("converse: interrupted; conversation cancelled")
 
 // finishTimeout bounds ending or cancelling a conversation.
 const finishTimeout = 5 * time.Second
@@ -157,6 +172,6 @@ func nextLine(ctx context.Context, lines <-chan line) (data []byte, ok bool, err
 		}
 		return l.data, l.err == nil, l.err
 	case <-ctx.Done():
-		return nil, false, errors.New("converse: interrupted")
+		return nil, false, errInterrupted
 	}
 }

@@ -8,11 +8,12 @@ import (
 // TestMain lets the test binary stand in for the muster binary: the attach
 // manager of `muster up` starts the demo replicas as `<this binary>
 // example echo`, which must serve, not run the tests; and the signal tests
-// run `<this binary> up|broker|attach ...` as real child processes.
+// run `<this binary> up|broker|attach|call|converse ...` as real child
+// processes.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "example", "up", "broker", "attach":
+		case "example", "up", "broker", "attach", "call", "converse":
 			main()
 			return
 		}
