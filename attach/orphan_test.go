@@ -23,8 +23,9 @@ import (
 )
 
 // managerProcess runs an attach manager for cfg as a separate process (see
-// managerHelper) against e's NATS, and returns once it is ready.
-func managerProcess(t *testing.T, e *harness.Env, cfg *Config) *exec.Cmd {
+// managerHelper) against e's NATS, and returns once it is ready, with a
+// channel closed when it has exited.
+func managerProcess(t *testing.T, e *harness.Env, cfg *Config) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), proctest.HelperEnv+"=manager", "ATTACH_TEST_CONFIG="+cfg.File, "MUSTER_URL="+e.Server.ClientURL(), "GORACE=atexit_sleep_ms=0")
@@ -55,7 +56,7 @@ func managerProcess(t *testing.T, e *harness.Env, cfg *Config) *exec.Cmd {
 	case <-time.After(15 * time.Second):
 		t.Fatal("manager process not ready")
 	}
-	return cmd
+	return cmd, exited
 }
 
 // orphansOf runs a manager process for cfg until every service has its
@@ -63,7 +64,7 @@ func managerProcess(t *testing.T, e *harness.Env, cfg *Config) *exec.Cmd {
 // records of its replicas, which live on as orphans.
 func orphansOf(t *testing.T, e *harness.Env, cfg *Config, before func()) []statedir.Record {
 	t.Helper()
-	cmd := managerProcess(t, e, cfg)
+	cmd, exited := managerProcess(t, e, cfg)
 	want := 0
 	for _, s := range cfg.Services {
 		want += s.Min
@@ -88,7 +89,7 @@ func orphansOf(t *testing.T, e *harness.Env, cfg *Config, before func()) []state
 		before()
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
+	<-exited
 	for _, r := range recs {
 		if !running(r.PID) {
 			t.Fatalf("replica %d died with its manager; the test needs it orphaned", r.PID)
