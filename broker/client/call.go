@@ -38,7 +38,7 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 func (c *Client) request(ctx context.Context, svc proto.Service, m *nats.Msg, w watch) (*nats.Msg, error) {
 	m.Subject = proto.WarmSubject(svc)
 	m.Header.Set(proto.HdrProgress, "1")
-	w.held, w.find = proto.HeldSubject(svc), true
+	w.svc, w.find = svc, true
 	r, err := c.roundTrip(ctx, m, w)
 	if errors.Is(err, errNoResponders) {
 		m.Subject = proto.CallSubject(svc)

@@ -15,9 +15,10 @@ type watch struct {
 	replica string         // replica to ping ("" until a "working" status or a FIND names it)
 	conv    string         // conversation id, checked by the ping
 	events  chan *nats.Msg // conversation events (nil for calls)
-	// held is the service's held subject, for a CALL or NEW: there a FIND
-	// asks which replica holds the request, and a CANCEL cancels it.
-	held string
+	// svc is the service of a CALL or NEW (zero for OLD …): on its held
+	// subject a FIND asks which replica holds the request, and a CANCEL
+	// cancels it. The subject is built only then, not for every call.
+	svc  proto.Service
 	find bool // FIND while the holder is unknown (the warm attempt only)
 }
 
@@ -40,12 +41,16 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	}
 	dl, _ := ctx.Deadline()
 	m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	token, ch, err := c.register(w.replica != "" || w.held != "")
+	token, ch, err := c.register(w.replica != "" || w.svc.Class != "")
 	if err != nil {
 		return nil, err
 	}
 	defer c.unregister(token)
-	m.Reply = c.prefix + token
+	// FIND and CANCEL use reply, not m.Reply: reading m's fields into
+	// what they send would make the compiler move every request's headers
+	// and data to the heap.
+	reply := c.prefix + token
+	m.Reply = reply
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, transportError(err)
 	}
@@ -87,8 +92,8 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		case <-c.done:
 			return nil, closedError()
 		case <-ctx.Done():
-			if w.held != "" && errors.Is(ctx.Err(), context.Canceled) {
-				c.cancelHeld(w.held, m.Reply)
+			if w.svc.Class != "" && errors.Is(ctx.Err(), context.Canceled) {
+				c.cancelHeld(proto.HeldSubject(w.svc), reply)
 			}
 			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", ctx.Err())
 		case <-tick:
@@ -99,7 +104,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			err = c.pingReplica(ctx, w)
 		case w.find && !queued:
 			var r *nats.Msg
-			if r, err = c.findHolder(ctx, w.held, m.Reply); r != nil {
+			if r, err = c.findHolder(ctx, proto.HeldSubject(w.svc), reply); r != nil {
 				c.holder(&w, r)
 			}
 		default:
