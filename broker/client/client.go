@@ -50,6 +50,12 @@ type Client struct {
 	// with a smaller limit makes the publish fail, reported as 0900/0002.
 	maxPayload int64
 
+	// cuts counts the times the connection dropped (DISCONNECTED or
+	// RECONNECTING), counted by the sweeper: a request published before a
+	// cut may have been lost by the transport, not by its replica.
+	cuts   atomic.Uint64
+	status chan nats.Status // the connection's status changes, for the sweeper
+
 	next atomic.Uint64 // last waiter token issued
 	done chan struct{} // closed by Close
 
@@ -86,6 +92,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	}
 	c.sub = sub
 	c.now.Store(time.Now().UnixNano())
+	c.status = nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING)
 	go c.sweep()
 	return c, nil
 }

@@ -51,6 +51,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	// and data to the heap.
 	reply := c.prefix + token
 	m.Reply = reply
+	cuts := c.cuts.Load()
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, transportError(err)
 	}
@@ -114,13 +115,25 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			misses = 0
 			continue
 		}
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNotHeld) {
+		cut := c.cuts.Load() != cuts
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNotHeld) || (cut && errors.Is(err, proto.ErrLoggedOff)) {
+			// After a cut, a 503 from the replica's subject may only mean
+			// it has not subscribed again yet: a miss, not a verdict.
+			if !c.nc.IsConnected() {
+				continue // cut off from NATS ourselves: nothing to judge the replica by
+			}
 			if misses++; misses < 2 {
 				continue
 			}
-			if errors.Is(err, errNotHeld) {
+			switch {
+			case cut:
+				// Our connection dropped since the request left: the
+				// transport may have lost it (or its reply), not the
+				// replica. It may or may not have run.
+				err = proto.Errorf(proto.CodeBrokerNotActive, "the connection to NATS dropped while the request was in flight; it may or may not have run")
+			case errors.Is(err, errNotHeld):
 				err = proto.Errorf(proto.CodeLoggedOff, "no replica holds the request any more: the one that took it is gone")
-			} else {
+			default:
 				err = proto.Errorf(proto.CodePartnerTimeout, "replica %s does not answer", w.replica)
 			}
 		}

@@ -103,6 +103,7 @@ func (c *Client) unregister(token string) {
 // client is there.
 func (c *Client) sweep() {
 	defer close(c.swept)
+	defer c.nc.RemoveStatusListener(c.status)
 	t := time.NewTicker(c.sweepEvery)
 	defer t.Stop()
 	var pings []*keepalive
@@ -110,6 +111,8 @@ func (c *Client) sweep() {
 		select {
 		case <-c.done:
 			return
+		case <-c.status:
+			c.cuts.Add(1)
 		case now := <-t.C:
 			n := now.UnixNano()
 			c.now.Store(n)
