@@ -67,3 +67,55 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestReplyLostInACut: a caller whose replica said "working" pings it; if
+// the caller's connection drops, the replica's reply may have gone into
+// the cut while the replica lives on and passes every PING. After a cut
+// the caller asks whether the replica still holds the request instead,
+// and ends with 0215/0148 rather than waiting to its deadline.
+func TestReplyLostInACut(t *testing.T) {
+	const svc, id = "T/CUT/Y", "fake1"
+	s := testutil.StartNATS(t)
+	fake := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	took := make(chan struct{}, 1)
+	if _, err := fake.QueueSubscribe(proto.WarmSubject(proto.MustService(svc)), "muster", func(m *nats.Msg) {
+		st := nats.NewMsg(m.Reply)
+		st.Header.Set(proto.HdrStatus, proto.StatusWorking)
+		st.Header.Set(proto.HdrReplica, id)
+		_ = fake.PublishMsg(st)
+		select {
+		case took <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fake.Subscribe(proto.ReplicaSubject(id), func(m *nats.Msg) { // alive: every PING answered
+		a := nats.NewMsg(m.Reply)
+		a.Header.Set(proto.HdrReplica, id)
+		_ = m.RespondMsg(a)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Call(testutil.Context(t, 30*time.Second), svc, []byte("x"))
+		errc <- err
+	}()
+	<-took
+	testutil.RestartNATS(t, s, nil)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, proto.ErrBrokerNotActive) {
+			t.Fatalf("call: %v; want 0215/0148", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("call still waiting 10s after the cut, though its replica no longer holds it")
+	}
+}

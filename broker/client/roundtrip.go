@@ -100,10 +100,15 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		case <-tick:
 		}
 		var err error
+		// After a cut of our connection the holder may have answered into
+		// it: ask whether it still holds the request rather than whether
+		// it lives (a PING it would pass).
+		cut := c.cuts.Load() != cuts
+		askHeld := cut && w.replica != "" && w.svc.Class != ""
 		switch {
-		case w.replica != "":
+		case w.replica != "" && !askHeld:
 			err = c.pingReplica(ctx, w)
-		case w.find && !queued:
+		case askHeld || (w.find && !queued):
 			var r *nats.Msg
 			if r, err = c.findHolder(ctx, proto.HeldSubject(w.svc), reply); r != nil {
 				c.holder(&w, r)
@@ -115,7 +120,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			misses = 0
 			continue
 		}
-		cut := c.cuts.Load() != cuts
+		cut = c.cuts.Load() != cuts
 		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNotHeld) || (cut && errors.Is(err, proto.ErrLoggedOff)) {
 			// After a cut, a 503 from the replica's subject may only mean
 			// it has not subscribed again yet: a miss, not a verdict.
