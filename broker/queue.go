@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,10 @@ import (
 // broker then acknowledges the forward itself, so the replica learns if no
 // broker took it.
 func (b *Broker) onCall(m *nats.Msg) {
+	if m.Header.Get(proto.HdrOp) == proto.OpFind {
+		b.onFind(m)
+		return
+	}
 	replyTo := m.Reply
 	if fwd := m.Header.Get(proto.HdrReply); fwd != "" {
 		replyTo = fwd
@@ -81,6 +86,45 @@ func (b *Broker) onCall(m *nats.Msg) {
 	b.decide(m, svc, replyTo, dl, true)
 }
 
+// onFind answers a caller that lost its connection while its request
+// waited in the queue and asks whether it still does: FIND on
+// muster.call.C.N.S with the request's Muster-Seq (from the "queued"
+// status) and Muster-Reply. The answer, to the FIND's own reply subject,
+// is status "queued" while the stream holds that request, else 0003/0003:
+// a replica took it (or it expired).
+func (b *Broker) onFind(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	if !b.routines.enter() {
+		b.replyShuttingDown(m.Reply)
+		return
+	}
+	defer b.routines.leave()
+	svc, err := proto.ServiceFromTokens(m.Subject)
+	seq, serr := strconv.ParseUint(m.Header.Get(proto.HdrSeq), 10, 64)
+	reply := m.Header.Get(proto.HdrReply)
+	if err != nil || serr != nil || seq == 0 || reply == "" {
+		b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "FIND on %s: want %s (a queue sequence) and %s", proto.CallPrefix+"C.N.S", proto.HdrSeq, proto.HdrReply))
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.runCtx, 2*time.Second)
+	defer cancel()
+	raw, err := b.queue.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		b.replyError(m.Reply, proto.Errorf(proto.CodeUnavailable, "queue not readable: %v", err))
+		return
+	case raw.Subject == proto.QueueSubject(svc) && raw.Header.Get(proto.HdrReply) == reply:
+		st := nats.NewMsg(m.Reply)
+		st.Header.Set(proto.HdrStatus, proto.StatusQueued)
+		_ = b.nc.PublishMsg(st)
+		return
+	}
+	b.replyError(m.Reply, proto.Errorf(proto.CodeNoConversation, "request %d is not in the queue: a replica took it, or it expired", seq))
+}
+
 // maxAhead is the farthest deadline the broker accepts: the queue stream
 // keeps a request 24 h at most (its MaxAge), so a later deadline could not
 // be honoured.
@@ -114,13 +158,15 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	}
 	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()
-	if _, err := b.js.PublishMsg(ctx, queued(m, svc, replyTo, dl, now)); err != nil {
+	ack, err := b.js.PublishMsg(ctx, queued(m, svc, replyTo, dl, now))
+	if err != nil {
 		b.replyError(replyTo, b.queueError(err))
 		return
 	}
 	if m.Header.Get(proto.HdrProgress) == "1" {
 		st := nats.NewMsg(replyTo)
 		st.Header.Set(proto.HdrStatus, proto.StatusQueued)
+		st.Header.Set(proto.HdrSeq, strconv.FormatUint(ack.Sequence, 10))
 		_ = b.nc.PublishMsg(st)
 	}
 	b.mu.Lock()

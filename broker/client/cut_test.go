@@ -2,13 +2,17 @@ package client_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
 )
 
@@ -118,4 +122,82 @@ func TestReplyLostInACut(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("call still waiting 10s after the cut, though its replica no longer holds it")
 	}
+}
+
+// TestQueuedRequestTakenInACut: a caller told "queued" that then loses its
+// connection asks the broker whether the queue still holds its request
+// (FIND with Muster-Seq). While it does, the caller waits on; once it is
+// gone — a replica took it and its reply went into the cut — and no
+// replica holds it, the caller ends with 0215/0148 instead of waiting to
+// its deadline.
+func TestQueuedRequestTakenInACut(t *testing.T) {
+	const svc = "T/CUT/Q"
+	e := harness.Start(t, broker.Config{})
+	harness.RegisterAttach(t, e, "cut-attach", svc) // attachable, never starts anything
+	nc := testutil.Connect(t, e.Server, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	js, err := jetstream.New(e.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testutil.Context(t, 30*time.Second)
+	errc := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := c.Call(ctx, svc, []byte("q"))
+		errc <- err
+	}()
+	var seq uint64
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, proto.QueueStream)
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.State.Msgs != 1 {
+			return fmt.Errorf("queue: %v %v", info, err)
+		}
+		seq = info.State.LastSeq
+		return nil
+	})
+	// Cut the caller's connection only: the server closes it, the client
+	// reconnects (the broker and the queue stay).
+	if err := e.Server.DisconnectClientByID(clientID(t, nc)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("call ended while its request waits in the queue: %v", err)
+	case <-time.After(2 * time.Second): // several checks: the broker says "still queued"
+	}
+	st, err := js.Stream(ctx, proto.QueueStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, seq); err != nil { // a replica took it; its reply is lost
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, proto.ErrBrokerNotActive) {
+			t.Fatalf("call: %v; want 0215/0148", err)
+		}
+		t.Logf("ended %v after the start", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("call still waiting 10s after its request left the queue with nobody holding it")
+	}
+}
+
+// clientID is the server's id of connection nc.
+func clientID(t *testing.T, nc *nats.Conn) uint64 {
+	t.Helper()
+	id, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

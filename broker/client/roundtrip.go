@@ -62,8 +62,9 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			ticker.Stop()
 		}
 	}()
-	misses := 0
+	misses, maybes := 0, 0
 	queued := false // the broker has it: nobody holds it until a replica says "working"
+	qseq := ""      // its sequence in the queue stream (Muster-Seq of "queued")
 	for {
 		select {
 		case r := <-ch:
@@ -82,6 +83,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 				continue
 			case proto.StatusQueued:
 				queued = true
+				qseq = r.Header.Get(proto.HdrSeq)
 				continue
 			}
 			return r, nil
@@ -108,6 +110,17 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		switch {
 		case w.replica != "" && !askHeld:
 			err = c.pingReplica(ctx, w)
+		case cut && queued && w.replica == "" && qseq != "":
+			// Queued, then cut off: the request may still wait in the
+			// queue, or a replica took it and its "working" or its reply
+			// went into the cut. Ask the broker, then the replicas.
+			var inQueue bool
+			if inQueue, err = c.findQueued(ctx, w.svc, qseq, reply); err == nil && !inQueue {
+				var r *nats.Msg
+				if r, err = c.findHolder(ctx, proto.HeldSubject(w.svc), reply); r != nil {
+					c.holder(&w, r)
+				}
+			}
 		case askHeld || (w.find && !queued):
 			var r *nats.Msg
 			if r, err = c.findHolder(ctx, proto.HeldSubject(w.svc), reply); r != nil {
@@ -115,6 +128,18 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			}
 		default:
 			continue // waiting in the queue: nobody to ask
+		}
+		if errors.Is(err, errMaybeHeld) {
+			// A replica may have it in its buffer. Such a wait is short
+			// (a full replica hands its buffer to the broker), so after
+			// maxMaybe answers in a row they count as misses: a replica
+			// with a steady backlog says "maybe" to every FIND.
+			if maybes++; maybes <= maxMaybe {
+				continue
+			}
+			err = errNotHeld
+		} else {
+			maybes = 0
 		}
 		if err == nil {
 			misses = 0
@@ -167,10 +192,18 @@ func (c *Client) holder(w *watch, r *nats.Msg) {
 // errNotHeld is a FIND that found no replica holding the request.
 var errNotHeld = errors.New("client: no replica holds the request")
 
+// errMaybeHeld is a FIND answered "queued": a replica may have the request
+// in its buffer, not yet taken.
+var errMaybeHeld = errors.New("client: a replica may hold the request")
+
+// maxMaybe is how many "queued" answers to FIND in a row a caller accepts
+// (one per ping interval: 2 s with the default) before they count as misses.
+const maxMaybe = 4
+
 // findHolder asks the service's replicas (held subject) which one holds
 // the request whose reply subject is reply. It returns the holder's answer
-// (a "working" status), nil for an answer that says the request is on its
-// way (a replica's buffer or a hand-over to the broker), or errNotHeld
+// (a "working" status), errMaybeHeld for an answer that says the request
+// is on its way (a replica's buffer or a hand-over to the broker), or errNotHeld
 // when nobody answered within half a ping interval or no replica is
 // there at all.
 func (c *Client) findHolder(ctx context.Context, held, reply string) (*nats.Msg, error) {
@@ -198,9 +231,40 @@ func (c *Client) findHolder(ctx context.Context, held, reply string) (*nats.Msg,
 	case proto.StatusWorking:
 		return r, nil
 	case proto.StatusQueued:
-		return nil, nil
+		return nil, errMaybeHeld
 	}
 	return nil, errNotHeld
+}
+
+// findQueued asks the brokers whether the queue stream still holds the
+// request with sequence seq and reply subject reply (FIND on the call
+// subject). An unanswered FIND is errNotHeld, a miss like any other.
+func (c *Client) findQueued(ctx context.Context, svc proto.Service, seq, reply string) (bool, error) {
+	fm := nats.NewMsg(proto.CallSubject(svc))
+	fm.Header.Set(proto.HdrOp, proto.OpFind)
+	fm.Header.Set(proto.HdrSeq, seq)
+	fm.Header.Set(proto.HdrReply, reply)
+	fctx, cancel := context.WithTimeout(ctx, c.ping)
+	defer cancel()
+	r, err := c.nc.RequestMsgWithContext(fctx, fm)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return false, errNotHeld
+	case errors.Is(err, context.DeadlineExceeded):
+		if ctx.Err() != nil {
+			return true, nil // our own deadline: the main loop reports it
+		}
+		return false, errNotHeld
+	case err != nil:
+		return false, transportError(err)
+	}
+	if e := proto.ErrorFromHeader(r.Header); e != nil {
+		if e.Code == proto.CodeNoConversation {
+			return false, nil
+		}
+		return false, errNotHeld // the broker cannot tell now: a miss
+	}
+	return r.Header.Get(proto.HdrStatus) == proto.StatusQueued, nil
 }
 
 // cancelHeld tells the replica holding the request with reply subject

@@ -56,6 +56,10 @@ const (
 	// HdrEnqueued is set by the broker on queued requests: Unix ms when
 	// the request was queued.
 	HdrEnqueued = "Muster-Enqueued"
+	// HdrSeq is set by the broker on its "queued" status: the request's
+	// sequence in the queue stream, which a caller that lost its
+	// connection asks about (FIND on the broker subject).
+	HdrSeq = "Muster-Seq"
 	// HdrNATSStatus is the header NATS itself uses for status (503 = no responders).
 	HdrNATSStatus = "Status"
 )
