@@ -91,11 +91,31 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 
 	r.stats.convs.Add(1)
 	if queued {
-		_ = r.nc.Publish(ackTo, []byte("+ACK"))
+		if err := r.ackSync(ackTo); err != nil {
+			// Unconfirmed: JetStream redelivers the request (here or to
+			// another replica) after the consumer's AckWait, so running it
+			// now could run it twice. Give the slot back, say nothing.
+			r.stats.convs.Add(-1)
+			r.finished(c)
+			r.cfg.logger.Warn("queued request left for redelivery: its ack was not confirmed", "err", err)
+			return nil, true
+		}
 		r.stats.queued.Add(1)
 		c.sendWorking()
 	}
 	return c, true
+}
+
+// ackTimeout bounds the wait for JetStream to confirm an ack.
+const ackTimeout = 2 * time.Second
+
+// ackSync acknowledges a queued request and waits for the server to
+// confirm it (a "double ack"): a request is run only once the queue has
+// let go of it, so a delivery or ack lost in a NATS restart or a node loss
+// is redelivered after AckWait instead of being lost or run twice.
+func (r *replica) ackSync(ackTo string) error {
+	_, err := r.nc.Request(ackTo, []byte("+ACK"), ackTimeout)
+	return err
 }
 
 func noop() {}

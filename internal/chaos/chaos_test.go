@@ -72,7 +72,7 @@ func TestChaosReplicaKills(t *testing.T) {
 	c := s.client()
 	s.waitReady(c, 20*time.Second)
 
-	l := startLoad(c, "rk", 4, 20*time.Millisecond, 5*time.Second)
+	l := startLoad(c, "rk", 4, 20*time.Millisecond, 15*time.Second)
 	kills := 0
 	end := time.Now().Add(scale(3*time.Second, 30*time.Second))
 	for time.Now().Before(end) {
@@ -183,7 +183,7 @@ func TestChaosNATSRestart(t *testing.T) {
 	c := s.client()
 	s.waitReady(c, 20*time.Second)
 
-	l := startLoad(c, "nr", 4, 10*time.Millisecond, 5*time.Second)
+	l := startLoad(c, "nr", 4, 10*time.Millisecond, 15*time.Second)
 	l.waitOutcomes(t, 50, 20*time.Second)
 	before := s.replicaPIDs()
 	s.stopNATS()

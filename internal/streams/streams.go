@@ -138,6 +138,12 @@ func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstr
 	return s, nil
 }
 
+// AckWait is how long a queued request delivered to a replica stays
+// out of the queue without an ack: a delivery lost in a NATS restart or a
+// node loss goes to a replica again after it. Replicas ack at once, with
+// a confirmed ("double") ack, before they run the request.
+const AckWait = 5 * time.Second
+
 // QueueConsumer creates (or finds) the durable pull consumer that all
 // replicas of svc share; queued requests leave it oldest first. It has as
 // many copies as the stream (a work-queue stream requires it), and follows
@@ -150,7 +156,7 @@ func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (
 			Description:   "Muster queue of " + svc.String(),
 			FilterSubject: proto.QueueSubject(svc),
 			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       30 * time.Second,
+			AckWait:       AckWait,
 			MaxWaiting:    4096,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})

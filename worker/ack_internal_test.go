@@ -1,0 +1,56 @@
+package worker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// A queued request is run only once the server confirmed its ack: one
+// whose ack nobody confirms (here an ack subject without a server behind
+// it, as when the ack is lost in a NATS restart) gives its slot back and
+// is not run, for JetStream redelivers it after AckWait. A confirmed ack
+// runs it.
+func TestQueuedRequestRunsOnlyAfterConfirmedAck(t *testing.T) {
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s)
+	cfg, err := resolve(noEnv, []Option{WithConn(nc), WithService("T/ACK/X"), WithReplicaID("ack1"), WithCapacity(1), WithSignals(false), WithLogger(quiet)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error { return nil }), nc)
+	r.maxPayload.Store(nc.MaxPayload())
+	msg := func() *nats.Msg {
+		m := nats.NewMsg(proto.QueueSubject(cfg.service))
+		m.Header.Set(proto.HdrReply, "muster.test.caller")
+		m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(time.Minute)))
+		return m
+	}
+
+	c, handled := r.accept(msg(), "muster.test.caller", "muster.test.noack")
+	if c != nil || !handled {
+		t.Fatalf("unconfirmed ack: accept = %v, %v; want nil, true (not run)", c, handled)
+	}
+	r.mu.Lock()
+	active, convs := r.active, len(r.convs)
+	r.mu.Unlock()
+	if active != 0 || convs != 0 {
+		t.Fatalf("slot not given back: active %d, %d conversations", active, convs)
+	}
+
+	acks, err := nc.Subscribe("muster.test.ack", func(m *nats.Msg) { _ = m.Respond(nil) }) // confirms, as JetStream does
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acks.Unsubscribe()
+	if c, _ := r.accept(msg(), "muster.test.caller", "muster.test.ack"); c == nil {
+		t.Fatal("confirmed ack: request not taken")
+	} else {
+		r.finished(c)
+	}
+}
