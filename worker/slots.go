@@ -91,6 +91,9 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 
 	r.stats.convs.Add(1)
 	if queued {
+		// "working" first: a caller told "queued" learns its replica now,
+		// so if the replica dies from here on the caller's PINGs tell it.
+		c.sendWorking()
 		if err := r.ackSync(ackTo); err != nil {
 			// Unconfirmed: JetStream redelivers the request (here or to
 			// another replica) after the consumer's AckWait, so running it
@@ -101,7 +104,6 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 			return nil, true
 		}
 		r.stats.queued.Add(1)
-		c.sendWorking()
 	}
 	return c, true
 }

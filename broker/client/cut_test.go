@@ -145,12 +145,34 @@ func TestQueuedRequestTakenInACut(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testutil.Context(t, 30*time.Second)
+	// A spy sees the broker's "queued" status go to the caller's inbox: the
+	// cut must come after the caller has it.
+	spy, err := e.NC.SubscribeSync("_INBOX.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	errc := make(chan error, 1)
 	start := time.Now()
 	go func() {
 		_, err := c.Call(ctx, svc, []byte("q"))
 		errc <- err
 	}()
+	for {
+		m, err := spy.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no queued status seen: %v", err)
+		}
+		if m.Header.Get(proto.HdrStatus) == proto.StatusQueued && m.Header.Get(proto.HdrSeq) != "" {
+			break
+		}
+	}
+	_ = spy.Unsubscribe()
+	if err := nc.Flush(); err != nil { // the caller's connection has read what came before
+		t.Fatal(err)
+	}
 	var seq uint64
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		st, err := js.Stream(ctx, proto.QueueStream)
