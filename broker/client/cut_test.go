@@ -39,6 +39,9 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
+			if err := sink.Flush(); err != nil { // the server has the subscription
+				t.Fatal(err)
+			}
 			nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
 			c, err := client.New(nc)
 			if err != nil {
@@ -50,7 +53,13 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 				_, err := c.Call(testutil.Context(t, 20*time.Second), svc, []byte("x"))
 				errc <- err
 			}()
-			<-took
+			select {
+			case <-took:
+			case err := <-errc:
+				t.Fatalf("call ended before the sink took it: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the sink did not get the call")
+			}
 			if cut {
 				s = testutil.RestartNATS(t, s, nil)
 			}
@@ -101,6 +110,9 @@ func TestReplyLostInACut(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := fake.Flush(); err != nil { // the server has the subscriptions
+		t.Fatal(err)
+	}
 	nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
 	c, err := client.New(nc)
 	if err != nil {
@@ -112,7 +124,13 @@ func TestReplyLostInACut(t *testing.T) {
 		_, err := c.Call(testutil.Context(t, 30*time.Second), svc, []byte("x"))
 		errc <- err
 	}()
-	<-took
+	select {
+	case <-took:
+	case err := <-errc:
+		t.Fatalf("call ended before the fake replica took it: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fake replica did not get the call")
+	}
 	testutil.RestartNATS(t, s, nil)
 	select {
 	case err := <-errc:
