@@ -25,6 +25,7 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/embedded"
 	"github.com/musterhq/muster/internal/natsconn"
+	"github.com/musterhq/muster/internal/streams"
 	"github.com/musterhq/muster/internal/testutil"
 )
 
@@ -83,6 +84,7 @@ func newSystemOn(t *testing.T, maxReplicas, nodes int) *system {
 	s.exec = filepath.Join(s.dir, "exec.log")
 	if nodes > 0 {
 		s.cluster = testutil.StartCluster(t, nodes)
+		s.createAssets()
 	} else {
 		s.startNATS(0)
 	}
@@ -352,4 +354,31 @@ func (s *system) executions() map[string]int {
 		}
 	}
 	return n
+}
+
+// createAssets creates the queue stream and the KV buckets before any
+// daemon starts, as an operator would on a new cluster: on a freshly
+// formed cluster their first creation occasionally takes longer than a
+// daemon's 30 s start budget (docs/RELIABILITY.md, known limits).
+func (s *system) createAssets() {
+	s.t.Helper()
+	nc := s.connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := streams.EnsureQueue(ctx, js); err != nil {
+		s.t.Fatalf("queue stream: %v", err)
+	}
+	for _, b := range []string{proto.ReplicaBucket, proto.AttachBucket} {
+		if _, err := streams.EnsureBucket(ctx, js, b); err != nil {
+			s.t.Fatalf("bucket %s: %v", b, err)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		s.t.Logf("creating the assets on the new cluster took %v", d.Round(time.Millisecond))
+	}
 }
