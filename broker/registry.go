@@ -175,7 +175,13 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 	r.setAttachLocked(key, ai)
 }
 
+// A record's age is judged from when it reached this broker at the
+// latest: a writer's claimed "updated" is taken only if it is not in the
+// future, so a clock that runs ahead, or a forged record dated a year
+// ahead, expires three heartbeats after its last write like any other.
+
 func (r *registry) setReplicaLocked(key string, ri proto.ReplicaInfo, rev uint64) {
+	ri.Updated = min(ri.Updated, time.Now().UnixMilli())
 	if _, known := r.replicas[key]; !known {
 		r.lastReg[ri.Service] = time.Now()
 	}
@@ -186,6 +192,7 @@ func (r *registry) setReplicaLocked(key string, ri proto.ReplicaInfo, rev uint64
 }
 
 func (r *registry) setAttachLocked(key string, ai proto.AttachInfo) {
+	ai.Updated = min(ai.Updated, time.Now().UnixMilli())
 	r.dropAttachLocked(key)
 	r.attach[key] = ai
 	for _, s := range ai.Services {

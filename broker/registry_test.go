@@ -135,3 +135,27 @@ func TestBlindTimeDoesNotAge(t *testing.T) {
 		t.Fatalf("failing = %q", why)
 	}
 }
+
+// TestFutureDatedRecordsExpire: a record whose writer claims it was
+// updated a year ahead (a forged record, or a clock far ahead) is aged
+// from when it arrived, so it expires three heartbeats after its last
+// write instead of never.
+func TestFutureDatedRecordsExpire(t *testing.T) {
+	r := newRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	year := time.Now().Add(365 * 24 * time.Hour).UnixMilli()
+	r.mu.Lock()
+	r.setAttachLocked("forged", proto.AttachInfo{ID: "forged", HeartbeatMS: 1000, Updated: year, Services: []string{"A/B/C"}})
+	r.setReplicaLocked("r1", proto.ReplicaInfo{ID: "r1", Service: "A/B/C", State: proto.StateReady, Capacity: 1, HeartbeatMS: 1000, Updated: year}, 1)
+	r.mu.Unlock()
+	now := time.Now()
+	if live, attachable := r.known("A/B/C", now); live != 1 || !attachable {
+		t.Fatalf("fresh: known = %d, %v; want 1, true", live, attachable)
+	}
+	later := now.Add(3*time.Second + 100*time.Millisecond)
+	if live, attachable := r.known("A/B/C", later); live != 0 || attachable {
+		t.Fatalf("3 heartbeats after the last write: known = %d, %v; want 0, false", live, attachable)
+	}
+	if _, ok := r.chooseAttach("A/B/C", later, 0); ok {
+		t.Fatal("an expired forged manager is still chosen")
+	}
+}

@@ -202,6 +202,9 @@ func DecodeAttachInfo(b []byte) (AttachInfo, error) {
 	if a.HeartbeatMS <= 0 || a.HeartbeatMS > maxHeartbeatMS {
 		return a, fmt.Errorf("%w: attach manager %s: heartbeat %dms", ErrBadBody, a.ID, a.HeartbeatMS)
 	}
+	if a.Replicas < 0 || a.Starting < 0 || a.MaxReplicas < 0 || a.Starting > a.Replicas {
+		return a, fmt.Errorf("%w: attach manager %s: replicas %d, starting %d, max_replicas %d", ErrBadBody, a.ID, a.Replicas, a.Starting, a.MaxReplicas)
+	}
 	return a, nil
 }
 

@@ -334,3 +334,15 @@ func TestBodiesAreReadLeniently(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeAttachInfoRejectsNegativeFigures(t *testing.T) {
+	for _, body := range []string{
+		`{"id":"h1","services":["A/B/C"],"heartbeat_ms":1000,"replicas":-1000000}`,
+		`{"id":"h1","services":["A/B/C"],"heartbeat_ms":1000,"max_replicas":-1}`,
+		`{"id":"h1","services":["A/B/C"],"heartbeat_ms":1000,"replicas":1,"starting":2}`,
+	} {
+		if _, err := proto.DecodeAttachInfo([]byte(body)); !errors.Is(err, proto.ErrBadBody) {
+			t.Errorf("%s: err %v, want ErrBadBody", body, err)
+		}
+	}
+}
