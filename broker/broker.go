@@ -122,6 +122,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 		cb          nats.MsgHandler
 	}{
 		{proto.CallPrefix + ">", proto.BrokerQueue, b.onCall},
+		{proto.ForwardPrefix + ">", proto.BrokerQueue, b.onForward},
 		{proto.BrokerStatsSubject, "", b.onStats},
 		{proto.BrokerStatsSubject + ".>", "", b.onStats},
 	} {

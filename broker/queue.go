@@ -15,20 +15,42 @@ import (
 	"github.com/musterhq/muster/internal/streams"
 )
 
-// onCall queues one request (see proto.CallPrefix). A request forwarded by
-// a full replica carries the caller's reply subject in Muster-Reply; the
-// broker then acknowledges the forward itself, so the replica learns if no
-// broker took it.
+// onCall queues one request (see proto.CallPrefix), answering to its own
+// reply subject. A Muster-Reply header is refused there: only a replica's
+// forward (onForward) may name another reply subject.
 func (b *Broker) onCall(m *nats.Msg) {
 	if m.Header.Get(proto.HdrOp) == proto.OpFind {
 		b.onFind(m)
 		return
 	}
-	replyTo := m.Reply
-	if fwd := m.Header.Get(proto.HdrReply); fwd != "" {
-		replyTo = fwd
-		defer func() { _ = m.Respond(nil) }()
+	if m.Header.Get(proto.HdrReply) != "" {
+		if m.Reply != "" {
+			b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "%s is only honoured on %sC.N.S (a replica's forward)", proto.HdrReply, proto.ForwardPrefix))
+		}
+		return
 	}
+	b.entry(m, m.Reply, proto.CallSubject)
+}
+
+// onForward queues a warm request a full replica handed over (see
+// proto.ForwardPrefix): the caller's reply subject is in Muster-Reply, and
+// the broker acknowledges the forward itself, so the replica learns if no
+// broker took it.
+func (b *Broker) onForward(m *nats.Msg) {
+	replyTo := m.Header.Get(proto.HdrReply)
+	if replyTo == "" {
+		if m.Reply != "" {
+			b.replyError(m.Reply, proto.Errorf(proto.CodeBadRequest, "a forward needs %s", proto.HdrReply))
+		}
+		return
+	}
+	defer func() { _ = m.Respond(nil) }()
+	b.entry(m, replyTo, proto.ForwardSubject)
+}
+
+// entry queues request m, whose answers go to replyTo; subject says which
+// entry subject m must have been sent to.
+func (b *Broker) entry(m *nats.Msg, replyTo string, subject func(proto.Service) string) {
 	if replyTo == "" {
 		b.log.Warn("request without reply subject dropped", "subject", m.Subject)
 		return
@@ -39,8 +61,8 @@ func (b *Broker) onCall(m *nats.Msg) {
 	}
 	defer b.routines.leave()
 	svc, err := proto.ServiceFromTokens(m.Subject)
-	if err != nil || m.Subject != proto.CallSubject(svc) {
-		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, proto.CallPrefix))
+	if err != nil || m.Subject != subject(svc) {
+		b.replyError(replyTo, proto.Errorf(proto.CodeBadRequest, "subject %q: want %sCLASS.NAME.SERVICE", m.Subject, strings.TrimSuffix(subject(proto.Service{Class: "C", Name: "N", Service: "S"}), "C.N.S")))
 		return
 	}
 	op, err := proto.ParseOp(m.Header)

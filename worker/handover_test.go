@@ -126,7 +126,7 @@ func TestRunWaitsForItsForwards(t *testing.T) {
 	)
 	forwarded := make(chan struct{}, 100)
 	// A slow broker: it acknowledges each hand-over 2s after it came.
-	if _, err := nc.Subscribe(proto.CallSubject(proto.MustService(svc)), func(m *nats.Msg) {
+	if _, err := nc.Subscribe(proto.ForwardSubject(proto.MustService(svc)), func(m *nats.Msg) {
 		mu.Lock()
 		received++
 		mu.Unlock()

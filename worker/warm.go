@@ -106,7 +106,7 @@ func (r *replica) forward(nm *nats.Msg) {
 // forwardNow hands nm to the broker and waits (up to forwardTimeout) for
 // the broker's acknowledgement; without one the caller gets 0215/0148.
 func (r *replica) forwardNow(nm *nats.Msg) {
-	fwd := &nats.Msg{Subject: proto.CallSubject(r.cfg.service), Header: nats.Header{}, Data: nm.Data}
+	fwd := &nats.Msg{Subject: proto.ForwardSubject(r.cfg.service), Header: nats.Header{}, Data: nm.Data}
 	for k, v := range nm.Header {
 		fwd.Header[k] = v
 	}

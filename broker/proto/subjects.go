@@ -22,7 +22,15 @@ const (
 	// 0074/0074 deadline already passed, 0900/0001 malformed). Any NATS
 	// client can use it; the Go SDK uses it after a 503 on the warm subject.
 	CallPrefix = "muster.call."
-	// BrokerQueue is the queue group the brokers serve CallPrefix in.
+	// ForwardPrefix + CLASS.NAME.SERVICE is where a full replica hands the
+	// brokers a warm request it cannot serve, with the caller's reply
+	// subject in HdrReply. It is queued like a call; HdrReply is honoured
+	// only here (a role that may publish here is a replica's), never on
+	// CallPrefix, so a client cannot have its call answered into another
+	// caller's inbox.
+	ForwardPrefix = "muster.fwd."
+	// BrokerQueue is the queue group the brokers serve CallPrefix and
+	// ForwardPrefix in.
 	BrokerQueue = "muster-broker"
 
 	// QueuePrefix + CLASS.NAME.SERVICE holds queued requests in the
@@ -65,6 +73,10 @@ func WarmSubject(s Service) string { return WarmPrefix + s.Tokens() }
 
 // CallSubject returns the broker's queueing entry subject of s.
 func CallSubject(s Service) string { return CallPrefix + s.Tokens() }
+
+// ForwardSubject returns the subject a full replica of s forwards warm
+// requests to.
+func ForwardSubject(s Service) string { return ForwardPrefix + s.Tokens() }
 
 // QueueSubject returns the subject queued requests of s are stored under.
 func QueueSubject(s Service) string { return QueuePrefix + s.Tokens() }
