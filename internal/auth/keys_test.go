@@ -1,0 +1,108 @@
+package auth_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/musterhq/muster/internal/auth"
+)
+
+func TestKeysStableAcrossLoads(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	k1, err := auth.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := auth.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k1.AccountKey() != k2.AccountKey() || k1.OperatorKey() != k2.OperatorKey() || k1.SystemAccountKey() != k2.SystemAccountKey() {
+		t.Fatalf("keys changed across loads: %s/%s/%s vs %s/%s/%s", k1.OperatorKey(), k1.SystemAccountKey(), k1.AccountKey(), k2.OperatorKey(), k2.SystemAccountKey(), k2.AccountKey())
+	}
+	if !strings.HasPrefix(k1.AccountKey(), "A") || !strings.HasPrefix(k1.OperatorKey(), "O") {
+		t.Fatalf("key kinds: operator %s account %s", k1.OperatorKey(), k1.AccountKey())
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("keys dir mode %v (%v), want 0700", st.Mode().Perm(), err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 3 {
+		t.Fatalf("keys dir holds %d files, want 3 seeds", len(ents))
+	}
+	for _, e := range ents {
+		fi, _ := e.Info()
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s mode %v, want 0600", e.Name(), fi.Mode().Perm())
+		}
+	}
+	// A server trusting the reloaded keys accepts creds made from the first.
+	srv := startSecure(t, k2)
+	u := connect(t, srv, k1, auth.RoleAdmin, auth.Scope{})
+	if _, err := u.nc.JetStream(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeysRefuseBadPermissions(t *testing.T) {
+	t.Run("open dir", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "keys")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chmod(dir, 0o755)
+		_, err := auth.LoadOrCreateKeys(dir)
+		if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "group or others") {
+			t.Fatalf("LoadOrCreateKeys(0755 dir) = %v, want an error naming %s and the mode", err, dir)
+		}
+	})
+	t.Run("open seed file", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "keys")
+		if _, err := auth.LoadOrCreateKeys(dir); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "account.nk")
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := auth.LoadOrCreateKeys(dir)
+		if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "0644") {
+			t.Fatalf("LoadOrCreateKeys(0644 seed) = %v, want an error naming %s and its mode", err, f)
+		}
+	})
+	t.Run("incomplete", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "keys")
+		if _, err := auth.LoadOrCreateKeys(dir); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "account.nk")
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+		_, err := auth.LoadOrCreateKeys(dir)
+		if err == nil || !strings.Contains(err.Error(), f) {
+			t.Fatalf("LoadOrCreateKeys(no account seed) = %v, want an error naming %s", err, f)
+		}
+		if _, serr := os.Stat(f); serr == nil {
+			t.Fatal("an incomplete keys dir was silently completed with a new account key")
+		}
+	})
+	t.Run("not a seed", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "keys")
+		if _, err := auth.LoadOrCreateKeys(dir); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "operator.nk")
+		sys, _ := os.ReadFile(filepath.Join(dir, "system.nk")) // an account seed where the operator's belongs
+		if err := os.WriteFile(f, sys, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := auth.LoadOrCreateKeys(dir)
+		if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "operator") {
+			t.Fatalf("LoadOrCreateKeys(wrong seed kind) = %v, want an error naming %s", err, f)
+		}
+	})
+}
