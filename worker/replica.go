@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/streams"
@@ -117,10 +118,10 @@ type replica struct {
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
-	seq         uint64 // conversation ids: unique within this replica, which is all they need
-	serving     group  // conversations accepted and not yet finished by a worker
-	pool        group  // worker and forwarder goroutines
-	helpers     group  // heartbeat, forward and idle-check goroutines
+	ids         *nuid.NUID // conversation ids: random (22 base-62 characters), so nobody guesses a live one; guarded by mu
+	serving     group      // conversations accepted and not yet finished by a worker
+	pool        group      // worker and forwarder goroutines
+	helpers     group      // heartbeat, forward and idle-check goroutines
 
 	// For FIND (control.go) and keepalives (progress.go).
 	forwarding map[string]int // guarded by mu: reply subjects of warm requests being handed to the broker
@@ -138,7 +139,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	return &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
-		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
+		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{}, ids: nuid.New(),
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
 	}

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -64,9 +63,8 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		default:
 		}
 	}
-	r.seq++
 	c = &Conv{
-		r: r, id: strconv.FormatUint(r.seq, 36), call: op == proto.OpCall,
+		r: r, id: r.ids.Next(), call: op == proto.OpCall,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
 		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}
