@@ -54,3 +54,30 @@ func TestQueuedRequestRunsOnlyAfterConfirmedAck(t *testing.T) {
 		r.finished(c)
 	}
 }
+
+// Conversation ids are random, not a counter: knowing one's own says
+// nothing about another's (a PING scan finds nothing).
+func TestConversationIdsAreNotGuessable(t *testing.T) {
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s)
+	cfg, err := resolve(noEnv, []Option{WithConn(nc), WithService("T/IDS/X"), WithReplicaID("ids1"), WithCapacity(4), WithSignals(false), WithLogger(quiet)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error { return nil }), nc)
+	r.maxPayload.Store(nc.MaxPayload())
+	seen := map[string]bool{}
+	for range 3 {
+		m := nats.NewMsg(proto.WarmSubject(cfg.service))
+		m.Header.Set(proto.HdrOp, proto.OpNew)
+		c, _ := r.accept(m, "muster.test.discard", "")
+		if c == nil {
+			t.Fatal("slot not free")
+		}
+		if len(c.id) != 22 || proto.ValidID(c.id) != nil || seen[c.id] {
+			t.Fatalf("conversation id %q: want a fresh 22-character NUID", c.id)
+		}
+		seen[c.id] = true
+		defer r.finished(c)
+	}
+}
