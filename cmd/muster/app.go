@@ -29,6 +29,7 @@ func app() *cli.App {
 			upCommand(),
 			brokerCommand(),
 			attachCommand(),
+			authCommand(),
 			benchCommand(),
 			callCommand(),
 			converseCommand(),
