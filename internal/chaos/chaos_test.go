@@ -183,9 +183,12 @@ func TestChaosNATSRestart(t *testing.T) {
 	c := s.client()
 	s.waitReady(c, 20*time.Second)
 
+	nc := s.connect()
 	l := startLoad(c, "nr", 4, 10*time.Millisecond, 15*time.Second)
 	l.waitOutcomes(t, 50, 20*time.Second)
-	before := s.replicaPIDs()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	before := s.registeredPIDs(ctx, nc) // healthy: registered (a replica still starting may fail its start)
+	cancel()
 	s.stopNATS()
 	time.Sleep(scale(time.Second, 3*time.Second)) // the outage itself
 	s.startNATS(s.port)

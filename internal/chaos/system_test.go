@@ -382,3 +382,28 @@ func (s *system) createAssets() {
 		s.t.Logf("creating the assets on the new cluster took %v", d.Round(time.Millisecond))
 	}
 }
+
+// registeredPIDs lists the PIDs of the replicas registered now (their
+// records in the replica bucket): the healthy ones, as opposed to
+// processes still starting.
+func (s *system) registeredPIDs(ctx context.Context, nc *nats.Conn) []int {
+	var pids []int
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	kv, err := js.KeyValue(ctx, proto.ReplicaBucket)
+	if err != nil {
+		return nil
+	}
+	keys, _ := kv.Keys(ctx)
+	for _, k := range keys {
+		if e, err := kv.Get(ctx, k); err == nil {
+			var ri proto.ReplicaInfo
+			if json.Unmarshal(e.Value(), &ri) == nil && ri.PID > 0 {
+				pids = append(pids, ri.PID)
+			}
+		}
+	}
+	return pids
+}
