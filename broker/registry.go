@@ -179,9 +179,17 @@ func (r *registry) apply(e jetstream.KeyValueEntry, replicas bool) {
 // latest: a writer's claimed "updated" is taken only if it is not in the
 // future, so a clock that runs ahead, or a forged record dated a year
 // ahead, expires three heartbeats after its last write like any other.
+// And no record outlives the bucket's own TTL (streams.RegistrationTTL),
+// which removes it without a delete the watch would see: three heartbeats
+// count as at most that long.
+
+// maxHeartbeatMS is the longest heartbeat the registry honours: three of
+// them fit in the bucket's TTL.
+var maxHeartbeatMS = streams.RegistrationTTL.Milliseconds() / 3
 
 func (r *registry) setReplicaLocked(key string, ri proto.ReplicaInfo, rev uint64) {
 	ri.Updated = min(ri.Updated, time.Now().UnixMilli())
+	ri.HeartbeatMS = min(ri.HeartbeatMS, maxHeartbeatMS)
 	if _, known := r.replicas[key]; !known {
 		r.lastReg[ri.Service] = time.Now()
 	}
@@ -193,6 +201,7 @@ func (r *registry) setReplicaLocked(key string, ri proto.ReplicaInfo, rev uint64
 
 func (r *registry) setAttachLocked(key string, ai proto.AttachInfo) {
 	ai.Updated = min(ai.Updated, time.Now().UnixMilli())
+	ai.HeartbeatMS = min(ai.HeartbeatMS, maxHeartbeatMS)
 	r.dropAttachLocked(key)
 	r.attach[key] = ai
 	for _, s := range ai.Services {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/streams"
 )
 
 // simulated fills a registry with hosts attach managers offering services
@@ -157,5 +158,21 @@ func TestFutureDatedRecordsExpire(t *testing.T) {
 	}
 	if _, ok := r.chooseAttach("A/B/C", later, 0); ok {
 		t.Fatal("an expired forged manager is still chosen")
+	}
+}
+
+// TestRecordsNeverOutliveTheBucketTTL: a record claiming a day-long
+// heartbeat is dropped once the bucket's TTL would have removed it (the
+// KV removes it without a delete the watch sees).
+func TestRecordsNeverOutliveTheBucketTTL(t *testing.T) {
+	r := newRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r.mu.Lock()
+	r.setAttachLocked("forged", proto.AttachInfo{ID: "forged", HeartbeatMS: 86400000, Updated: time.Now().UnixMilli(), Services: []string{"A/B/C"}})
+	r.mu.Unlock()
+	if _, attachable := r.known("A/B/C", time.Now()); !attachable {
+		t.Fatal("fresh record not attachable")
+	}
+	if _, attachable := r.known("A/B/C", time.Now().Add(streams.RegistrationTTL+time.Second)); attachable {
+		t.Fatalf("a record older than the bucket TTL (%v) is still attachable", streams.RegistrationTTL)
 	}
 }

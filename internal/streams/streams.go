@@ -168,10 +168,10 @@ func QueueConsumer(ctx context.Context, s jetstream.Stream, svc proto.Service) (
 	return c, nil
 }
 
-// registrationTTL is how long a registration record stays stored without a
+// RegistrationTTL is how long a registration record stays stored without a
 // rewrite. Readers judge liveness sooner, by the record's own heartbeat
 // (proto.ReplicaInfo.Expired); the TTL only keeps dead records from piling up.
-const registrationTTL = 2 * time.Minute
+const RegistrationTTL = 2 * time.Minute
 
 // EnsureBucket creates (or finds and updates) a registration bucket, with
 // the settings of EnvReplicas.
@@ -191,7 +191,7 @@ func (c Config) EnsureBucket(ctx context.Context, js jetstream.JetStream, name s
 			Bucket:      name,
 			Description: "Muster registrations",
 			History:     1,
-			TTL:         registrationTTL,
+			TTL:         RegistrationTTL,
 			Storage:     jetstream.FileStorage,
 			Replicas:    r,
 		})
