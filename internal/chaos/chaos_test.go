@@ -84,21 +84,48 @@ func TestChaosReplicaKills(t *testing.T) {
 		}
 	}
 	stopped := time.Now()
-	l.waitOutcomes(t, 20, 20*time.Second)
+	// Replicas killed before they registered count as failed starts: the
+	// service may be failing (0900/0004) until the manager's next probe
+	// registers (every 5 s). Wait for the load to succeed again.
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		l.waitOutcomes(t, 10, 20*time.Second)
+		if l.lastOK(10) {
+			break
+		}
+	}
 	tal := l.finish(t)
 	checkCommon(t, s, tal)
 	slowest := time.Duration(0)
 	for _, o := range tal.outs {
-		if !o.ok {
+		if !o.ok && o.code != proto.CodeServiceFailing.String() {
 			slowest = max(slowest, o.end.Sub(o.start))
 		}
 	}
 	rec := tal.recoveredAfter(stopped)
-	t.Logf("replica kills: %d SIGKILLs in %v; %v; slowest failed call %v; calls succeed again %v after the kills stopped",
+	t.Logf("replica kills: %d SIGKILLs in %v; %v; slowest failed call (other than 0900/0004) %v; calls succeed again %v after the kills stopped",
 		kills, scale(3*time.Second, 30*time.Second), tal, slowest.Round(time.Millisecond), rec.Round(time.Millisecond))
 	if rec < 0 {
-		t.Errorf("calls did not succeed again after the kills stopped")
+		t.Errorf("calls did not succeed again within 20 s after the kills stopped")
 	}
+	if slowest > 5*time.Second {
+		t.Errorf("a caller took %v to learn its replica died (target about 1 s)", slowest)
+	}
+}
+
+// lastOK reports whether the last n calls succeeded.
+func (l *load) lastOK(n int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.outs) < n {
+		return false
+	}
+	for _, o := range l.outs[len(l.outs)-n:] {
+		if !o.ok {
+			return false
+		}
+	}
+	return true
 }
 
 // TestChaosAttachManagerKill SIGKILLs the attach manager while its
