@@ -108,15 +108,22 @@ func (r *registry) current() bool {
 	return r.repCurrent && r.attCurrent
 }
 
+// resumeGrace extends the blind time past the moment the view is current
+// again: the writers, cut off by the same outage, need to reconnect (every
+// 250 ms) and rewrite their records (replicas at once, attach managers at
+// their next heartbeat) before silence means anything.
+const resumeGrace = 2 * time.Second
+
 // blindLocked is how much of the time from since to now the registry's
-// view was not current (its last blind interval only).
+// view was not current, plus resumeGrace after it was current again (its
+// last blind interval only).
 func (r *registry) blindLocked(since, now time.Time) time.Duration {
 	if r.lostAt.IsZero() {
 		return 0
 	}
 	end := now
-	if !r.resumedAt.IsZero() && r.resumedAt.Before(now) {
-		end = r.resumedAt
+	if !r.resumedAt.IsZero() && r.resumedAt.Add(resumeGrace).Before(now) {
+		end = r.resumedAt.Add(resumeGrace)
 	}
 	start := r.lostAt
 	if since.After(start) {

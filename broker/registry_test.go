@@ -127,9 +127,14 @@ func TestBlindTimeDoesNotAge(t *testing.T) {
 	r.resumedAt = start.Add(2100 * time.Millisecond)
 	r.mu.Unlock()
 	if _, ok := r.known(svc, start.Add(2500*time.Millisecond)); !ok {
-		t.Fatal("record judged dead 400 ms after the view resumed (100 ms seen before the loss)")
+		t.Fatal("record judged dead 400 ms after the view resumed, within resumeGrace")
 	}
-	if _, ok := r.known(svc, start.Add(2700*time.Millisecond)); ok {
+	// Blind until resumedAt + resumeGrace (4.1 s); then 100 ms seen before
+	// the loss plus 400 ms after the grace is 500 ms: alive; 700 ms: dead.
+	if _, ok := r.known(svc, start.Add(4500*time.Millisecond)); !ok {
+		t.Fatal("record judged dead with 500 ms of visible time (3 heartbeats: 600 ms)")
+	}
+	if _, ok := r.known(svc, start.Add(4700*time.Millisecond)); ok {
 		t.Fatal("record still alive 3 heartbeats of visible time after its last write")
 	}
 	if why, failing := r.failing(svc, start.Add(2500*time.Millisecond)); failing {
