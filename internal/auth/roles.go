@@ -192,7 +192,7 @@ func (s Scope) UserName(role Role) string {
 // (nats.CustomInboxPrefix, natscli --inbox-prefix): `_INBOX.<name>`. Two
 // tokens, so that repliers may publish to all of `_INBOX.>` while each
 // user may subscribe only to its own `_INBOX.<name>.>`.
-func InboxPrefix(name string) string { return "_INBOX." + name }
+func InboxPrefix(name string) string { return proto.InboxPrefix(name) }
 
 func (s Scope) check(role Role) error {
 	if s.Name != "" {

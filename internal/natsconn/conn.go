@@ -4,6 +4,9 @@
 package natsconn
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -11,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/nats-io/nats.go"
 )
 
@@ -62,6 +66,11 @@ func (c Config) Options() ([]nats.Option, error) {
 	}
 	if c.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
+		// With Muster's permissions a user may read replies only under
+		// its own inbox prefix, named after the user in the JWT.
+		if name := credsUserName(c.CredsFile); name != "" {
+			opts = append(opts, nats.CustomInboxPrefix(proto.InboxPrefix(name)))
+		}
 	}
 	if c.NKeySeedFile != "" {
 		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
@@ -211,4 +220,38 @@ func redactURLs(s string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// credsUserName returns the user name ("name" claim) of the user JWT in a
+// .creds file, if it is a valid token ([A-Za-z0-9_-]), else "". It
+// decodes the JWT's payload only: the server verifies the signature.
+func credsUserName(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	const begin = "-----BEGIN NATS USER JWT-----"
+	i := bytes.Index(b, []byte(begin))
+	if i < 0 {
+		return ""
+	}
+	rest := bytes.TrimSpace(b[i+len(begin):])
+	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[:j]
+	}
+	parts := strings.Split(strings.TrimSpace(string(rest)), ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || proto.CheckToken(claims.Name, proto.MaxIDLen) != nil {
+		return ""
+	}
+	return claims.Name
 }
