@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/natsconn"
 )
 
@@ -40,6 +42,7 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
 			&cli.StringFlag{Name: "data", Usage: "`DIR` of the embedded server's JetStream store (default: $XDG_STATE_HOME/muster or ~/.local/state/muster)"},
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` instead of the built-in demo config"},
+			&cli.BoolFlag{Name: "secure", Usage: "run the embedded NATS server with credentials: one .creds file per role (client, replica, attach, broker, admin) in DIR/creds, created on first start; clients then need --creds DIR/creds/client.creds"},
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
 			logLevelFlag(),
@@ -70,12 +73,13 @@ func runUp(c *cli.Context) error {
 	var cleanup stack // replicas, broker, connection, NATS: the reverse of starting
 	defer cleanup.run()
 
-	connCfg, where, dataDir, err := upNATS(c, log, &cleanup)
+	connCfg, where, dataDir, credsDir, err := upNATS(c, log, &cleanup)
 	if err != nil {
 		return err
 	}
 	connCfg.Name = "muster up"
-	nc, err := connCfg.Connect()
+	brokerCfg := roleConn(connCfg, credsDir, auth.RoleBroker)
+	nc, err := brokerCfg.Connect()
 	if err != nil {
 		return err
 	}
@@ -110,7 +114,14 @@ func runUp(c *cli.Context) error {
 		return err
 	}
 	if cfg != nil {
-		m, err := startAttach(sctx, nc, connCfg, cfg, log)
+		anc := nc // one connection, unless each role has its own credentials
+		if credsDir != "" {
+			if anc, err = roleConn(connCfg, credsDir, auth.RoleAttach).Connect(); err != nil {
+				return err
+			}
+			cleanup.push(anc.Close)
+		}
+		m, err := startAttach(sctx, anc, roleConn(connCfg, credsDir, auth.RoleReplica), cfg, log)
 		if err != nil {
 			return err
 		}
@@ -125,6 +136,9 @@ func runUp(c *cli.Context) error {
 		try := "muster call"
 		if u := nc.ConnectedUrlRedacted(); u != natsconn.DefaultURL {
 			try += " --server " + u
+		}
+		if credsDir != "" {
+			try += " --creds " + filepath.Join(credsDir, string(auth.RoleClient)+".creds")
 		}
 		fmt.Fprintf(c.App.ErrWriter, "try: %s %s hello\n", try, names[0])
 	}

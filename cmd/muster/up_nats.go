@@ -6,44 +6,76 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/urfave/cli/v2"
 
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/embedded"
 	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/xdg"
 )
 
 // upNATS starts the embedded NATS server, or with --server uses that one,
-// and returns how to connect to it and a note on where it runs.
-func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Config, where, storeDir string, err error) {
+// and returns how to connect to it and a note on where it runs. With
+// --secure the embedded server runs in operator mode and credsDir holds
+// one .creds file per role (else credsDir is "").
+func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Config, where, storeDir, credsDir string, err error) {
 	if c.String(FlagServer) != "" {
-		if c.IsSet("nats-listen") || c.IsSet("data") {
-			return cfg, "", "", errors.New("--nats-listen and --data configure the embedded server: not with --server or MUSTER_URL")
+		if c.IsSet("nats-listen") || c.IsSet("data") || c.Bool("secure") {
+			return cfg, "", "", "", errors.New("--nats-listen, --data and --secure configure the embedded server: not with --server or MUSTER_URL")
 		}
-		return connConfigFromCLI(c), "external", "", nil
+		return connConfigFromCLI(c), "external", "", "", nil
 	}
 	dir, err := dataDir(c.String("data"), log)
 	if err != nil {
-		return cfg, "", "", err
+		return cfg, "", "", "", err
 	}
 	unlock, err := lockDir(dir)
 	if err != nil {
-		return cfg, "", "", err
+		return cfg, "", "", "", err
 	}
 	cleanup.push(unlock)
 	listen := c.String("nats-listen")
-	if err := checkListen(listen, log); err != nil {
-		return cfg, "", "", err
+	secure := c.Bool("secure")
+	if err := checkListen(listen, secure, log); err != nil {
+		return cfg, "", "", "", err
 	}
-	s, err := embedded.Start(embedded.Config{Listen: listen, StoreDir: dir})
+	ecfg := embedded.Config{Listen: listen, StoreDir: dir}
+	if secure {
+		k, err := auth.LoadOrCreateKeys(filepath.Join(dir, "keys"))
+		if err != nil {
+			return cfg, "", "", "", err
+		}
+		credsDir = filepath.Join(dir, "creds")
+		for _, role := range auth.Roles {
+			if _, err := auth.WriteCreds(k, credsDir, role); err != nil {
+				return cfg, "", "", "", err
+			}
+		}
+		ecfg.Configure = func(o *server.Options) error { return auth.ServerOptions(k, o) }
+	}
+	s, err := embedded.Start(ecfg)
 	if err != nil {
-		return cfg, "", "", err
+		return cfg, "", "", "", err
 	}
 	cleanup.push(func() {
 		bounded(log, "NATS shutdown", stopTimeout, func() { s.Shutdown(); s.WaitForShutdown() })
 	})
-	return natsconn.Config{URL: s.ClientURL()}, "embedded, data in " + dir, dir, nil
+	where = "embedded, data in " + dir
+	if secure {
+		where += ", credentials required: " + credsDir + "/<role>.creds"
+	}
+	return natsconn.Config{URL: s.ClientURL()}, where, dir, credsDir, nil
+}
+
+// roleConn is cfg with the .creds file of role in credsDir ("": cfg).
+func roleConn(cfg natsconn.Config, credsDir string, role auth.Role) natsconn.Config {
+	if credsDir != "" {
+		cfg.CredsFile = filepath.Join(credsDir, string(role)+".creds")
+	}
+	return cfg
 }
 
 // dataDir returns the JetStream store directory, created 0700: dir, else
@@ -66,12 +98,12 @@ func dataDir(dir string, log *slog.Logger) (string, error) {
 
 // checkListen fails at once if listen is taken (StartEmbedded would only
 // time out) and warns if it is reachable from other hosts.
-func checkListen(listen string, log *slog.Logger) error {
+func checkListen(listen string, secure bool, log *slog.Logger) error {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return fmt.Errorf("--nats-listen %q: %w", listen, err)
 	}
-	if !isLoopback(host) {
+	if !isLoopback(host) && !secure {
 		log.Warn("the embedded NATS server has no authentication and listens beyond loopback", "listen", listen)
 	}
 	if port == "0" || port == "-1" {

@@ -36,6 +36,10 @@ type Config struct {
 	// nats-route://host:port). Listing this node's own address too is
 	// allowed, so every node can get the same list.
 	Routes []string
+
+	// Configure, if set, adjusts the server options last, before the
+	// server is created (for example auth.ServerOptions: operator mode).
+	Configure func(*server.Options) error
 }
 
 // Start starts a nats-server with JetStream in this process and
@@ -62,6 +66,11 @@ func Start(cfg Config) (*server.Server, error) {
 	}
 	if err := cluster(cfg, opts); err != nil {
 		return nil, err
+	}
+	if cfg.Configure != nil {
+		if err := cfg.Configure(opts); err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/natsconn"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// TestUpSecure: `muster up --secure` runs its NATS server with
+// credentials, one .creds file per role (0600) in DATA/creds. The demo
+// service starts on demand with the replica's credentials and answers a
+// call made with the client's; a call without credentials is refused, and
+// a client's credentials cannot snoop on other callers' requests.
+func TestUpSecure(t *testing.T) {
+	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t.Setenv("TMPDIR", t.TempDir())
+	stderr, done := startUp(t, ctx, "--secure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+	creds := filepath.Join(data, "creds")
+	if !strings.Contains(stderr.String(), "--creds "+filepath.Join(creds, "client.creds")) {
+		t.Errorf("the banner does not show the client's --creds:\n%s", stderr)
+	}
+	for _, role := range []string{"client", "replica", "attach", "broker", "admin"} {
+		st, err := os.Stat(filepath.Join(creds, role+".creds"))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s.creds: %v, mode %v; want 0600", role, err, st)
+		}
+	}
+	server := "--server=nats://" + addr
+	client := "--creds=" + filepath.Join(creds, "client.creds")
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		r := runApp(context.Background(), nil, "call", server, client, "--timeout", "5s", demo.EchoService, "hello")
+		if r.err != nil {
+			return fmt.Errorf("%v: %s", r.err, r.stderr.String())
+		}
+		if got := r.stdout.String(); got != "hello\n" {
+			return fmt.Errorf("stdout %q", got)
+		}
+		return nil
+	})
+	if r := runApp(context.Background(), nil, "call", server, "--timeout", "2s", demo.EchoService, "hello"); r.err == nil || !strings.Contains(r.stderr.String()+r.err.Error(), "Authorization Violation") {
+		t.Errorf("call without credentials: %v %s; want an authorization violation", r.err, r.stderr.String())
+	}
+
+	// With the client's credentials, snooping is refused by the server.
+	violations := make(chan error, 4)
+	nc, err := natsconn.Config{URL: "nats://" + addr, CredsFile: filepath.Join(creds, "client.creds")}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := nats.Connect("nats://"+addr, append(nc, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.SubscribeSync("muster.svc.>"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-violations:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("snooping: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a client subscribed to muster.svc.> without a permissions violation")
+	}
+
+	cancel()
+	if err := waitUp(t, done); err != nil {
+		t.Fatalf("up returned %v", err)
+	}
+}
