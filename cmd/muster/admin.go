@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
 )
 
 // adminTimeout is --timeout of the admin commands.
@@ -66,7 +67,7 @@ func runServiceReset(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connect(c, "muster service reset")
+	nc, err := connect(c, "muster service reset", auth.RoleAdmin)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func offeringManagers(ctx context.Context, nc *nats.Conn, svc string, now time.T
 }
 
 func runServiceLs(c *cli.Context) error {
-	nc, err := connect(c, "muster service ls")
+	nc, err := connect(c, "muster service ls", auth.RoleAdmin)
 	if err != nil {
 		return err
 	}
@@ -225,7 +226,7 @@ type replicaList struct {
 }
 
 func runReplicaLs(c *cli.Context) error {
-	nc, err := connect(c, "muster replica ls")
+	nc, err := connect(c, "muster replica ls", auth.RoleAdmin)
 	if err != nil {
 		return err
 	}
@@ -307,7 +308,7 @@ func controlCommand(name, op, doing, usage string) *cli.Command {
 			if err := proto.ValidID(id); err != nil {
 				return err
 			}
-			nc, err := connect(c, "muster replica "+name)
+			nc, err := connect(c, "muster replica "+name, auth.RoleAdmin)
 			if err != nil {
 				return err
 			}

@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/xdg"
 )
 
 // exitStatusHelp documents the exit codes in every command's help.
@@ -105,10 +109,28 @@ func exitCode(err error) int {
 
 // connect opens a NATS connection from the ConnFlags (natsconn.DefaultURL
 // when --server and MUSTER_URL are unset), named for monitoring.
-func connect(c *cli.Context, name string) (*nats.Conn, error) {
+func connect(c *cli.Context, name string, role auth.Role) (*nats.Conn, error) {
 	cfg := connConfigFromCLI(c)
 	cfg.Name = name
+	if cfg.CredsFile == "" && cfg.User == "" && cfg.Token == "" && cfg.NKeySeedFile == "" {
+		cfg.CredsFile = defaultCreds(role)
+	}
 	return cfg.Connect()
+}
+
+// defaultCreds is the .creds file of role that `muster up --secure` wrote
+// in its default data directory, if there is one, else "": with it, the
+// commands of the README work on a secured `muster up` without flags.
+func defaultCreds(role auth.Role) string {
+	dir, err := xdg.StateDir()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(dir, "creds", string(role)+".creds")
+	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }
 
 // connFlags are natsFlags plus more.

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/natsconn"
 )
 
@@ -39,7 +40,7 @@ func runBroker(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
-	nc, err := connect(c, "muster broker")
+	nc, err := connect(c, "muster broker", auth.RoleBroker)
 	if err != nil {
 		return err
 	}

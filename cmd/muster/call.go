@@ -16,6 +16,7 @@ import (
 
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
 )
 
 // callCommand is `muster call SERVICE [DATA|-]`.
@@ -131,7 +132,7 @@ func writeJSON(w io.Writer, v any) error {
 // newClient connects and makes a client with --timeout as its default
 // deadline; closeClient undoes both.
 func newClient(c *cli.Context, name string) (cl *client.Client, closeClient func(), err error) {
-	nc, err := connect(c, name)
+	nc, err := connect(c, name, auth.RoleClient)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/worker"
 )
 
@@ -42,7 +43,7 @@ func exampleServe(name, service, usage string, h worker.HandlerFunc) *cli.Comman
 			if s := os.Getenv(proto.EnvService); s != "" {
 				svc = s
 			}
-			nc, err := connect(c, "muster-replica "+svc)
+			nc, err := connect(c, "muster-replica "+svc, auth.RoleReplica)
 			if err != nil {
 				return err
 			}
