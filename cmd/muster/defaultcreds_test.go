@@ -21,7 +21,7 @@ func TestSecureUpDefaultDataNeedsNoFlags(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := startUp(t, ctx, "--secure", "--nats-listen", addr, "--log-level", "warn")
+	_, done := startUp(t, ctx, "--nats-listen", addr, "--log-level", "warn")
 	if got := defaultCreds("client"); got != filepath.Join(state, "muster", "creds", "client.creds") {
 		t.Fatalf("defaultCreds(client) = %q", got)
 	}

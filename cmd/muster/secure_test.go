@@ -26,7 +26,7 @@ func TestUpSecure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t.Setenv("TMPDIR", t.TempDir())
-	stderr, done := startUp(t, ctx, "--secure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+	stderr, done := startUp(t, ctx, "--nats-listen", addr, "--data", data, "--log-level", "warn")
 	creds := filepath.Join(data, "creds")
 	if !strings.Contains(stderr.String(), "--creds "+filepath.Join(creds, "client.creds")) {
 		t.Errorf("the banner does not show the client's --creds:\n%s", stderr)

@@ -107,7 +107,7 @@ func processGone(pid int) bool {
 func TestSIGHUPStopsGracefully(t *testing.T) {
 	t.Run("up", func(t *testing.T) {
 		addr, data, tmp := freeAddr(t), filepath.Join(t.TempDir(), "data"), t.TempDir()
-		ch := startChild(t, "try: muster call", []string{"TMPDIR=" + tmp}, "up", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+		ch := startChild(t, "try: muster call", []string{"TMPDIR=" + tmp}, "up", "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
 		server := "--server=nats://" + addr
 		if got := run(t, nil, "call", server, "--timeout", "20s", demo.EchoService, "hi"); got != "hi\n" {
 			t.Fatalf("call: %q", got)
@@ -178,7 +178,7 @@ func TestTwoUpsOneHost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr1, data1 := freeAddr(t), filepath.Join(t.TempDir(), "one")
-	_, done1 := startUp(t, ctx, "--nats-listen", addr1, "--data", data1, "--log-level", "warn")
+	_, done1 := startUp(t, ctx, "--insecure", "--nats-listen", addr1, "--data", data1, "--log-level", "warn")
 	server1 := "--server=nats://" + addr1
 	if got := run(t, nil, "call", server1, "--timeout", "20s", demo.EchoService, "one"); got != "one\n" {
 		t.Fatalf("first up answered %q", got)
@@ -192,7 +192,7 @@ func TestTwoUpsOneHost(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	addr2, data2 := freeAddr(t), filepath.Join(t.TempDir(), "two")
-	_, done2 := startUp(t, ctx2, "--nats-listen", addr2, "--data", data2, "--log-level", "warn")
+	_, done2 := startUp(t, ctx2, "--insecure", "--nats-listen", addr2, "--data", data2, "--log-level", "warn")
 	if got := run(t, nil, "call", "--server=nats://"+addr2, "--timeout", "20s", demo.EchoService, "two"); got != "two\n" {
 		t.Fatalf("second up answered %q", got)
 	}

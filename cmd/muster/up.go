@@ -42,7 +42,7 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
 			&cli.StringFlag{Name: "data", Usage: "`DIR` of the embedded server's JetStream store (default: $XDG_STATE_HOME/muster or ~/.local/state/muster)"},
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` instead of the built-in demo config"},
-			&cli.BoolFlag{Name: "secure", Usage: "run the embedded NATS server with credentials: one .creds file per role (client, replica, attach, broker, admin) in DIR/creds, created on first start; clients then need --creds DIR/creds/client.creds"},
+			&cli.BoolFlag{Name: "insecure", Usage: "run the embedded NATS server WITHOUT credentials: anyone who can reach it can serve, snoop on or stop Muster's work (default: credentials per role in DATA/creds, created on first start)"},
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
 			logLevelFlag(),

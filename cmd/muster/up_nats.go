@@ -23,8 +23,8 @@ import (
 // one .creds file per role (else credsDir is "").
 func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Config, where, storeDir, credsDir string, err error) {
 	if c.String(FlagServer) != "" {
-		if c.IsSet("nats-listen") || c.IsSet("data") || c.Bool("secure") {
-			return cfg, "", "", "", errors.New("--nats-listen, --data and --secure configure the embedded server: not with --server or MUSTER_URL")
+		if c.IsSet("nats-listen") || c.IsSet("data") || c.IsSet("insecure") {
+			return cfg, "", "", "", errors.New("--nats-listen, --data and --insecure configure the embedded server: not with --server or MUSTER_URL")
 		}
 		return connConfigFromCLI(c), "external", "", "", nil
 	}
@@ -38,11 +38,17 @@ func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Conf
 	}
 	cleanup.push(unlock)
 	listen := c.String("nats-listen")
-	secure := c.Bool("secure")
+	secure := !c.Bool("insecure")
+	if !secure {
+		log.Warn("INSECURE: the embedded NATS server runs without credentials; anyone who can reach it can serve, snoop on or stop Muster's work", "listen", listen)
+	}
 	if err := checkListen(listen, secure, log); err != nil {
 		return cfg, "", "", "", err
 	}
 	ecfg := embedded.Config{Listen: listen, StoreDir: dir}
+	if _, err := os.Stat(filepath.Join(dir, "jetstream", "$G")); err == nil && secure {
+		log.Warn("this data directory holds queued work and registrations from a run without credentials; with credentials they belong to another account and are not seen (run with --insecure to serve them)", "dir", dir)
+	}
 	if secure {
 		k, err := auth.LoadOrCreateKeys(filepath.Join(dir, "keys"))
 		if err != nil {

@@ -54,8 +54,8 @@ func TestUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t.Setenv("TMPDIR", t.TempDir())
-	stderr, done := startUp(t, ctx, "--nats-listen", addr, "--data", data, "--log-level", "warn")
-	for _, want := range []string{"nats://" + addr, data, "muster up: broker ", "attach manager", demo.EchoService, sleepService, "try: muster call --server nats://" + addr + " DEMO/ECHO/ECHO hello"} {
+	stderr, done := startUp(t, ctx, "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+	for _, want := range []string{"INSECURE", "nats://" + addr, data, "muster up: broker ", "attach manager", demo.EchoService, sleepService, "try: muster call --server nats://" + addr + " DEMO/ECHO/ECHO hello"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
@@ -132,6 +132,7 @@ func TestUpBadFlags(t *testing.T) {
 		contains string
 	}{
 		{"server and listen", []string{"--server", "nats://127.0.0.1:1", "--nats-listen", "127.0.0.1:0"}, "not with --server"},
+		{"server and insecure", []string{"--server", "nats://127.0.0.1:1", "--insecure"}, "not with --server"},
 		{"bad listen", []string{"--nats-listen", "nonsense", "--data", t.TempDir()}, "--nats-listen"},
 		{"bad log level", []string{"--log-level", "loud"}, "--log-level"},
 	}
