@@ -75,7 +75,7 @@ func TestConversationIdsAreNotGuessable(t *testing.T) {
 			t.Fatal("slot not free")
 		}
 		if len(c.id) != 22 || proto.ValidID(c.id) != nil || seen[c.id] {
-			t.Fatalf("conversation id %q: want a fresh 22-character NUID", c.id)
+			t.Fatalf("conversation id %q: want 22 characters of fresh randomness", c.id)
 		}
 		seen[c.id] = true
 		defer r.finished(c)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/streams"
@@ -118,10 +117,9 @@ type replica struct {
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
-	ids         *nuid.NUID // conversation ids: random (22 base-62 characters), so nobody guesses a live one; guarded by mu
-	serving     group      // conversations accepted and not yet finished by a worker
-	pool        group      // worker and forwarder goroutines
-	helpers     group      // heartbeat, forward and idle-check goroutines
+	serving     group // conversations accepted and not yet finished by a worker
+	pool        group // worker and forwarder goroutines
+	helpers     group // heartbeat, forward and idle-check goroutines
 
 	// For FIND (control.go) and keepalives (progress.go).
 	forwarding map[string]int // guarded by mu: reply subjects of warm requests being handed to the broker
@@ -139,7 +137,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	return &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
-		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{}, ids: nuid.New(),
+		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
 	}

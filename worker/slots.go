@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"time"
 
@@ -64,7 +66,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		}
 	}
 	c = &Conv{
-		r: r, id: r.ids.Next(), call: op == proto.OpCall,
+		r: r, id: convID(), call: op == proto.OpCall,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
 		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}
@@ -177,4 +179,15 @@ func (r *replica) tombLocked(id string, e *proto.Error) {
 		delete(r.tombs, r.tombOrder[0])
 		r.tombOrder = r.tombOrder[1:]
 	}
+}
+
+// convID returns a new conversation id: 128 random bits from crypto/rand
+// in 22 characters of unpadded base64url ([A-Za-z0-9_-], one subject
+// token). A NUID would be unique but predictable from the last one (a
+// fixed prefix and a counter), and a guessed live id would let anyone who
+// can reach muster.rep.* send into another client's conversation.
+func convID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
