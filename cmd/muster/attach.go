@@ -27,6 +27,7 @@ func attachCommand() *cli.Command {
 		Flags: connFlags(
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` (YAML; see docs/OPERATIONS.md)"},
 			&cli.StringFlag{Name: "check", Usage: "validate config `FILE` and exit"},
+			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` the replicas get (MUSTER_CREDS); default: the manager's own connection settings"},
 			logLevelFlag(),
 		),
 		Action: runAttach,
@@ -65,7 +66,11 @@ func runAttach(c *cli.Context) error {
 		return err
 	}
 	defer nc.Close()
-	m, err := startAttach(ctx, nc, connCfg, cfg, log)
+	replicaCfg := connCfg
+	if f := c.String("replica-creds"); f != "" {
+		replicaCfg.CredsFile = f // the replica role's, not the manager's
+	}
+	m, err := startAttach(ctx, nc, replicaCfg, cfg, log)
 	if err != nil {
 		return err
 	}

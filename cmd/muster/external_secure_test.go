@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// TestExternalSecuredServer: on an external server in operator mode (as
+// `muster auth server-config` sets one up), `muster broker` and `muster
+// attach` run with their roles' credentials, the attach manager hands its
+// replicas the replica role's (--replica-creds), and a client with
+// client.creds gets its call served from a cold start.
+func TestExternalSecuredServer(t *testing.T) {
+	k, err := auth.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	if err := auth.ServerOptions(k, o); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	creds := t.TempDir()
+	for _, role := range auth.Roles {
+		if _, err := auth.WriteCreds(k, creds, role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := func(role auth.Role) string { return filepath.Join(creds, string(role)+".creds") }
+	b := startChild(t, "muster broker ", nil, "broker", "--server", s.ClientURL(), "--creds", file(auth.RoleBroker), "--log-level", "info")
+	a := startChild(t, "serving 1 services", nil, "attach", "--config", writeAttachConfig(t, ""), "--server", s.ClientURL(),
+		"--creds", file(auth.RoleAttach), "--replica-creds", file(auth.RoleReplica), "--log-level", "warn")
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		r := runApp(context.Background(), nil, "call", "--server", s.ClientURL(), "--creds", file(auth.RoleClient), "--timeout", "5s", "EXAMPLE/ECHO/ECHO", "x")
+		if r.err != nil || r.stdout.String() != "x\n" {
+			return fmt.Errorf("call: %q %v %s", r.stdout.String(), r.err, r.stderr.String())
+		}
+		return nil
+	})
+	for _, ch := range []*child{a, b} {
+		if err := ch.signalAndWait(t, syscall.SIGTERM); err != nil {
+			t.Errorf("stop: %v\n%s", err, ch.stderr)
+		}
+	}
+}
