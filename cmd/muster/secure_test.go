@@ -20,7 +20,9 @@ import (
 // credentials, one .creds file per role (0600) in DATA/creds. The demo
 // service starts on demand with the replica's credentials and answers a
 // call made with the client's; a call without credentials is refused, and
-// a client's credentials cannot snoop on other callers' requests.
+// with the client's credentials every attack of the security issue is
+// refused by the server (snooping, serving, answering into another inbox,
+// IMMED, forged notifications and records, stealing queued requests).
 func TestUpSecure(t *testing.T) {
 	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,17 +66,39 @@ func TestUpSecure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := conn.SubscribeSync("muster.svc.>"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-violations:
-		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-			t.Errorf("snooping: %v", err)
+	refused := func(what string, try func() error) {
+		t.Helper()
+		if err := try(); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Error("a client subscribed to muster.svc.> without a permissions violation")
+		select {
+		case err := <-violations:
+			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				t.Errorf("%s: %v", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: no permissions violation", what)
+		}
 	}
+	pub := func(subject string, hdr map[string]string) func() error {
+		return func() error {
+			m := nats.NewMsg(subject)
+			for k, v := range hdr {
+				m.Header.Set(k, v)
+			}
+			return conn.PublishMsg(m)
+		}
+	}
+	// The five attacks of the issue, as a holder of client credentials.
+	refused("snoop on callers (muster.svc.>)", func() error { _, err := conn.SubscribeSync("muster.svc.>"); return err })
+	refused("snoop on queued calls (muster.call.>)", func() error { _, err := conn.SubscribeSync("muster.call.>"); return err })
+	refused("serve a warm subject", func() error { _, err := conn.QueueSubscribeSync("muster.svc.DEMO.ECHO.ECHO", "muster"); return err })
+	refused("answer into another inbox (muster.fwd)", pub("muster.fwd.DEMO.ECHO.ECHO", map[string]string{"Muster-Reply": "_INBOX.victim.1"}))
+	refused("IMMED a replica", pub("muster.ctl.anyreplica", map[string]string{"Muster-Op": "IMMED"}))
+	refused("forge a notification", pub("muster.attach.host.vm", nil))
+	refused("forge an attach record", pub("$KV.muster_attach.forged", nil))
+	refused("forge a replica record", pub("$KV.muster_replicas.forged", nil))
+	refused("steal a queued request", pub("$JS.API.CONSUMER.MSG.NEXT.MUSTER_QUEUE.q4_DEMO4_ECHO4_ECHO", nil))
 
 	cancel()
 	if err := waitUp(t, done); err != nil {
