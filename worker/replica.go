@@ -337,6 +337,10 @@ func (r *replica) closeSubscriptions() {
 	r.subs, r.drainedWarm = nil, nil
 	r.mu.Unlock()
 	closed := make([]<-chan nats.SubStatus, 0, len(subs))
+	// The connection may drop while the drains run (a server going down
+	// just before SIGTERM): then they cannot complete, so stop waiting.
+	lost := r.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer r.nc.RemoveStatusListener(lost)
 	offline := !r.nc.IsConnected()
 	for _, s := range subs {
 		if offline {
@@ -354,6 +358,9 @@ func (r *replica) closeSubscriptions() {
 	for _, ch := range closed {
 		select {
 		case <-ch:
+		case <-lost:
+			r.cfg.logger.Warn("NATS connection lost while draining; exiting without the drain")
+			return
 		case <-t.C:
 			r.cfg.logger.Warn("subscriptions still draining; exiting anyway")
 			return
