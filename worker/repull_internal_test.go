@@ -127,7 +127,9 @@ func TestReplicaPullsAgainAfterLeaderLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			var leader int
-			testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			// A fresh cluster under load can take a while to place the
+			// consumer's copies: that is setup, not what is measured.
+			testutil.CheckFor(t, 40*time.Second, 10*time.Millisecond, func() error {
 				info, err := cons.Info(ctx)
 				if err != nil {
 					return err
