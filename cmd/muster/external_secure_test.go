@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/testutil"
 )
@@ -24,19 +22,7 @@ func TestExternalSecuredServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	if err := auth.ServerOptions(k, o); err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := testutil.StartSecureNATS(t, k)
 	creds := t.TempDir()
 	for _, role := range auth.Roles {
 		if _, err := auth.WriteCreds(k, creds, role); err != nil {

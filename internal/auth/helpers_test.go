@@ -18,21 +18,7 @@ import (
 // startSecure starts a real nats-server in operator mode trusting k, on a
 // random port, with JetStream in a temp dir.
 func startSecure(t *testing.T, k *auth.Keys) *server.Server {
-	t.Helper()
-	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	if err := auth.ServerOptions(k, o); err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return testutil.StartSecureNATS(t, k)
 }
 
 // user is a connection with one role's credentials; it records every

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/testutil"
 )
 
 // With a .creds file, a connection takes the inbox prefix named after
@@ -22,19 +22,7 @@ func TestCredsSetTheUsersInbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	if err := auth.ServerOptions(k, o); err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	defer s.Shutdown()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := testutil.StartSecureNATS(t, k)
 	creds := func(role auth.Role, name string) string {
 		b, err := auth.UserCreds(k, role, name)
 		if err != nil {

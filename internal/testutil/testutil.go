@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/embedded"
 )
 
@@ -94,4 +95,20 @@ func RestartNATS(t testing.TB, s *server.Server, whileDown func()) *server.Serve
 		n.WaitForShutdown()
 	})
 	return n
+}
+
+// StartSecureNATS is StartNATS in operator mode trusting k: every
+// connection needs a role's credentials (internal/auth).
+func StartSecureNATS(t testing.TB, k *auth.Keys) *server.Server {
+	t.Helper()
+	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(),
+		Configure: func(o *server.Options) error { return auth.ServerOptions(k, o) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
 }
