@@ -31,6 +31,12 @@ type Options struct {
 	// Conn is how replicas reach NATS: passed to them as MUSTER_*
 	// environment variables (credentials as file paths or env, never argv).
 	Conn natsconn.Config
+	// ReplicaCreds, when set, makes each replica its own NATS credentials
+	// (a .creds file) for its id and service; the manager writes them into
+	// the replica's temp dir (ReplicaCredsFile, mode 0600) and passes that
+	// path as MUSTER_CREDS instead of Conn's. A replica then serves only
+	// its own service (auth.ReplicaSigner). An error fails the start.
+	ReplicaCreds func(id, service string) ([]byte, error)
 	// Version is reported in the registration.
 	Version string
 	// Logger receives the manager's logs (default slog.Default()).

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -546,4 +547,35 @@ func TestNATSRestartKillsNoHealthyReplica(t *testing.T) {
 	t.Logf("counters after the restart: %+v", m.Counters()["T/RESTART/X"])
 	shutdown(t, m) // before the restarted server goes (its cleanup runs first)
 	assertNoLeftovers(t, cfg)
+}
+
+// A replica whose credentials cannot be made is not started: the start
+// fails like any other (the service goes failing after FailAfter tries,
+// its callers get 0900/0004 naming the reason) and nothing is left behind.
+func TestReplicaCredsFailureFailsTheStart(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/NOCREDS/X worker-echo max: 1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var asked atomic.Int32
+	m, err := Start(ctx, e.NC, cfg, Options{Conn: natsconn.Config{URL: e.Server.ClientURL()}, Logger: harness.Quiet,
+		ReplicaCreds: func(id, service string) ([]byte, error) {
+			asked.Add(1)
+			return nil, errors.New("signer unavailable")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, m); assertNoLeftovers(t, cfg) })
+	_, err = e.Client.Call(testutil.Context(t, 30*time.Second), "T/NOCREDS/X", nil)
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeServiceFailing || !strings.Contains(pe.Description, "signer unavailable") {
+		t.Fatalf("err %v, want 0900/0004 naming the credentials failure", err)
+	}
+	if asked.Load() == 0 {
+		t.Fatal("the signer was never asked")
+	}
+	if n := alive(m); n != 0 {
+		t.Fatalf("%d replicas alive without credentials", n)
+	}
 }

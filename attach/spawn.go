@@ -14,6 +14,7 @@ import (
 	"github.com/musterhq/muster/attach/internal/proc"
 	"github.com/musterhq/muster/attach/internal/statedir"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/natsconn"
 )
 
 // errStopping ends a spawn that the manager's shutdown overtook.
@@ -80,6 +81,11 @@ func (m *Manager) spawnBatch(batch []*replicaRun) {
 	}
 }
 
+// ReplicaCredsFile is the name of a replica's own credentials in its temp
+// dir (Options.ReplicaCreds). The replica must leave it there: nats.go
+// reads it again at each reconnect.
+const ReplicaCredsFile = ".muster-nats.creds"
+
 // spawn starts the process of reserved replica r. It runs without the lock.
 func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 	if m.opts.beforeSpawn != nil {
@@ -103,9 +109,21 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 		_ = m.state.Remove(r.id)
 		return nil, fmt.Errorf("cannot open log: %w", err)
 	}
+	conn := m.opts.Conn
+	var files map[string][]byte
+	if m.opts.ReplicaCreds != nil {
+		creds, err := m.opts.ReplicaCreds(r.id, sc.Service)
+		if err != nil {
+			_ = logf.Close()
+			_ = m.state.Remove(r.id)
+			return nil, fmt.Errorf("cannot make its credentials: %w", err)
+		}
+		files = map[string][]byte{ReplicaCredsFile: creds}
+		conn.CredsFile = filepath.Join(tempDir, ReplicaCredsFile)
+	}
 	p, err := proc.Start(proc.Spec{
-		ID: r.id, Path: sc.Program, Args: sc.Args, Env: m.env(sc, r.id, tempDir),
-		Dir: sc.Dir, TempDir: tempDir, Log: logf,
+		ID: r.id, Path: sc.Program, Args: sc.Args, Env: m.env(sc, conn, r.id, tempDir),
+		Dir: sc.Dir, TempDir: tempDir, Files: files, Log: logf,
 	})
 	if err != nil {
 		_ = m.state.Remove(r.id)
@@ -154,7 +172,7 @@ func safeName(svc string) string {
 // env builds a replica's environment: a few basics from the manager's own
 // environment, the service's env from the config, then the MUSTER_*
 // settings. Nothing in it comes from a message.
-func (m *Manager) env(sc *ServiceConfig, id, tempDir string) []string {
+func (m *Manager) env(sc *ServiceConfig, conn natsconn.Config, id, tempDir string) []string {
 	var env []string
 	// GORACE only matters to race-detector builds (tests set its exit delay).
 	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "GORACE"} {
@@ -165,7 +183,7 @@ func (m *Manager) env(sc *ServiceConfig, id, tempDir string) []string {
 	for k, v := range sc.Env {
 		env = append(env, k+"="+v)
 	}
-	env = append(env, m.opts.Conn.Env()...)
+	env = append(env, conn.Env()...)
 	return append(env,
 		proto.EnvService+"="+sc.Service,
 		proto.EnvReplicaID+"="+id,

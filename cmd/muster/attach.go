@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/attach"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/natsconn"
 )
 
@@ -27,7 +28,8 @@ func attachCommand() *cli.Command {
 		Flags: connFlags(
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` (YAML; see docs/OPERATIONS.md)"},
 			&cli.StringFlag{Name: "check", Usage: "validate config `FILE` and exit"},
-			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` the replicas get (MUSTER_CREDS); default: the manager's own connection settings"},
+			&cli.StringFlag{Name: "replica-signer", EnvVars: []string{"MUSTER_REPLICA_SIGNER"}, Usage: "replica signing key seed `FILE` (<dir>/keys/replica-signer.nk of `muster auth init`): each replica gets its own credentials, scoped to its service; needs --creds"},
+			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` every replica gets (MUSTER_CREDS) when there is no --replica-signer; default: the manager's own connection settings"},
 			logLevelFlag(),
 		),
 		Action: runAttach,
@@ -57,6 +59,22 @@ func runAttach(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
 	connCfg := connConfigFromCLI(c)
+	var signer *auth.ReplicaSigner
+	if f := c.String("replica-signer"); f != "" {
+		if c.String("replica-creds") != "" {
+			return errors.New("attach: --replica-signer and --replica-creds are mutually exclusive")
+		}
+		if connCfg.CredsFile == "" {
+			return errors.New("attach: --replica-signer needs --creds (the manager's attach credentials name the account its replicas join)")
+		}
+		acc, err := auth.AccountOfCreds(connCfg.CredsFile)
+		if err != nil {
+			return err
+		}
+		if signer, err = auth.LoadReplicaSigner(f, acc); err != nil {
+			return err
+		}
+	}
 	if connCfg.URL == "" {
 		connCfg.URL = natsconn.DefaultURL
 	}
@@ -70,7 +88,7 @@ func runAttach(c *cli.Context) error {
 	if f := c.String("replica-creds"); f != "" {
 		replicaCfg.CredsFile = f // the replica role's, not the manager's
 	}
-	m, err := startAttach(ctx, nc, replicaCfg, cfg, log)
+	m, err := startAttach(ctx, nc, replicaCfg, signer, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -81,12 +99,17 @@ func runAttach(c *cli.Context) error {
 	return nil
 }
 
-// startAttach starts an attach manager whose replicas reach NATS with connCfg.
-func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, cfg *attach.Config, log *slog.Logger) (*attach.Manager, error) {
+// startAttach starts an attach manager whose replicas reach NATS with
+// connCfg and, when signer is set, each with its own credentials.
+func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, signer *auth.ReplicaSigner, cfg *attach.Config, log *slog.Logger) (*attach.Manager, error) {
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	connCfg.Name = ""
-	return attach.Start(sctx, nc, cfg, attach.Options{Conn: connCfg, Version: version, Logger: log})
+	opts := attach.Options{Conn: connCfg, Version: version, Logger: log}
+	if signer != nil {
+		opts.ReplicaCreds = signer.Creds
+	}
+	return attach.Start(sctx, nc, cfg, opts)
 }
 
 // demoConfig is the built-in attach config of `muster up`: the demo

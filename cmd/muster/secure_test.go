@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/testutil"
@@ -51,6 +54,7 @@ func TestUpSecure(t *testing.T) {
 		}
 		return nil
 	})
+	checkReplicaScoped(t, "nats://"+addr, os.Getenv("TMPDIR"))
 	if r := runApp(context.Background(), nil, "call", server, "--timeout", "2s", demo.EchoService, "hello"); r.err == nil || !strings.Contains(r.stderr.String()+r.err.Error(), "Authorization Violation") {
 		t.Errorf("call without credentials: %v %s; want an authorization violation", r.err, r.stderr.String())
 	}
@@ -103,5 +107,74 @@ func TestUpSecure(t *testing.T) {
 	cancel()
 	if err := waitUp(t, done); err != nil {
 		t.Fatalf("up returned %v", err)
+	}
+}
+
+// checkReplicaScoped finds the credentials the attach manager gave the
+// running demo replica (in its temp dir under tmp) and checks they are its
+// own: named after its replica id (the temp dir's name), allowed its own
+// service's warm subject, refused another service's.
+func checkReplicaScoped(t *testing.T, url, tmp string) {
+	t.Helper()
+	var found []string
+	_ = filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == attach.ReplicaCredsFile {
+			found = append(found, p)
+		}
+		return nil
+	})
+	if len(found) == 0 {
+		t.Fatalf("no %s under %s: the replica did not get its own credentials", attach.ReplicaCredsFile, tmp)
+	}
+	path := found[0]
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v %v, want mode 0600", path, st, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := filepath.Base(filepath.Dir(path)); uc.Name != id {
+		t.Errorf("replica creds name %q, want its replica id %q", uc.Name, id)
+	}
+	opts, err := natsconn.Config{URL: url, CredsFile: path}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	nc, err := nats.Connect(url, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatalf("connect with the replica's creds: %v", err)
+	}
+	defer nc.Close()
+	if _, err := nc.SubscribeSync("muster.held.DEMO.ECHO.ECHO"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("the replica's creds are refused its own service: %v", err)
+	default:
+	}
+	if _, err := nc.SubscribeSync("muster.svc.DEMO.OTHER.ECHO"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("another service's warm subject: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the replica's creds may subscribe to another service's warm subject")
 	}
 }

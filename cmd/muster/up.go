@@ -115,13 +115,23 @@ func runUp(c *cli.Context) error {
 	}
 	if cfg != nil {
 		anc := nc // one connection, unless each role has its own credentials
+		var signer *auth.ReplicaSigner
 		if credsDir != "" {
-			if anc, err = roleConn(connCfg, credsDir, auth.RoleAttach).Connect(); err != nil {
+			attCfg := roleConn(connCfg, credsDir, auth.RoleAttach)
+			if anc, err = attCfg.Connect(); err != nil {
 				return err
 			}
 			cleanup.push(anc.Close)
+			// Each replica gets credentials for its own service only.
+			acc, err := auth.AccountOfCreds(attCfg.CredsFile)
+			if err != nil {
+				return err
+			}
+			if signer, err = auth.LoadReplicaSigner(filepath.Join(dataDir, "keys", auth.ReplicaSignerFile), acc); err != nil {
+				return err
+			}
 		}
-		m, err := startAttach(sctx, anc, roleConn(connCfg, credsDir, auth.RoleReplica), cfg, log)
+		m, err := startAttach(sctx, anc, roleConn(connCfg, credsDir, auth.RoleReplica), signer, cfg, log)
 		if err != nil {
 			return err
 		}

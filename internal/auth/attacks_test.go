@@ -76,3 +76,52 @@ func TestClientAttacksRefused(t *testing.T) {
 		t.Fatalf("a plain call was refused: %v", v[before:])
 	}
 }
+
+// A replica started by an attach manager holds credentials scoped to its
+// own service and id: it can serve it (TestRolesDoTheirJobs) but cannot
+// serve, steal from or impersonate another service or replica.
+func TestScopedReplicaStaysInItsService(t *testing.T) {
+	k, err := auth.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startSecure(t, k)
+	rep := connect(t, srv, k, auth.RoleReplica, auth.Scope{Name: "r1", Service: "DEMO/ECHO/ECHO"})
+	nc := rep.nc
+	// Its own subjects are allowed (checked first: a refusal here would
+	// make every check below pass for the wrong reason).
+	for _, s := range []string{"muster.svc.DEMO.ECHO.ECHO", "muster.held.DEMO.ECHO.ECHO", "muster.rep.r1", "muster.ctl.r1"} {
+		if _, err := nc.Subscribe(s, func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if v := rep.violations(); len(v) > 0 {
+		t.Fatalf("scoped replica refused its own subjects: %v", v)
+	}
+	for _, s := range []string{"muster.svc.DEMO.OTHER.ECHO", "muster.svc.>", "muster.held.DEMO.OTHER.ECHO", "muster.rep.r2", "muster.ctl.r2", "_INBOX.alice.>"} {
+		t.Run("subscribe "+s, func(t *testing.T) {
+			if _, err := nc.Subscribe(s, func(*nats.Msg) {}); err != nil {
+				t.Fatal(err)
+			}
+			rep.refused(t, "subscription", s)
+		})
+	}
+	for _, s := range []string{
+		"$KV.muster_replicas.r2",
+		"$JS.API.CONSUMER.MSG.NEXT.MUSTER_QUEUE.q4_DEMO5_OTHER4_ECHO",
+		"$JS.API.CONSUMER.CREATE.MUSTER_QUEUE.q4_DEMO5_OTHER4_ECHO.muster.q.DEMO.OTHER.ECHO",
+		"muster.fwd.DEMO.OTHER.ECHO",
+		"muster.ctl.r2",
+		"muster.attach.host.host1",
+	} {
+		t.Run("publish "+s, func(t *testing.T) {
+			if err := nc.Publish(s, nil); err != nil {
+				t.Fatal(err)
+			}
+			rep.refused(t, "publish", s)
+		})
+	}
+}

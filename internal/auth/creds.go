@@ -17,8 +17,13 @@ func UserCreds(k *Keys, role Role, name string) ([]byte, error) {
 	return ScopedUserCreds(k, role, Scope{Name: name})
 }
 
-// ScopedUserCreds is UserCreds for a Scope (a replica of one service).
+// ScopedUserCreds is UserCreds for a Scope. A replica with both a name
+// (its replica id) and a service gets the credentials an attach manager
+// gives it: signed by the replica signer (ReplicaSigner.Creds).
 func ScopedUserCreds(k *Keys, role Role, s Scope) ([]byte, error) {
+	if role == RoleReplica && s.Name != "" && s.Service != "" {
+		return k.ReplicaSigner().Creds(s.Name, s.Service)
+	}
 	p, err := Render(role, s)
 	if err != nil {
 		return nil, err

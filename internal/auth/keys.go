@@ -34,6 +34,10 @@ const (
 	operatorSeedFile = "operator.nk"
 	systemSeedFile   = "system.nk"
 	accountSeedFile  = "account.nk"
+	// replicaSignerSeedFile is the MUSTER account's scoped signing key for
+	// replicas (ReplicaSigner). It holds no data: a dir without it (made
+	// before it existed) gets one on the next load.
+	replicaSignerSeedFile = "replica-signer.nk"
 )
 
 // Keys is the trust chain: the operator signs both accounts, the MUSTER
@@ -44,6 +48,7 @@ type Keys struct {
 	System   nkeys.KeyPair
 	Account  nkeys.KeyPair
 
+	replicaSigner                      *ReplicaSigner
 	operatorJWT, systemJWT, accountJWT string
 	operatorPub, systemPub, accountPub string
 }
@@ -62,7 +67,11 @@ func NewKeys() (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromPairs(op, sys, acc)
+	rs, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, err
+	}
+	return fromPairs(op, sys, acc, rs)
 }
 
 // LoadOrCreateKeys loads the seeds stored under dir, or creates them (and
@@ -100,12 +109,13 @@ func LoadOrCreateKeys(dir string) (*Keys, error) {
 		if err != nil {
 			return nil, err
 		}
-		for i, kp := range []nkeys.KeyPair{k.Operator, k.System, k.Account} {
+		names := append(files[:len(files):len(files)], replicaSignerSeedFile)
+		for i, kp := range []nkeys.KeyPair{k.Operator, k.System, k.Account, k.replicaSigner.kp} {
 			seed, err := kp.Seed()
 			if err != nil {
 				return nil, err
 			}
-			if err := writePrivate(filepath.Join(dir, files[i]), append(seed, '\n')); err != nil {
+			if err := writePrivate(filepath.Join(dir, names[i]), append(seed, '\n')); err != nil {
 				return nil, err
 			}
 		}
@@ -117,25 +127,47 @@ func LoadOrCreateKeys(dir string) (*Keys, error) {
 	var pairs [3]nkeys.KeyPair
 	want := []nkeys.PrefixByte{nkeys.PrefixByteOperator, nkeys.PrefixByteAccount, nkeys.PrefixByteAccount}
 	for i, f := range files {
-		p := filepath.Join(dir, f)
-		if err := checkPrivate(p, false); err != nil {
+		kp, err := readSeed(filepath.Join(dir, f), want[i])
+		if err != nil {
 			return nil, err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("auth: seed file %s: %w", p, err)
-		}
-		kp, err := nkeys.FromSeed(bytes.TrimSpace(b))
-		if err != nil {
-			return nil, fmt.Errorf("auth: seed file %s: not an nkey seed", p)
-		}
-		pub, _ := kp.PublicKey()
-		if !nkeys.IsValidPublicKey(pub) || nkeys.Prefix(pub) != want[i] {
-			return nil, fmt.Errorf("auth: seed file %s: not an %s seed", p, prefixName(want[i]))
 		}
 		pairs[i] = kp
 	}
-	return fromPairs(pairs[0], pairs[1], pairs[2])
+	rsPath := filepath.Join(dir, replicaSignerSeedFile)
+	rs, err := readSeed(rsPath, nkeys.PrefixByteAccount)
+	if errors.Is(err, fs.ErrNotExist) {
+		if rs, err = nkeys.CreateAccount(); err == nil {
+			var seed []byte
+			if seed, err = rs.Seed(); err == nil {
+				err = writePrivate(rsPath, append(seed, '\n'))
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fromPairs(pairs[0], pairs[1], pairs[2], rs)
+}
+
+// readSeed reads the nkey seed of kind want stored in the private file
+// path. A missing file is an error wrapping fs.ErrNotExist.
+func readSeed(p string, want nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	if err := checkPrivate(p, false); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("auth: seed file %s: %w", p, err)
+	}
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(b))
+	if err != nil {
+		return nil, fmt.Errorf("auth: seed file %s: not an nkey seed", p)
+	}
+	pub, _ := kp.PublicKey()
+	if !nkeys.IsValidPublicKey(pub) || nkeys.Prefix(pub) != want {
+		return nil, fmt.Errorf("auth: seed file %s: not an %s seed", p, prefixName(want))
+	}
+	return kp, nil
 }
 
 func prefixName(p nkeys.PrefixByte) string {
@@ -193,7 +225,7 @@ func writePrivate(path string, b []byte) error {
 }
 
 // fromPairs signs the operator and account JWTs.
-func fromPairs(op, sys, acc nkeys.KeyPair) (*Keys, error) {
+func fromPairs(op, sys, acc, replicaSigner nkeys.KeyPair) (*Keys, error) {
 	k := &Keys{Operator: op, System: sys, Account: acc}
 	var err error
 	if k.operatorPub, err = op.PublicKey(); err != nil {
@@ -220,6 +252,12 @@ func fromPairs(op, sys, acc nkeys.KeyPair) (*Keys, error) {
 	ac.Name = AccountName
 	// JetStream is enabled for an account by non-zero limits (-1: none).
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	rsPub, err := replicaSigner.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	ac.SigningKeys.AddScopedSigner(replicaScope(rsPub))
+	k.replicaSigner = &ReplicaSigner{kp: replicaSigner, account: k.accountPub}
 	if k.accountJWT, err = ac.Encode(op); err != nil {
 		return nil, fmt.Errorf("auth: account JWT: %w", err)
 	}
@@ -234,3 +272,7 @@ func (k *Keys) AccountJWT() string       { return k.accountJWT }
 func (k *Keys) OperatorKey() string      { return k.operatorPub }
 func (k *Keys) SystemAccountKey() string { return k.systemPub }
 func (k *Keys) AccountKey() string       { return k.accountPub }
+
+// ReplicaSigner returns the MUSTER account's scoped signing key for
+// replicas.
+func (k *Keys) ReplicaSigner() *ReplicaSigner { return k.replicaSigner }

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -19,6 +22,11 @@ func TestKeysStableAcrossLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rs1, _ := k1.ReplicaSigner().Creds("r1", "DEMO/ECHO/ECHO")
+	rs2, _ := k2.ReplicaSigner().Creds("r1", "DEMO/ECHO/ECHO")
+	if issuer(t, rs1) != issuer(t, rs2) {
+		t.Fatalf("replica signer changed across loads")
+	}
 	if k1.AccountKey() != k2.AccountKey() || k1.OperatorKey() != k2.OperatorKey() || k1.SystemAccountKey() != k2.SystemAccountKey() {
 		t.Fatalf("keys changed across loads: %s/%s/%s vs %s/%s/%s", k1.OperatorKey(), k1.SystemAccountKey(), k1.AccountKey(), k2.OperatorKey(), k2.SystemAccountKey(), k2.AccountKey())
 	}
@@ -30,8 +38,8 @@ func TestKeysStableAcrossLoads(t *testing.T) {
 		t.Fatalf("keys dir mode %v (%v), want 0700", st.Mode().Perm(), err)
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 3 {
-		t.Fatalf("keys dir holds %d files, want 3 seeds", len(ents))
+	if len(ents) != 4 {
+		t.Fatalf("keys dir holds %d files, want 4 seeds", len(ents))
 	}
 	for _, e := range ents {
 		fi, _ := e.Info()
@@ -105,4 +113,77 @@ func TestKeysRefuseBadPermissions(t *testing.T) {
 			t.Fatalf("LoadOrCreateKeys(wrong seed kind) = %v, want an error naming %s", err, f)
 		}
 	})
+}
+
+// issuer returns the key that signed the user JWT of creds.
+func issuer(t *testing.T, creds []byte) string {
+	t.Helper()
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uc.Issuer
+}
+
+// A keys dir made before the replica signer existed (three seeds) keeps
+// its account and gets a signer on the next load.
+func TestKeysDirWithoutSignerGetsOne(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	k1, err := auth.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, auth.ReplicaSignerFile)); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := auth.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k1.AccountKey() != k2.AccountKey() {
+		t.Fatal("account changed")
+	}
+	st, err := os.Stat(filepath.Join(dir, auth.ReplicaSignerFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("new signer seed: %v %v, want mode 0600", st, err)
+	}
+	// A signer loaded from that file, for the account named in an attach
+	// manager's creds, signs replicas the server accepts.
+	att, err := auth.UserCreds(k2, auth.RoleAttach, "host1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attPath, err := auth.WriteCredsFile(filepath.Join(t.TempDir(), "attach.creds"), att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := auth.AccountOfCreds(attPath)
+	if err != nil || acc != k2.AccountKey() {
+		t.Fatalf("AccountOfCreds = %q, %v; want %s", acc, err, k2.AccountKey())
+	}
+	s, err := auth.LoadReplicaSigner(filepath.Join(dir, auth.ReplicaSignerFile), acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := s.Creds("r9", "DEMO/ECHO/ECHO")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := auth.WriteCredsFile(filepath.Join(t.TempDir(), "r9.creds"), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startSecure(t, k2)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(p))
+	if err != nil {
+		t.Fatalf("replica signed by the reloaded signer: %v", err)
+	}
+	nc.Close()
+	if _, err := auth.LoadReplicaSigner(filepath.Join(dir, "nope.nk"), acc); err == nil || !strings.Contains(err.Error(), "nope.nk") {
+		t.Fatalf("LoadReplicaSigner(missing file) = %v, want an error naming it", err)
+	}
 }

@@ -25,13 +25,14 @@ const reapTimeout = 5 * time.Second
 // Spec describes one replica process. Everything in it comes from local
 // config and the manager itself, never from a message.
 type Spec struct {
-	ID      string         // replica id (for errors)
-	Path    string         // program path (absolute)
-	Args    []string       // arguments, without the program name
-	Env     []string       // the complete environment, KEY=VALUE; nil means empty, never inherited
-	Dir     string         // working directory ("" = TempDir)
-	TempDir string         // created 0700 before start (parents too), removed after the process group is gone
-	Log     io.WriteCloser // receives stdout and stderr, closed after exit; nil = discard
+	ID      string            // replica id (for errors)
+	Path    string            // program path (absolute)
+	Args    []string          // arguments, without the program name
+	Env     []string          // the complete environment, KEY=VALUE; nil means empty, never inherited
+	Dir     string            // working directory ("" = TempDir)
+	TempDir string            // created 0700 before start (parents too), removed after the process group is gone
+	Files   map[string][]byte // written into TempDir (mode 0600) before start: name -> content (names without '/')
+	Log     io.WriteCloser    // receives stdout and stderr, closed after exit; nil = discard
 }
 
 // ExitStatus is how a replica ended.

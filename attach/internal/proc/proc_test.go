@@ -363,3 +363,35 @@ func TestStopGroup(t *testing.T) {
 		})
 	}
 }
+
+// Spec.Files are in the temp dir, mode 0600, when the process starts;
+// a name that is not a plain file name fails the start and leaves no dir.
+func TestProcFiles(t *testing.T) {
+	spec, log := proctest.Spec(t, "sleep")
+	spec.Files = map[string][]byte{".secret": []byte("s3cret")}
+	p := proctest.Start(t, spec)
+	proctest.WaitLog(t, log, "ready\n")
+	path := filepath.Join(spec.TempDir, ".secret")
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "s3cret" {
+		t.Fatalf("file = %q, %v", b, err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("file mode %v, want 0600", st.Mode().Perm())
+	}
+	p.Stop(t.Context(), 5*time.Second)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("file still there after exit: %v", err)
+	}
+
+	for _, name := range []string{"../escape", "a/b", "", ".."} {
+		bad, _ := proctest.Spec(t, "sleep")
+		bad.Files = map[string][]byte{name: nil}
+		if p, err := proc.Start(bad); err == nil {
+			p.Stop(t.Context(), 5*time.Second)
+			t.Errorf("Start with file %q succeeded", name)
+		} else if _, serr := os.Stat(bad.TempDir); !errors.Is(serr, os.ErrNotExist) {
+			t.Errorf("file %q: temp dir left behind: %v", name, serr)
+		}
+	}
+}

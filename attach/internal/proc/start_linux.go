@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,14 @@ func Start(spec Spec) (_ *Proc, retErr error) {
 	if spec.TempDir != "" {
 		if err := os.MkdirAll(spec.TempDir, 0o700); err != nil {
 			return nil, fmt.Errorf("attach: replica %s: temp dir: %w", spec.ID, err)
+		}
+	}
+	for name, b := range spec.Files {
+		if spec.TempDir == "" || name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+			return nil, fmt.Errorf("attach: replica %s: file %q: not a plain name in a temp dir", spec.ID, name)
+		}
+		if err := os.WriteFile(filepath.Join(spec.TempDir, name), b, 0o600); err != nil {
+			return nil, fmt.Errorf("attach: replica %s: %w", spec.ID, err)
 		}
 	}
 	dir := spec.Dir
