@@ -56,6 +56,12 @@ type Client struct {
 	cuts   atomic.Uint64
 	status chan nats.Status // the connection's status changes, for the sweeper
 
+	// prevErrHandler is the connection's error handler before New
+	// chained onAsyncError in front of it; inboxDenied is set when the
+	// server refused the reply inbox subscription (every call fails).
+	prevErrHandler nats.ErrHandler
+	inboxDenied    atomic.Pointer[proto.Error]
+
 	next atomic.Uint64 // last waiter token issued
 	done chan struct{} // closed by Close
 
@@ -86,11 +92,21 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	}
 	c.maxPayload = nc.MaxPayload()
 	c.prefix = nc.NewInbox() + "."
+	c.prevErrHandler = nc.ErrorHandler()
+	nc.SetErrorHandler(c.onAsyncError)
 	sub, err := nc.Subscribe(c.prefix+"*", c.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("client: subscribe reply inbox: %w", err)
 	}
 	c.sub = sub
+	// A refused inbox is reported before the PONG: fail now rather than
+	// at every call's deadline. (Disconnected: go on, it may come back.)
+	if nc.FlushTimeout(c.timeout) == nil {
+		if e := deniedError(nc.LastError()); e != nil && e.subject == sub.Subject {
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("client: %w (with Muster's permissions a user connects with inbox prefix _INBOX.<user name>: nats.CustomInboxPrefix)", e.err)
+		}
+	}
 	c.now.Store(time.Now().UnixNano())
 	c.status = nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING)
 	go c.sweep()

@@ -41,7 +41,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	}
 	dl, _ := ctx.Deadline()
 	m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	token, ch, err := c.register(w.replica != "" || w.svc.Class != "")
+	token, ch, err := c.register(w.replica != "" || w.svc.Class != "", m.Subject)
 	if err != nil {
 		return nil, err
 	}

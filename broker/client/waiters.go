@@ -25,7 +25,8 @@ import (
 
 // waiter is one token's entry.
 type waiter struct {
-	ch   chan *nats.Msg
+	ch      chan *nats.Msg
+	subject string // where the request went: a refused publish there ends it (denied.go)
 	wake int64      // coarse UnixNano at which to nudge the round trip; 0: never
 	ka   *keepalive // an open conversation's keepalive; nil for requests
 }
@@ -63,9 +64,12 @@ func (c *Client) dispatch(m *nats.Msg) {
 // register adds a waiter under a fresh token; it fails once the client is
 // closed. With watch, the sweeper nudges the waiter once, about one ping
 // interval from now.
-func (c *Client) register(watch bool) (string, chan *nats.Msg, error) {
+func (c *Client) register(watch bool, subject string) (string, chan *nats.Msg, error) {
+	if e := c.inboxDenied.Load(); e != nil {
+		return "", nil, e
+	}
 	token := strconv.FormatUint(c.next.Add(1), 36)
-	w := waiter{ch: make(chan *nats.Msg, 8)}
+	w := waiter{ch: make(chan *nats.Msg, 8), subject: subject}
 	if watch {
 		w.wake = c.now.Load() + int64(c.ping)
 	}

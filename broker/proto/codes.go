@@ -39,6 +39,7 @@ var (
 	CodeServiceError   = Code{900, 3} // the service's handler returned an error
 	CodeServiceFailing = Code{900, 4} // the service's replicas keep failing to start
 	CodeUnavailable    = Code{900, 5} // temporarily unavailable, retry (NATS or JetStream recovering)
+	CodeNotPermitted   = Code{900, 6} // the NATS server refused a publish or subscribe: the credentials lack the permission
 )
 
 // String renders the code as "CCCC/NNNN".

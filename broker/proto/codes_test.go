@@ -41,6 +41,7 @@ var allCodes = []struct {
 	{"ServiceError", proto.CodeServiceError, "0900/0003", 9000003},
 	{"ServiceFailing", proto.CodeServiceFailing, "0900/0004", 9000004},
 	{"Unavailable", proto.CodeUnavailable, "0900/0005", 9000005},
+	{"NotPermitted", proto.CodeNotPermitted, "0900/0006", 9000006},
 }
 
 // allSentinels lists every Err* sentinel with the code it must carry.

@@ -24,6 +24,7 @@ func benchCommand() *cli.Command {
 			"Exit status 0 when every judged figure meets its target, 3 when one misses.",
 		Flags: connFlags(
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object per scenario"},
+			&cli.BoolFlag{Name: "insecure", Usage: "run the embedded server without credentials (default: as muster up, with them)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole run to `FILE` (go tool pprof)"},
 			&cli.IntFlag{Name: "clients", Value: d.Clients, Usage: "warm, conv: concurrent callers"},
 			&cli.IntFlag{Name: "replicas", Value: d.Replicas, Usage: "warm, conv: replicas and raw responders"},
@@ -56,7 +57,7 @@ func runBench(c *cli.Context) error {
 		Conn: connConfigFromCLI(c), Executable: exe,
 		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
-		Services: c.Int("services"), Hosts: c.Int("hosts"),
+		Services: c.Int("services"), Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
 	}
 	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {
 		return fmt.Errorf("bench: counts and durations must be positive")

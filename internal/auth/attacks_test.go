@@ -1,11 +1,18 @@
 package auth_test
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/musterhq/muster/broker/client"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -123,5 +130,50 @@ func TestScopedReplicaStaysInItsService(t *testing.T) {
 			}
 			rep.refused(t, "publish", s)
 		})
+	}
+}
+
+// A call the server refuses (credentials without the permission) fails at
+// once with 0900/0006 naming the subject, not at its deadline; a client
+// whose reply inbox is refused fails in client.New.
+func TestRefusedCallFailsFast(t *testing.T) {
+	k, err := auth.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startSecure(t, k)
+	// An attach manager's credentials may not call services.
+	att := connect(t, srv, k, auth.RoleAttach, auth.Scope{Name: "host1"})
+	var chained atomic.Int32 // the connection's own handler still hears of it
+	prev := att.nc.ErrorHandler()
+	att.nc.SetErrorHandler(func(nc *nats.Conn, s *nats.Subscription, err error) { chained.Add(1); prev(nc, s, err) })
+	c, err := client.New(att.nc, client.WithTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Call(context.Background(), svcName, []byte("x"))
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeNotPermitted || !strings.Contains(pe.Description, "muster.svc.DEMO.ECHO.ECHO") {
+		t.Fatalf("refused call = %v, want 0900/0006 naming the subject", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("refused call failed after %v, want at once (deadline 20s)", d)
+	}
+	if chained.Load() == 0 {
+		t.Error("the connection's own error handler was not called")
+	}
+
+	// Client credentials, but the default inbox prefix: the inbox is refused.
+	creds, _ := auth.UserCreds(k, auth.RoleClient, "alice")
+	path, _ := auth.WriteCredsFile(filepath.Join(t.TempDir(), "alice.creds"), creds)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := client.New(nc); !errors.As(err, &pe) || pe.Code != proto.CodeNotPermitted || !strings.Contains(err.Error(), "inbox prefix") {
+		t.Fatalf("client.New with a refused inbox = %v, want 0900/0006 with a hint", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/embedded"
 	"github.com/musterhq/muster/internal/natsconn"
 )
@@ -39,6 +41,12 @@ type Config struct {
 	Services    int             // scale: services (10000)
 	Hosts       int             // scale: simulated attach managers (100)
 	Logger      *slog.Logger    // default: discard
+	// Insecure runs the embedded server without credentials. By default
+	// it runs as `muster up` does: operator mode, each participant with
+	// its role's credentials (replicas their own, scoped to the service),
+	// so the figures include the cost of permission checks. With --server
+	// the given connection settings are used for everything.
+	Insecure bool
 }
 
 // Defaults returns the documented defaults.
@@ -101,6 +109,14 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 	}
 	res.Scenario = scenario
 	res.Machine = machine()
+	switch {
+	case cfg.Conn.URL != "":
+		res.Notes = append(res.Notes, "security: the --server's own (the given connection settings for every participant)")
+	case cfg.Insecure:
+		res.Notes = append(res.Notes, "security: INSECURE, embedded server without credentials")
+	default:
+		res.Notes = append(res.Notes, "security: credentials on, as in muster up (each participant with its role's permissions; --insecure for none)")
+	}
 	res.Took = time.Since(start).Seconds()
 	res.Verdict = "report"
 	for _, f := range res.Figures {
@@ -198,6 +214,7 @@ type system struct {
 	srv    *server.Server
 	dir    string
 	url    string
+	keys   *auth.Keys // nil: no credentials of our own (insecure or --server)
 	conns  []*nats.Conn
 	broker *broker.Broker
 }
@@ -215,12 +232,24 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 			return nil, err
 		}
 		s.dir = dir
-		if s.srv, err = embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", StoreDir: dir}); err != nil {
+		ecfg := embedded.Config{Listen: "127.0.0.1:-1", StoreDir: dir}
+		if !cfg.Insecure {
+			if s.keys, err = auth.NewKeys(); err != nil {
+				return nil, err
+			}
+			for _, role := range auth.Roles {
+				if _, err := auth.WriteCreds(s.keys, filepath.Join(dir, "creds"), role); err != nil {
+					return nil, err
+				}
+			}
+			ecfg.Configure = func(o *server.Options) error { return auth.ServerOptions(s.keys, o) }
+		}
+		if s.srv, err = embedded.Start(ecfg); err != nil {
 			return nil, err
 		}
 		s.url = s.srv.ClientURL()
 	}
-	nc, err := s.connect("muster-bench broker")
+	nc, err := s.connect("muster-bench broker", auth.RoleBroker)
 	if err != nil {
 		return nil, err
 	}
@@ -230,16 +259,41 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 	return s, nil
 }
 
-// connCfg is how this system's processes reach NATS.
-func (s *system) connCfg() natsconn.Config {
+// connCfg is how this system's participants of role reach NATS.
+func (s *system) connCfg(role auth.Role) natsconn.Config {
 	c := s.cfg.Conn
 	c.URL = s.url
+	if s.keys != nil {
+		c.CredsFile = filepath.Join(s.dir, "creds", auth.CredsFile(role))
+	}
 	return c
 }
 
-func (s *system) connect(name string) (*nats.Conn, error) {
-	c := s.connCfg()
+// connect connects as role.
+func (s *system) connect(name string, role auth.Role) (*nats.Conn, error) {
+	c := s.connCfg(role)
 	c.Name = name
+	return s.connectWith(c)
+}
+
+// connectReplica connects as replica id of service, with the credentials
+// an attach manager would give it.
+func (s *system) connectReplica(name, id, service string) (*nats.Conn, error) {
+	c := s.connCfg(auth.RoleReplica)
+	c.Name = name
+	if s.keys != nil {
+		creds, err := s.keys.ReplicaSigner().Creds(id, service)
+		if err != nil {
+			return nil, err
+		}
+		if c.CredsFile, err = auth.WriteCredsFile(filepath.Join(s.dir, "creds", id+".creds"), creds); err != nil {
+			return nil, err
+		}
+	}
+	return s.connectWith(c)
+}
+
+func (s *system) connectWith(c natsconn.Config) (*nats.Conn, error) {
 	nc, err := c.Connect()
 	if err != nil {
 		return nil, err
@@ -247,6 +301,7 @@ func (s *system) connect(name string) (*nats.Conn, error) {
 	s.conns = append(s.conns, nc)
 	return nc, nil
 }
+
 
 func (s *system) close() {
 	if s.broker != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
 )
 
 // managed is a system plus an attach manager serving one echo service with
@@ -59,14 +60,18 @@ func startManaged(ctx context.Context, cfg Config, kind string, svc func(*attach
 	ac.Services = []attach.ServiceConfig{sc}
 	ac.Host.MaxReplicas = max(64, sc.Max)
 	mg.cfg = ac
-	nc, err := sys.connect("bench attach")
+	nc, err := sys.connect("bench attach", auth.RoleAttach)
 	if err != nil {
 		return nil, err
 	}
-	if mg.m, err = attach.Start(ctx, nc, ac, attach.Options{Conn: sys.connCfg(), Logger: cfg.Logger, Version: "bench"}); err != nil {
+	opts := attach.Options{Conn: sys.connCfg(auth.RoleReplica), Logger: cfg.Logger, Version: "bench"}
+	if sys.keys != nil {
+		opts.ReplicaCreds = sys.keys.ReplicaSigner().Creds
+	}
+	if mg.m, err = attach.Start(ctx, nc, ac, opts); err != nil {
 		return nil, err
 	}
-	cnc, err := sys.connect("bench client")
+	cnc, err := sys.connect("bench client", auth.RoleClient)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +126,7 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 	defer mg.close()
 	base := "BENCH/BASE/" + nuid.Next()
 	baseSubject := proto.WarmSubject(proto.MustService(base))
-	nc, err := mg.connect("bench cold baseline")
+	nc, err := mg.connect("bench cold baseline", auth.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +144,7 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		ml = append(ml, time.Since(t))
 
-		d, err := execAndCall(ctx, cfg.Executable, mg.connCfg().Env(), base, baseSubject, nc)
+		d, err := execAndCall(ctx, cfg.Executable, mg.connCfg(auth.RoleReplica).Env(), base, baseSubject, nc)
 		if err != nil {
 			return nil, fmt.Errorf("baseline %d: %w", i, err)
 		}

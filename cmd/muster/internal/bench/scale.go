@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
 )
 
 // runScale fills the broker's registry with Services services offered by
@@ -25,7 +26,7 @@ func runScale(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer sys.close()
-	nc, err := sys.connect("bench scale")
+	nc, err := sys.connect("bench scale", auth.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}

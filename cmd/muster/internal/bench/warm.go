@@ -12,6 +12,7 @@ import (
 
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/worker"
 )
 
@@ -48,7 +49,8 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop
 	for i := 0; i < cfg.Replicas; i++ {
-		nc, err := sys.connect(fmt.Sprintf("bench raw responder %d", i))
+		// The raw baseline holds admin credentials (everything allowed).
+		nc, err := sys.connect(fmt.Sprintf("bench raw responder %d", i), auth.RoleAdmin)
 		if err != nil {
 			return nil, err
 		}
@@ -58,7 +60,8 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 		if err := nc.Flush(); err != nil {
 			return nil, err
 		}
-		wnc, err := sys.connect(fmt.Sprintf("bench replica %d", i))
+		id := nuid.Next()
+		wnc, err := sys.connectReplica(fmt.Sprintf("bench replica %d", i), id, p.service)
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +69,7 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 		done := make(chan error, 1)
 		p.done = append(p.done, done)
 		go func() {
-			done <- worker.Run(runCtx, worker.HandlerFunc(demo.Echo), worker.WithConn(wnc), worker.WithService(p.service),
+			done <- worker.Run(runCtx, worker.HandlerFunc(demo.Echo), worker.WithConn(wnc), worker.WithService(p.service), worker.WithReplicaID(id),
 				worker.WithCapacity(capacity), worker.WithSignals(false), worker.WithLogger(cfg.Logger),
 				worker.WithReadyFunc(func() { close(ready) }))
 		}()
@@ -78,10 +81,10 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 			return nil, ctx.Err()
 		}
 	}
-	if p.rawNC, err = sys.connect("bench raw client"); err != nil {
+	if p.rawNC, err = sys.connect("bench raw client", auth.RoleAdmin); err != nil {
 		return nil, err
 	}
-	cnc, err := sys.connect("bench muster client")
+	cnc, err := sys.connect("bench muster client", auth.RoleClient)
 	if err != nil {
 		return nil, err
 	}
