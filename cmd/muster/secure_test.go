@@ -55,6 +55,7 @@ func TestUpSecure(t *testing.T) {
 		return nil
 	})
 	checkReplicaScoped(t, "nats://"+addr, os.Getenv("TMPDIR"))
+	checkAttachScoped(t, "nats://"+addr, filepath.Join(creds, "attach.creds"))
 	if r := runApp(context.Background(), nil, "call", server, "--timeout", "2s", demo.EchoService, "hello"); r.err == nil || !strings.Contains(r.stderr.String()+r.err.Error(), "Authorization Violation") {
 		t.Errorf("call without credentials: %v %s; want an authorization violation", r.err, r.stderr.String())
 	}
@@ -176,5 +177,44 @@ func checkReplicaScoped(t *testing.T, url, tmp string) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Errorf("the replica's creds may subscribe to another service's warm subject")
+	}
+}
+
+// checkAttachScoped: the attach manager's credentials are named after its
+// id and may not write another manager's registration record.
+func checkAttachScoped(t *testing.T, url, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := jwt.ParseDecoratedJWT(b)
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.Name == "attach" || uc.Name == "" {
+		t.Fatalf("attach.creds user %q: not named after the manager's id", uc.Name)
+	}
+	opts, err := natsconn.Config{URL: url, CredsFile: path}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	nc, err := nats.Connect(url, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("$KV.muster_attach.not-"+uc.Name, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("another manager's record: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("attach.creds may write another manager's record")
 	}
 }

@@ -117,7 +117,20 @@ func runUp(c *cli.Context) error {
 		anc := nc // one connection, unless each role has its own credentials
 		var signer *auth.ReplicaSigner
 		if credsDir != "" {
+			// The attach manager's user is named after its id: it may
+			// write its own registration record and no other manager's.
+			k, err := auth.LoadOrCreateKeys(filepath.Join(dataDir, "keys"))
+			if err != nil {
+				return err
+			}
+			ac, err := auth.UserCreds(k, auth.RoleAttach, cfg.Host.Name)
+			if err != nil {
+				return err
+			}
 			attCfg := roleConn(connCfg, credsDir, auth.RoleAttach)
+			if _, err := auth.WriteCredsFile(attCfg.CredsFile, ac); err != nil {
+				return err
+			}
 			if anc, err = attCfg.Connect(); err != nil {
 				return err
 			}
