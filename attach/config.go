@@ -32,6 +32,7 @@ type Config struct {
 type HostConfig struct {
 	Name          string        // "name"; default: OS host name sanitised to [A-Za-z0-9_-], at most 64 characters
 	MaxReplicas   int           // "max_replicas"; total replicas on this host; default 64; at least the sum of the services' min
+	MaxUsers      int           // "max_users"; open calls and conversations this host allows ("users", reported as allowed users); 0 (default): what its limits allow, min(Σ max × capacity, max_replicas × the largest capacity)
 	StateDir      string        // "state_dir"; default $XDG_STATE_HOME/muster/attach-<name> or ~/.local/state/muster/attach-<name> (UseDataDir: <data>/attach-<name>); one manager at a time (a lock)
 	LogDir        string        // "log_dir"; default <state_dir>/logs
 	TempDir       string        // "temp_dir"; default <os.TempDir()>/muster-<name>-<hash of state_dir>, so each state dir has its own

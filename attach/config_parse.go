@@ -22,7 +22,7 @@ import (
 // The fields each mapping may have, in the order the error message lists them.
 var (
 	topFields  = []string{"host", "services"}
-	hostFields = []string{"name", "max_replicas", "state_dir", "log_dir", "temp_dir",
+	hostFields = []string{"name", "max_replicas", "max_users", "state_dir", "log_dir", "temp_dir",
 		"log_max_bytes", "log_keep", "log_total_bytes", "heartbeat", "grace"}
 	serviceFields = []string{"service", "program", "args", "env", "dir", "min", "max", "capacity",
 		"idle_timeout", "start_timeout", "conv_timeout", "restart", "exit_after_conversation"}
@@ -184,6 +184,9 @@ func (p *parser) host(n, root *yaml.Node, h *HostConfig) hostResult {
 	if v, ok := f["max_replicas"]; ok && !isNull(resolve(v)) {
 		res.maxReplicas, res.maxReplicasSet = v, true
 		h.MaxReplicas, res.maxReplicasOK = p.integer(v, "host.max_replicas", 1, maxCount, h.MaxReplicas)
+	}
+	if v, ok := f["max_users"]; ok && !isNull(resolve(v)) {
+		h.MaxUsers, _ = p.integer(v, "host.max_users", 0, maxCount, h.MaxUsers)
 	}
 	for key, dst := range map[string]*string{"state_dir": &h.StateDir, "log_dir": &h.LogDir, "temp_dir": &h.TempDir} {
 		if v, ok := f[key]; ok {

@@ -325,7 +325,7 @@ func TestParseConfigErrors(t *testing.T) {
 	prog := filepath.Join(testdataDir(t), "bin", "ok.sh")
 	expand := strings.NewReplacer("{{prog}}", prog, "{{dir}}", dir, "{{file}}", file, "{{noexec}}", noexec).Replace
 
-	const allowedHost = "(allowed: name, max_replicas, state_dir, log_dir, temp_dir, log_max_bytes, log_keep, log_total_bytes, heartbeat, grace)"
+	const allowedHost = "(allowed: name, max_replicas, max_users, state_dir, log_dir, temp_dir, log_max_bytes, log_keep, log_total_bytes, heartbeat, grace)"
 	const allowedService = "(allowed: service, program, args, env, dir, min, max, capacity, idle_timeout, start_timeout, conv_timeout, restart, exit_after_conversation)"
 
 	for _, tc := range []struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -78,11 +79,17 @@ type Manager struct {
 	svcs       map[string]*svcRun
 	reps       map[string]*replicaRun // reserved (spawning), starting and running replicas
 	isolated   bool
+	isolatedBy string // why and when (the persisted isolation record), for the logs
 	stopping   bool
-	registered bool // the registration was written, so Shutdown deletes it
+	retired    map[string]proto.Stats // final counters of exited replicas, per service (stats.go)
+	sample0    sampled                // the last heartbeat's sample (stats.go)
+	registered bool                   // the registration was written, so Shutdown deletes it
 
 	sub    *nats.Subscription
 	reset  *nats.Subscription // muster.attach.reset.> (heal.go)
+	ctl    *nats.Subscription // muster.attach.ctl.<id> (control.go)
+	logs   *nats.Subscription // muster.attach.logs.<id> (logs.go)
+	ownLog io.Closer          // the manager's own log file (logs.go); nil when not open
 	kick   chan struct{}      // rewrite the registration now
 	cancel context.CancelFunc // ends loop and the replica-record follower
 	wg     sync.WaitGroup     // loop and the replica-record follower
@@ -124,8 +131,11 @@ type ServiceCounters struct {
 type replicaRun struct {
 	id           string
 	svc          *svcRun
-	proc         *proc.Proc // nil while it is being spawned
-	started      time.Time  // when it was reserved: the start timeout runs from here
+	proc         *proc.Proc  // nil while it is being spawned
+	started      time.Time   // when it was reserved: the start timeout runs from here
+	spawned      time.Time   // when its process started
+	last         proto.Stats // the counters of its latest registration record
+	active       int         // its open calls and conversations, per that record
 	registered   bool
 	untouched    time.Time // while its record says it took nothing yet: when it registered
 	lastBeat     time.Time
@@ -134,6 +144,7 @@ type replicaRun struct {
 	pingFails    int           // PINGs in a row it did not answer (reset by an answer or a heartbeat)
 	pingAnswered bool          // it answered a PING since its last heartbeat
 	stopReason   string        // set when the manager stops it on purpose
+	quiesce      bool          // with stopReason: stop it with its full grace (host isolated), not as hung
 	stopReq      chan struct{} // closed (with stopReason set) to have its supervisor stop it
 }
 
@@ -169,7 +180,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	m := &Manager{
 		cfg: cfg, opts: opts, id: id, nc: nc, state: statedir.Dir(cfg.Host.StateDir),
 		log: opts.Logger.With("attach", id), start: time.Now(),
-		svcs: map[string]*svcRun{}, reps: map[string]*replicaRun{}, kick: make(chan struct{}, 1), cancel: cancel,
+		svcs: map[string]*svcRun{}, reps: map[string]*replicaRun{}, retired: map[string]proto.Stats{}, kick: make(chan struct{}, 1), cancel: cancel,
 		stopCh: make(chan struct{}), killCtx: killCtx, kill: kill, done: make(chan struct{}),
 	}
 	defer func() {
@@ -196,6 +207,12 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("attach: %w", err)
 		}
+	}
+	if err := m.openOwnLog(); err != nil {
+		return nil, err
+	}
+	if err := m.loadIsolation(); err != nil {
+		return nil, err
 	}
 	// What the previous run left: read before this run starts anything, so
 	// the clean-up (below, in the background) never takes a replica of
@@ -234,6 +251,12 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 		return nil, fmt.Errorf("attach: subscribe: %w", err)
 	}
 	if m.reset, err = nc.Subscribe(proto.AttachResetPrefix+">", m.onReset); err != nil {
+		return nil, fmt.Errorf("attach: subscribe: %w", err)
+	}
+	if m.ctl, err = nc.Subscribe(proto.AttachControlSubject(id), m.onControl); err != nil {
+		return nil, fmt.Errorf("attach: subscribe: %w", err)
+	}
+	if m.logs, err = nc.Subscribe(proto.AttachLogsSubject(id), m.onLogs); err != nil {
 		return nil, fmt.Errorf("attach: subscribe: %w", err)
 	}
 	if err := m.register(ctx); err != nil {
@@ -299,6 +322,7 @@ func (m *Manager) Info() proto.AttachInfo {
 			ai.Starting++
 		}
 	}
+	m.figuresLocked(&ai)
 	m.mu.Unlock()
 	hostStats(&ai) // reads /proc: not under the lock
 	return ai
@@ -358,8 +382,10 @@ func (m *Manager) beginShutdown() {
 	if m.sub != nil {
 		_ = m.sub.Unsubscribe()
 	}
-	if m.reset != nil {
-		_ = m.reset.Unsubscribe()
+	for _, sub := range []*nats.Subscription{m.reset, m.ctl, m.logs} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
 	m.mu.Lock()
 	m.stopping = true // no more reservations
@@ -391,6 +417,7 @@ func (m *Manager) finishShutdown() {
 		m.unlock() // last: nothing of this run touches the state dir any more
 	}
 	m.log.Info("attach manager stopped")
+	m.closeOwnLog()
 	close(m.done)
 }
 

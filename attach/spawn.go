@@ -35,11 +35,11 @@ func (m *Manager) reserveLocked(s *svcRun, k int) int {
 }
 
 // reserveNowLocked reserves up to k replicas of s whatever the backoff,
-// unless the manager stops. While s is failing, each reservation is a
+// unless the manager stops or the host is isolated. While s is failing, each reservation is a
 // probe and sets the probe schedule.
 func (m *Manager) reserveNowLocked(s *svcRun, k int) int {
-	if k <= 0 || m.stopping {
-		return 0
+	if k <= 0 || m.stopping || m.isolated {
+		return 0 // an isolated host starts nothing, not even min or probes
 	}
 	now := time.Now()
 	if s.failing != "" {
@@ -142,7 +142,7 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 // commitLocked records that reserved replica r runs as p and hands it to
 // its supervisor. During a shutdown the supervisor stops it at once.
 func (m *Manager) commitLocked(r *replicaRun, p *proc.Proc) {
-	r.proc = p
+	r.proc, r.spawned = p, time.Now()
 	s := r.svc
 	s.stats.Started++
 	starting, running := m.countLocked(s)
@@ -150,6 +150,10 @@ func (m *Manager) commitLocked(r *replicaRun, p *proc.Proc) {
 	m.log.Info("replica started", "service", s.cfg.Service, "replica", r.id, "pid", p.PID())
 	m.replicas.Add(1)
 	go m.supervise(r)
+	if m.isolated { // isolated while it was being spawned: it quiesces at once
+		r.stopReason, r.quiesce = "host isolated", true
+		close(r.stopReq)
+	}
 	m.kickLocked()
 }
 
@@ -187,6 +191,7 @@ func (m *Manager) env(sc *ServiceConfig, conn natsconn.Config, id, tempDir strin
 	return append(env,
 		proto.EnvService+"="+sc.Service,
 		proto.EnvReplicaID+"="+id,
+		proto.EnvAttachID+"="+m.id,
 		proto.EnvCapacity+"="+strconv.Itoa(sc.Capacity),
 		proto.EnvIdleTimeout+"="+sc.IdleTimeout.String(),
 		proto.EnvMinReplicas+"="+strconv.Itoa(sc.Min),

@@ -26,7 +26,11 @@ func (m *Manager) supervise(r *replicaRun) {
 	select {
 	case <-p.Done():
 	case <-r.stopReq:
-		p.Stop(m.killCtx, hungStopGrace)
+		grace := hungStopGrace
+		if r.quiesce { // set before stopReq was closed
+			grace = m.cfg.Host.Grace + stopMargin
+		}
+		p.Stop(m.killCtx, grace)
 	case <-m.stopCh:
 		p.Stop(m.killCtx, m.cfg.Host.Grace+stopMargin)
 	}
@@ -64,6 +68,7 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.reps, r.id)
+	m.retireLocked(r)
 	s := r.svc
 	s.stats.Exited++
 	s.stats.LastExit = st.String()
@@ -71,6 +76,9 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 	switch {
 	case m.stopping:
 		log.Info("replica stopped")
+		return
+	case r.quiesce:
+		log.Info("replica quiesced", "reason", r.stopReason)
 		return
 	case r.stopReason != "":
 		log.Warn("replica stopped", "reason", r.stopReason)
@@ -145,6 +153,9 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 		return
 	}
 	info, err := proto.DecodeReplicaInfo(e.Value())
+	if err == nil {
+		r.last, r.active = info.Stats, info.Active
+	}
 	untouched := err == nil && info.Active == 0 && info.Stats.Conversations == 0
 	switch {
 	case !untouched:
@@ -185,6 +196,7 @@ func (m *Manager) loop(ctx context.Context) {
 			}
 			continue
 		case <-hb.C:
+			m.sample() // per heartbeat only: a kick may come with every start
 		case <-m.kick:
 		}
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.Host.Heartbeat)
@@ -241,7 +253,7 @@ func (m *Manager) checkReplicas() {
 // capLogs keeps the log dir within its total size.
 func (m *Manager) capLogs() {
 	m.mu.Lock()
-	open := map[string]bool{}
+	open := map[string]bool{m.ownLogPath(): true}
 	for _, r := range m.reps {
 		open[m.logPath(r.svc.cfg.Service, r.id)] = true
 	}

@@ -26,6 +26,7 @@ type Conv struct {
 	r        *replica
 	id       string
 	call     bool
+	queued   bool   // taken from the broker's queue (for the registration's ConvInfo)
 	notify   string // client's event subject (conversations)
 	progress bool
 	ctx      context.Context

@@ -17,6 +17,7 @@ import (
 type config struct {
 	service      proto.Service
 	replicaID    string
+	attachID     string // MUSTER_ATTACH_ID: the manager that started it (only recorded)
 	capacity     int
 	idleTimeout  time.Duration
 	minReplicas  int
@@ -164,6 +165,9 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		signals:     true,
 		version:     "0.1.0",
 		connCfg:     natsconn.FromEnv(lookup),
+	}
+	if v, ok := lookup(proto.EnvAttachID); ok && proto.ValidID(v) == nil {
+		c.attachID = v
 	}
 	probe := &config{overridden: map[string]bool{}}
 	for _, o := range opts {

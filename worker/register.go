@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -35,22 +36,46 @@ func (r *replica) register(ctx context.Context) error {
 
 func (r *replica) info() proto.ReplicaInfo {
 	host, _ := os.Hostname()
+	now := time.Now()
+	msgs := r.stats.msgs.Load()
 	r.mu.Lock()
 	state, active := proto.StateReady, r.active
 	if r.state != stateReady {
 		state = proto.StateQuiescing
 	}
+	if msgs != r.lastMsgs {
+		r.lastMsgs, r.lastActive = msgs, now.UnixMilli()
+	}
+	lastActive := r.lastActive
+	var convs []proto.ConvInfo
+	omitted := 0
+	for _, c := range r.convs {
+		if c.released {
+			continue // answered; its handler may still be finishing
+		}
+		if len(convs) == proto.MaxConvInfos {
+			omitted++
+			continue
+		}
+		c.mu.Lock() // lock order: replica.mu before Conv.mu
+		n := max(c.seq, 1)
+		c.mu.Unlock()
+		convs = append(convs, proto.ConvInfo{Client: proto.ClientOfInbox(c.firstTo), Call: c.call, Queued: c.queued,
+			Started: c.started.UnixMilli(), Messages: n})
+	}
 	r.mu.Unlock()
+	sort.Slice(convs, func(i, j int) bool { return convs[i].Started < convs[j].Started })
 	return proto.ReplicaInfo{
 		ID: r.cfg.replicaID, Service: r.cfg.service.String(), Host: host, PID: os.Getpid(),
 		Version: r.cfg.version, State: state, Capacity: r.cfg.capacity, Active: active,
 		Started: r.started.UnixMilli(), HeartbeatMS: r.cfg.heartbeat.Milliseconds(),
-		Updated: time.Now().UnixMilli(),
+		Updated: now.UnixMilli(),
 		Stats: proto.Stats{
-			Conversations: r.stats.convs.Load(), Messages: r.stats.msgs.Load(), Errors: r.stats.errors.Load(),
+			Conversations: r.stats.convs.Load(), Messages: msgs, Errors: r.stats.errors.Load(),
 			BytesIn: r.stats.bytesIn.Load(), BytesOut: r.stats.bytesOut.Load(),
 			ProcessingNS: r.stats.procNS.Load(), Queued: r.stats.queued.Load(),
 		},
+		Attach: r.cfg.attachID, LastActive: lastActive, Convs: convs, ConvsOmitted: omitted,
 	}
 }
 

@@ -91,7 +91,10 @@ type replica struct {
 	// than read per reply (nc.MaxPayload takes the connection's lock).
 	maxPayload atomic.Int64
 	lastWrite  atomic.Int64 // UnixNano of the last registration write
-	dirty      atomic.Bool  // a conversation ended since that write
+	// lastMsgs and lastActive (Unix ms) track when messages last came,
+	// to within a record write; guarded by mu.
+	lastMsgs, lastActive int64
+	dirty                atomic.Bool // a conversation ended since that write
 
 	// baseCtx is cancelled at IMMED (or the end of the grace): handlers'
 	// contexts derive from it, and the workers, the forwarder and the

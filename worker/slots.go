@@ -66,7 +66,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		}
 	}
 	c = &Conv{
-		r: r, id: convID(), call: op == proto.OpCall,
+		r: r, id: convID(), call: op == proto.OpCall, queued: queued,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
 		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -69,6 +70,42 @@ type ReplicaInfo struct {
 	HeartbeatMS int64  `json:"heartbeat_ms"` // interval between records
 	Updated     int64  `json:"updated"`      // Unix ms of this record
 	Stats       Stats  `json:"stats"`
+	// Attach is the id of the attach manager that started it (from
+	// MUSTER_ATTACH_ID; "" when started by hand).
+	Attach string `json:"attach,omitempty"`
+	// LastActive is when it last received a message (Unix ms, to within
+	// a quarter second; 0: never).
+	LastActive int64 `json:"last_active,omitempty"`
+	// Convs are its open calls and conversations, at most MaxConvInfos
+	// (ConvsOmitted counts the rest).
+	Convs        []ConvInfo `json:"convs,omitempty"`
+	ConvsOmitted int        `json:"convs_omitted,omitempty"`
+}
+
+// MaxConvInfos bounds ReplicaInfo.Convs, so a record stays small.
+const MaxConvInfos = 32
+
+// ConvInfo is one open call or conversation of a replica, for operators.
+// It names no conversation id: that is the conversation's capability.
+type ConvInfo struct {
+	Client   string `json:"client"`   // the caller: ClientOfInbox of its reply subject
+	Call     bool   `json:"call"`     // a call, not a conversation
+	Queued   bool   `json:"queued"`   // it came through the broker's queue
+	Started  int64  `json:"started"`  // Unix ms
+	Messages int    `json:"messages"` // messages received in it so far
+}
+
+// ClientOfInbox names the client behind a reply subject: the user name of
+// an inbox `_INBOX.<user>.<id>.<token>` (Muster's permissions make each
+// user use its own, §12), else the connection's inbox id of a plain
+// `_INBOX.<id>.<token>`; "" for anything else.
+func ClientOfInbox(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "_INBOX.")
+	if !ok {
+		return ""
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	return tok
 }
 
 // Stats are a replica's counters since it started.
@@ -183,7 +220,51 @@ type AttachInfo struct {
 	Load1       float64 `json:"load1"`
 	MemFree     uint64  `json:"mem_free"` // bytes available
 	MemTotal    uint64  `json:"mem_total"`
+
+	// Users are the open calls and conversations of its replicas, and
+	// MaxUsers how many it allows (host.max_users); EventsPerSec and
+	// BytesPerSec (in + out) its replicas' traffic over the last heartbeat.
+	Users        int     `json:"users"`
+	MaxUsers     int     `json:"max_users"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	BytesPerSec  float64 `json:"bytes_per_sec"`
+	// LogDir is where its replicas' logs are (LogDir/C_N_S/<id>.log), and
+	// LogFile its own log; both are served on AttachLogsSubject.
+	LogDir  string `json:"log_dir,omitempty"`
+	LogFile string `json:"log_file,omitempty"`
+	// Procs are its replica processes' CPU and memory, sampled each
+	// heartbeat.
+	Procs []ProcInfo `json:"procs,omitempty"`
+	// Retired are the final counters of its replicas that exited, per
+	// service, since it started: with the live replicas' they make a
+	// service's totals.
+	Retired map[string]Stats `json:"retired,omitempty"`
 }
+
+// ProcInfo is one replica process as its attach manager sees it.
+type ProcInfo struct {
+	ID         string  `json:"id"`
+	Service    string  `json:"service"`
+	PID        int     `json:"pid"`
+	Started    int64   `json:"started"`     // Unix ms (spawned)
+	CPUPercent float64 `json:"cpu_percent"` // over the last heartbeat; 100 = one core
+	RSS        uint64  `json:"rss"`         // resident memory, bytes
+}
+
+// Add adds o's counters to s.
+func (s *Stats) Add(o Stats) {
+	s.Conversations += o.Conversations
+	s.Messages += o.Messages
+	s.Errors += o.Errors
+	s.BytesIn += o.BytesIn
+	s.BytesOut += o.BytesOut
+	s.ProcessingNS += o.ProcessingNS
+	s.Queued += o.Queued
+}
+
+// Warm is how many requests it took straight from its warm subject, not
+// through the queue.
+func (s Stats) Warm() int64 { return s.Conversations - s.Queued }
 
 // DecodeAttachInfo decodes and validates an AttachInfo.
 func DecodeAttachInfo(b []byte) (AttachInfo, error) {
@@ -201,6 +282,9 @@ func DecodeAttachInfo(b []byte) (AttachInfo, error) {
 	}
 	if a.HeartbeatMS <= 0 || a.HeartbeatMS > maxHeartbeatMS {
 		return a, fmt.Errorf("%w: attach manager %s: heartbeat %dms", ErrBadBody, a.ID, a.HeartbeatMS)
+	}
+	if a.Users < 0 || a.MaxUsers < 0 || a.EventsPerSec < 0 || a.BytesPerSec < 0 {
+		return a, fmt.Errorf("%w: attach manager %s: negative figures", ErrBadBody, a.ID)
 	}
 	if a.Replicas < 0 || a.Starting < 0 || a.MaxReplicas < 0 || a.Starting > a.Replicas {
 		return a, fmt.Errorf("%w: attach manager %s: replicas %d, starting %d, max_replicas %d", ErrBadBody, a.ID, a.Replicas, a.Starting, a.MaxReplicas)

@@ -3,6 +3,7 @@ package proto_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -136,7 +137,7 @@ func TestDecodeReplicaInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("DecodeReplicaInfo = %+v, want %+v", got, want)
 	}
 
@@ -224,7 +225,7 @@ func TestReplicaInfoEncodeDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != r {
+	if !reflect.DeepEqual(got, r) {
 		t.Fatalf("round trip = %+v, want %+v", got, r)
 	}
 	for _, k := range []string{`"id":`, `"heartbeat_ms":`, `"updated":`, `"bytes_in":`, `"processing_ns":`, `"queued":`} {

@@ -28,6 +28,7 @@ const (
 	EnvHeartbeat    = "MUSTER_HEARTBEAT"      // registration refresh interval (Go duration, default 2s)
 	EnvGrace        = "MUSTER_GRACE"          // quiesce grace period before IMMED (Go duration, default 10s)
 	EnvTempDir      = "MUSTER_TEMP_DIR"       // the replica's own temp dir (removed after it exits)
+	EnvAttachID     = "MUSTER_ATTACH_ID"      // id of the attach manager that started it (recorded in its registration; empty when started by hand)
 )
 
 // EnvPrefix starts every variable of the contract; an attach config may

@@ -1,6 +1,7 @@
 package proto_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -434,8 +435,8 @@ func FuzzDecodeReplicaInfo(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decode of re-encoded %s: %v", enc, err)
 		}
-		if again != r {
-			t.Fatalf("re-encode round trip: %+v became %+v", r, again)
+		if enc2, _ := json.Marshal(again); !bytes.Equal(enc, enc2) {
+			t.Fatalf("re-encode round trip: %s became %s", enc, enc2)
 		}
 		// A record is not expired at the moment it was written.
 		if r.Expired(time.UnixMilli(r.Updated)) {

@@ -129,9 +129,11 @@ var table = map[Role]Perms{
 		Sub: []Grant{
 			{"muster.attach.host." + PhID, "the notifications addressed to it"},
 			{"muster.attach.reset.>", "reset of a failing service (admin)"},
+			{"muster.attach.ctl." + PhID, "ISOLATE and RESTORE of its host (admin)"},
+			{"muster.attach.logs." + PhID, "requests for its own and its replicas' logs (admin)"},
 			{PhInbox + ".>", "request replies"},
 		},
-		Responses: 1, // answers a reset to the admin's reply subject
+		Responses: 1, // answers a reset, a control or a log request to the admin's reply subject
 	},
 	RoleBroker: {
 		Pub: []Grant{
