@@ -26,9 +26,9 @@ import (
 // waiter is one token's entry.
 type waiter struct {
 	ch      chan *nats.Msg
-	subject string // where the request went: a refused publish there ends it (denied.go)
-	wake int64      // coarse UnixNano at which to nudge the round trip; 0: never
-	ka   *keepalive // an open conversation's keepalive; nil for requests
+	subject string     // where the request went: a refused publish there ends it (denied.go)
+	wake    int64      // coarse UnixNano at which to nudge the round trip; 0: never
+	ka      *keepalive // an open conversation's keepalive; nil for requests
 }
 
 // keepalive is what the sweeper needs to keep one conversation alive at

@@ -302,7 +302,6 @@ func (s *system) connectWith(c natsconn.Config) (*nats.Conn, error) {
 	return nc, nil
 }
 
-
 func (s *system) close() {
 	if s.broker != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
