@@ -40,6 +40,8 @@ type Config struct {
 	RenotifyInterval time.Duration
 	// Logger receives the broker's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Version is reported in its stats (default "dev").
+	Version string
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +89,8 @@ type Broker struct {
 	routines   *routines
 	stopOnce   sync.Once
 
+	started time.Time
+
 	lastQueueErrLog atomic.Int64 // Unix ns of the last log of a queue stream that refuses requests
 }
 
@@ -105,7 +109,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID),
+	b := &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), started: time.Now(),
 		svcs: map[proto.Service]*svcState{}, runCtx: runCtx, cancel: cancel, routines: newRoutines()}
 	defer func() {
 		if retErr != nil {

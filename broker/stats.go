@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"time"
 
@@ -87,6 +88,11 @@ func (b *Broker) onStats(m *nats.Msg) {
 		}
 		all = one
 	}
-	body, _ := json.Marshal(proto.BrokerStats{Broker: b.cfg.ID, Services: all})
+	host, _ := os.Hostname()
+	version := b.cfg.Version
+	if version == "" {
+		version = "dev"
+	}
+	body, _ := json.Marshal(proto.BrokerStats{Broker: b.cfg.ID, Host: host, Version: version, Started: b.started.UnixMilli(), Services: all})
 	_ = m.Respond(body)
 }

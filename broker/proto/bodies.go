@@ -163,7 +163,7 @@ type ServiceStats struct {
 	Pending        int    `json:"pending"`
 	PendingHigh    int    `json:"pending_high"`
 	Missing        int    `json:"missing"`
-	TotalRequests  int64  `json:"total_requests"` // requests the broker queued
+	TotalRequests  int64  `json:"total_requests"` // requests the broker queued (a service's total adds its replicas' warm requests: Stats.Warm)
 	ServerOccupied int64  `json:"server_occupied"`
 	Failed         int64  `json:"failed"` // queued requests answered 0900/0004 (service failing)
 	Notifications  int64  `json:"notifications"`
@@ -173,6 +173,9 @@ type ServiceStats struct {
 // BrokerStats answers BrokerStatsSubject.
 type BrokerStats struct {
 	Broker   string         `json:"broker"`
+	Host     string         `json:"host,omitempty"`
+	Version  string         `json:"version,omitempty"`
+	Started  int64          `json:"started,omitempty"` // Unix ms
 	Services []ServiceStats `json:"services"`
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,18 +26,25 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print JSON (stable field names) instead of a table"}
 }
 
-// serviceCommand is `muster service ls|reset`.
+// serviceCommand is `muster service ls|show|reset`.
 func serviceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "service",
 		Usage: "inspect services, and reset failing ones",
 		Subcommands: []*cli.Command{{
 			Name:  "ls",
-			Usage: "list the services the broker knows, with its figures",
-			Description: "Asks a broker for its figures (" + proto.BrokerStatsSubject + ").\n" +
-				"--json prints the broker's answer: {\"broker\":ID,\"services\":[...]}.\n\n" + exitStatusHelp,
-			Flags:  connFlags(jsonFlag(), adminTimeout()),
+			Usage: "list services with their figures, combined over every broker, host and replica",
+			Description: "Asks every broker (" + proto.BrokerStatsSubject + ") and reads the hosts' and replicas' registrations.\n" +
+				"--json prints {\"services\":[...]} (docs/OPERATIONS.md \"Figures\").\n\n" + exitStatusHelp,
+			Flags:  listFlags(),
 			Action: runServiceLs,
+		}, {
+			Name:        "show",
+			Usage:       "one service in detail, with its replicas",
+			ArgsUsage:   "SERVICE",
+			Description: "--json prints the service's figures and its replicas.\n\n" + exitStatusHelp,
+			Flags:       connFlags(jsonFlag(), adminTimeout()),
+			Action:      runServiceShow,
 		}, {
 			Name:      "reset",
 			Usage:     "have every attach manager offering SERVICE forget that it is failing and try it again now",
@@ -162,173 +168,91 @@ func offeringManagers(ctx context.Context, nc *nats.Conn, svc string, now time.T
 	}
 }
 
-func runServiceLs(c *cli.Context) error {
-	nc, err := connect(c, "muster service ls", auth.RoleAdmin)
+// replicaCommand is `muster replica ls|show|stop|quiesce|logs`.
+func replicaCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "replica",
+		Usage: "inspect and stop replicas, read their logs",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "ls",
+				Usage: "list live replicas: where, for whom, how busy, since when",
+				Description: "Reads the registrations in the " + proto.ReplicaBucket + " bucket (skipping expired ones) and\n" +
+					"the hosts' process figures. --json prints {\"replicas\":[...]}.\n\n" + exitStatusHelp,
+				Flags:  listFlags(),
+				Action: runReplicaLs,
+			},
+			{
+				Name:        "show",
+				Usage:       "one replica in detail: counters, averages, open conversations",
+				ArgsUsage:   "ID",
+				Description: "--json prints the replica's registration and process figures.\n\n" + exitStatusHelp,
+				Flags:       connFlags(jsonFlag(), adminTimeout()),
+				Action:      runReplicaShow,
+			},
+			{
+				Name:      "stop",
+				Usage:     "stop a replica: gracefully (it takes no new work, open conversations finish within its grace), or --now",
+				ArgsUsage: "ID",
+				Description: "Sends QUIESCE (--now: IMMED, open conversations end with 0003/0010) to " + proto.ControlPrefix + "ID\n" +
+					"and reports the replica's answer.\n\n" + exitStatusHelp,
+				Flags: connFlags(adminTimeout(), &cli.BoolFlag{Name: "now", Usage: "stop at once (IMMED)"}),
+				Action: func(c *cli.Context) error {
+					if c.Bool("now") {
+						return control(c, "stop", proto.OpImmed, "stopping")
+					}
+					return control(c, "stop", proto.OpQuiesce, "quiescing")
+				},
+			},
+			{
+				Name:        "quiesce",
+				Usage:       "same as stop without --now",
+				ArgsUsage:   "ID",
+				Description: "Sends QUIESCE to " + proto.ControlPrefix + "ID.\n\n" + exitStatusHelp,
+				Flags:       connFlags(adminTimeout()),
+				Action:      func(c *cli.Context) error { return control(c, "quiesce", proto.OpQuiesce, "quiescing") },
+			},
+			{
+				Name:        "logs",
+				Usage:       "print a replica's log (running or exited), fetched over NATS from its host",
+				ArgsUsage:   "ID",
+				Description: "Asks the attach manager that started it on " + proto.AttachLogsPrefix + "HOST.\n\n" + exitStatusHelp,
+				Flags:       connFlags(append([]cli.Flag{adminTimeout()}, logFlags()...)...),
+				Action:      replicaLogs,
+			},
+		},
+	}
+}
+
+// control sends op to the control subject of the replica named by the
+// one argument.
+func control(c *cli.Context, name, op, doing string) error {
+	id, err := oneArg(c, "ID")
+	if err != nil {
+		return err
+	}
+	if err := proto.ValidID(id); err != nil {
+		return fmt.Errorf("replica %q: %v", id, err)
+	}
+	nc, err := connect(c, "muster replica "+name, auth.RoleAdmin)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	r, err := nc.RequestWithContext(ctx, proto.BrokerStatsSubject, nil)
+	m := nats.NewMsg(proto.ControlSubject(id))
+	m.Header.Set(proto.HdrOp, op)
+	r, err := nc.RequestMsgWithContext(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return errors.New("no broker running (start one with `muster up` or `muster broker`)")
+		return fmt.Errorf("replica %s not found: no live replica with that id (muster replica ls)", id)
 	}
 	if err != nil {
-		return fmt.Errorf("ask the broker: %w", err)
+		return fmt.Errorf("replica %s: %w", id, err)
 	}
 	if e := proto.ErrorFromHeader(r.Header); e != nil {
 		return e
 	}
-	var st proto.BrokerStats
-	if err := json.Unmarshal(r.Data, &st); err != nil {
-		return fmt.Errorf("broker answered: %w", err)
-	}
-	if st.Services == nil {
-		st.Services = []proto.ServiceStats{}
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, st)
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tREPLICAS\tACTIVE\tPENDING\tTOTAL\tOCCUPIED\tNOTIFIED")
-	for _, s := range st.Services {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", s.Service, s.Replicas, s.Active, s.Pending, s.TotalRequests, s.ServerOccupied, s.Notifications)
-	}
-	return tw.Flush()
-}
-
-// replicaCommand is `muster replica ls|quiesce|stop`.
-func replicaCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "replica",
-		Usage: "inspect and stop replicas",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "ls",
-				Usage: "list live replicas",
-				Description: "Reads the registrations in the " + proto.ReplicaBucket + " bucket, skipping expired ones.\n" +
-					"--json prints {\"replicas\":[...]}, each a registration record.\n\n" + exitStatusHelp,
-				Flags:  connFlags(jsonFlag(), adminTimeout()),
-				Action: runReplicaLs,
-			},
-			controlCommand("quiesce", proto.OpQuiesce, "quiescing",
-				"stop a replica gracefully: it takes no new work, open conversations finish (within its grace period)"),
-			controlCommand("stop", proto.OpImmed, "stopping",
-				"stop a replica now: open conversations end with 0003/0010"),
-		},
-	}
-}
-
-// replicaList is the --json output of replica ls.
-type replicaList struct {
-	Replicas []proto.ReplicaInfo `json:"replicas"`
-}
-
-func runReplicaLs(c *cli.Context) error {
-	nc, err := connect(c, "muster replica ls", auth.RoleAdmin)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-	defer cancel()
-	reps, err := liveReplicas(ctx, nc, time.Now())
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, replicaList{Replicas: reps})
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSERVICE\tHOST\tPID\tSTATE\tACTIVE/CAP\tCONVS\tMSGS")
-	for _, r := range reps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\n", r.ID, r.Service, r.Host, r.PID, r.State, r.Active, r.Capacity, r.Stats.Conversations, r.Stats.Messages)
-	}
-	return tw.Flush()
-}
-
-// liveReplicas reads the registrations not expired at now, sorted by
-// service and id. No bucket means no replica ever registered.
-func liveReplicas(ctx context.Context, nc *nats.Conn, now time.Time) ([]proto.ReplicaInfo, error) {
-	out := []proto.ReplicaInfo{}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := js.KeyValue(ctx, proto.ReplicaBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", proto.ReplicaBucket, err)
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", proto.ReplicaBucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil { // all current records seen
-				sort.Slice(out, func(i, j int) bool {
-					if out[i].Service != out[j].Service {
-						return out[i].Service < out[j].Service
-					}
-					return out[i].ID < out[j].ID
-				})
-				return out, nil
-			}
-			ri, err := proto.DecodeReplicaInfo(e.Value())
-			if err != nil || ri.Expired(now) {
-				continue // a bad record is the registry's problem, not the listing's
-			}
-			out = append(out, ri)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read bucket %s: %w", proto.ReplicaBucket, ctx.Err())
-		}
-	}
-}
-
-// controlCommand is `muster replica quiesce|stop ID`: op to the replica's
-// control subject.
-func controlCommand(name, op, doing, usage string) *cli.Command {
-	return &cli.Command{
-		Name:        name,
-		Usage:       usage,
-		ArgsUsage:   "ID",
-		Description: "Sends " + op + " to " + proto.ControlPrefix + "ID and reports the replica's answer.\n\n" + exitStatusHelp,
-		Flags:       connFlags(adminTimeout()),
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fmt.Errorf("replica %s: want ID", name)
-			}
-			id := c.Args().First()
-			if err := proto.ValidID(id); err != nil {
-				return err
-			}
-			nc, err := connect(c, "muster replica "+name, auth.RoleAdmin)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			m := nats.NewMsg(proto.ControlSubject(id))
-			m.Header.Set(proto.HdrOp, op)
-			r, err := nc.RequestMsgWithContext(ctx, m)
-			if errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("replica %s not found", id)
-			}
-			if err != nil {
-				return fmt.Errorf("replica %s: %w", id, err)
-			}
-			if e := proto.ErrorFromHeader(r.Header); e != nil {
-				return e
-			}
-			_, err = fmt.Fprintln(c.App.Writer, "replica "+id+" "+doing)
-			return err
-		},
-	}
+	_, err = fmt.Fprintln(c.App.Writer, "replica "+id+" "+doing)
+	return err
 }

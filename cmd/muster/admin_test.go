@@ -12,6 +12,7 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/picture"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
 )
@@ -19,28 +20,26 @@ import (
 func TestServiceLs(t *testing.T) {
 	env, _ := echoEnv(t)
 	run(t, nil, "call", serverFlag(env), demo.EchoService, "hi")
-	var st proto.BrokerStats
+	var got struct {
+		Services []picture.Service `json:"services"`
+	}
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		out := run(t, nil, "service", "ls", serverFlag(env), "--json")
-		st = proto.BrokerStats{}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
+		got.Services = nil
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			return fmt.Errorf("stdout %q: %w", out, err)
 		}
-		if len(st.Services) != 1 || st.Services[0].Service != demo.EchoService || st.Services[0].Replicas != 1 {
-			return fmt.Errorf("services %+v, want %s with 1 replica", st.Services, demo.EchoService)
+		if len(got.Services) != 1 || got.Services[0].Service != demo.EchoService || got.Services[0].Replicas != 1 || got.Services[0].Warm != 1 {
+			return fmt.Errorf("services %+v, want %s with 1 replica and 1 warm request", got.Services, demo.EchoService)
 		}
 		return nil
 	})
-	if st.Broker != env.Broker.ID() {
-		t.Errorf("broker %q, want %q", st.Broker, env.Broker.ID())
-	}
-
 	out := run(t, nil, "service", "ls", serverFlag(env))
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "SERVICE REPLICAS ACTIVE PENDING TOTAL OCCUPIED NOTIFIED" {
+	if len(lines) != 2 || !strings.HasPrefix(strings.Join(strings.Fields(lines[0]), " "), "SERVICE REPLICAS ACTIVE/CAP PENDING REQUESTS WARM QUEUED") {
 		t.Fatalf("table %q", out)
 	}
-	if f := strings.Fields(lines[1]); len(f) != 7 || f[0] != demo.EchoService || f[1] != "1" {
+	if f := strings.Fields(lines[1]); f[0] != demo.EchoService || f[1] != "1" || f[4] != "1" {
 		t.Fatalf("row %q", lines[1])
 	}
 }
@@ -48,7 +47,7 @@ func TestServiceLs(t *testing.T) {
 func TestServiceLsEmptyJSON(t *testing.T) {
 	env := harness.Start(t, broker.Config{})
 	out := run(t, nil, "service", "ls", serverFlag(env), "--json")
-	if want := `{"broker":"` + env.Broker.ID() + `","services":[]}` + "\n"; out != want {
+	if want := `{"services":[]}` + "\n"; out != want {
 		t.Fatalf("stdout %q, want %q", out, want)
 	}
 }
@@ -56,15 +55,17 @@ func TestServiceLsEmptyJSON(t *testing.T) {
 func TestServiceLsNoBroker(t *testing.T) {
 	s := testutil.StartNATS(t)
 	r := runApp(context.Background(), nil, "service", "ls", "--server", s.ClientURL())
-	if r.err == nil || !strings.Contains(r.err.Error(), "no broker running") {
-		t.Fatalf("err %v, want no broker running", r.err)
+	if r.err != nil || !strings.Contains(r.stderr.String(), "no broker running") {
+		t.Fatalf("err %v, stderr %q: want a partial picture naming no broker running", r.err, r.stderr)
 	}
 }
 
 func TestReplicaLs(t *testing.T) {
 	env, _ := echoEnv(t, worker.WithReplicaID("r-ls"), worker.WithCapacity(3))
 	out := run(t, nil, "replica", "ls", serverFlag(env), "--json")
-	var got replicaList
+	var got struct {
+		Replicas []picture.Replica `json:"replicas"`
+	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("stdout %q: %v", out, err)
 	}
@@ -78,10 +79,10 @@ func TestReplicaLs(t *testing.T) {
 
 	out = run(t, nil, "replica", "ls", serverFlag(env))
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID SERVICE HOST PID STATE ACTIVE/CAP CONVS MSGS" {
+	if len(lines) != 2 || !strings.HasPrefix(strings.Join(strings.Fields(lines[0]), " "), "ID SERVICE HOST PID STATE ACTIVE EVENTS") {
 		t.Fatalf("table %q", out)
 	}
-	if f := strings.Fields(lines[1]); len(f) != 8 || f[0] != "r-ls" || f[5] != "0/3" {
+	if f := strings.Fields(lines[1]); f[0] != "r-ls" || f[5] != "0/3" {
 		t.Fatalf("row %q", lines[1])
 	}
 }
@@ -95,10 +96,13 @@ func TestReplicaLsNoBucket(t *testing.T) {
 }
 
 func TestReplicaControl(t *testing.T) {
-	for _, tt := range []struct{ verb, doing string }{{"quiesce", "quiescing"}, {"stop", "stopping"}} {
-		t.Run(tt.verb, func(t *testing.T) {
+	for _, tt := range []struct {
+		args  []string
+		doing string
+	}{{[]string{"quiesce"}, "quiescing"}, {[]string{"stop"}, "quiescing"}, {[]string{"stop", "--now"}, "stopping"}} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			env, r := echoEnv(t, worker.WithReplicaID("r-ctl"))
-			out := run(t, nil, "replica", tt.verb, serverFlag(env), "r-ctl")
+			out := run(t, nil, append(append([]string{"replica"}, tt.args...), serverFlag(env), "r-ctl")...)
 			if want := "replica r-ctl " + tt.doing + "\n"; out != want {
 				t.Fatalf("stdout %q, want %q", out, want)
 			}

@@ -38,8 +38,11 @@ func app() *cli.App {
 			callCommand(),
 			converseCommand(),
 			exampleCommand(),
+			statusCommand(),
 			serviceCommand(),
+			hostCommand(),
 			replicaCommand(),
+			convCommand(),
 			versionCommand(),
 		},
 		// main reports errors and picks the exit status; the library must

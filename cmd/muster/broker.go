@@ -46,7 +46,7 @@ func runBroker(c *cli.Context) error {
 	}
 	defer nc.Close()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
-	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log})
+	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version})
 	cancel()
 	if err != nil {
 		return err

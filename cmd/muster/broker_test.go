@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/picture"
 	"github.com/musterhq/muster/internal/testutil"
 )
 
@@ -32,12 +32,12 @@ func TestBroker(t *testing.T) {
 		}
 		return nil
 	})
-	var st proto.BrokerStats
-	if err := json.Unmarshal([]byte(run(t, nil, "service", "ls", "--server", s.ClientURL(), "--json")), &st); err != nil {
+	var p picture.Picture
+	if err := json.Unmarshal([]byte(run(t, nil, "status", "--server", s.ClientURL(), "--json")), &p); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stderr.String(), "muster broker "+st.Broker+" ") {
-		t.Fatalf("broker %q answered; stderr:\n%s", st.Broker, stderr)
+	if len(p.Brokers) != 1 || !strings.Contains(stderr.String(), "muster broker "+p.Brokers[0].ID+" ") || p.Brokers[0].Version == "" {
+		t.Fatalf("brokers %+v answered; stderr:\n%s", p.Brokers, stderr)
 	}
 	cancel()
 	if err := waitReturn(t, done, "broker"); err != nil {

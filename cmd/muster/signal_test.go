@@ -17,6 +17,7 @@ import (
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/picture"
 	"github.com/musterhq/muster/internal/testutil"
 )
 
@@ -80,7 +81,9 @@ func (ch *child) signalAndWait(t *testing.T, sig syscall.Signal) error {
 // replicaPIDs lists the PIDs of the live replicas (muster replica ls).
 func replicaPIDs(t *testing.T, server string) []int {
 	t.Helper()
-	var l replicaList
+	var l struct {
+		Replicas []picture.Replica `json:"replicas"`
+	}
 	if err := json.Unmarshal([]byte(run(t, nil, "replica", "ls", server, "--json")), &l); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func runUp(c *cli.Context) error {
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log})
+	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version})
 	if err != nil {
 		return err
 	}
