@@ -90,6 +90,7 @@ type Broker struct {
 	stopOnce   sync.Once
 
 	started time.Time
+	lease   *lease // leadership of notifications (lead.go)
 
 	lastQueueErrLog atomic.Int64 // Unix ns of the last log of a queue stream that refuses requests
 }
@@ -111,6 +112,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 	runCtx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), started: time.Now(),
 		svcs: map[proto.Service]*svcState{}, runCtx: runCtx, cancel: cancel, routines: newRoutines()}
+	b.lease = &lease{b: b, readable: time.Now()}
 	defer func() {
 		if retErr != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -121,6 +123,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 	if b.reg, err = startRegistry(ctx, runCtx, js, b.log, b.routines); err != nil {
 		return nil, err
 	}
+	b.lease.start(ctx)
 	for _, s := range []struct {
 		subj, queue string
 		cb          nats.MsgHandler
@@ -129,6 +132,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 		{proto.ForwardPrefix + ">", proto.BrokerQueue, b.onForward},
 		{proto.BrokerStatsSubject, "", b.onStats},
 		{proto.BrokerStatsSubject + ".>", "", b.onStats},
+		{proto.BrokerHintPrefix + ">", "", b.onHint},
 	} {
 		sub, err := nc.QueueSubscribe(s.subj, s.queue, s.cb)
 		if err != nil {
@@ -140,6 +144,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 		b.subsClosed = append(b.subsClosed, closed)
 	}
 	b.routines.start(func() { b.loop(runCtx) })
+	b.routines.start(func() { b.lease.run(runCtx) })
 	if err := nc.FlushWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("broker: flush: %w", err)
 	}
@@ -203,6 +208,8 @@ func (b *Broker) loop(ctx context.Context) {
 		case <-t.C:
 		}
 		b.reg.sweep(ctx, time.Now())
-		b.recheckWaiting(ctx)
+		if b.Leading() {
+			b.recheckWaiting(ctx)
+		}
 	}
 }

@@ -80,6 +80,14 @@ func (b *Broker) notify(svc proto.Service) {
 	if b.runCtx.Err() != nil {
 		return // shut down
 	}
+	if !b.Leading() {
+		// Deposed since this was scheduled: the new leader notifies.
+		b.mu.Lock()
+		st := b.stateLocked(svc)
+		st.scheduled, st.missing = false, 0
+		b.mu.Unlock()
+		return
+	}
 	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()
 	pending, err := b.pending(ctx, svc)
@@ -107,7 +115,7 @@ func (b *Broker) notify(svc proto.Service) {
 	n := proto.Notification{
 		Version: proto.NotificationVersion, Service: svc.String(),
 		Missing: max(missing, 1), Replicas: fig.Replicas, Pending: pending, Active: fig.Active,
-		Broker: b.cfg.ID, Time: now.UnixMilli(),
+		Broker: b.cfg.ID, Time: now.UnixMilli(), Lease: b.lease.currentEpoch(),
 	}
 	target, ok := b.reg.chooseAttach(svc.String(), now, b.turn.Add(1))
 	if ok {
@@ -133,6 +141,9 @@ const ProbeInterval = 10 * time.Second
 // no manager probes it by itself. Calls never queue meanwhile: nothing
 // would start them.
 func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
+	if !b.Leading() {
+		return // the leader probes
+	}
 	b.mu.Lock()
 	st := b.stateLocked(svc)
 	due := now.Sub(st.lastProbe) >= ProbeInterval
@@ -154,6 +165,7 @@ func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
 		n := proto.Notification{
 			Version: proto.NotificationVersion, Service: svc.String(), Missing: 1,
 			Replicas: fig.Replicas, Active: fig.Active, Broker: b.cfg.ID, Time: now.UnixMilli(), Target: target.ID,
+			Lease: b.lease.currentEpoch(),
 		}
 		body, _ := json.Marshal(n)
 		if err := b.nc.Publish(proto.AttachSubject(target.ID), body); err != nil {

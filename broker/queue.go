@@ -197,9 +197,15 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	if live > 0 {
 		st.stats.ServerOccupied++
 	}
-	st.missing++
-	b.scheduleLocked(svc, st)
+	lead := b.Leading()
+	if lead {
+		st.missing++
+		b.scheduleLocked(svc, st)
+	}
 	b.mu.Unlock()
+	if !lead {
+		b.hint(svc) // the leader notifies
+	}
 }
 
 // queued is the copy of request m stored in the queue stream: the caller's

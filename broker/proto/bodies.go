@@ -24,7 +24,20 @@ type Notification struct {
 	Broker   string `json:"broker"`   // id of the broker that sent it
 	Target   string `json:"target"`   // attach manager chosen to act ("" when none offers the service)
 	Time     int64  `json:"time"`     // Unix ms
+	// Lease is the leading broker's epoch (the revision of the lease in
+	// LeaseBucket at which it took the lead); 0 from a broker that does
+	// not hold the lease (it could not read it). An attach manager drops a
+	// notification whose Lease is below the highest it has seen.
+	Lease uint64 `json:"lease,omitempty"`
 }
+
+// LeaseBucket is the KV bucket of the brokers' leadership lease (key
+// "lead": {"broker","host"}).
+const LeaseBucket = "muster_lead"
+
+// BrokerHintPrefix + CLASS.NAME.SERVICE: a broker that does not lead tells
+// the leader it queued a request of the service (empty body).
+const BrokerHintPrefix = "muster.broker.hint."
 
 // ErrBadBody is wrapped by body decode errors.
 var ErrBadBody = errors.New("proto: bad body")
