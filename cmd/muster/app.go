@@ -42,12 +42,13 @@ func app() *musterApp {
 			serviceCommand(),
 			replicaCommand(),
 			versionCommand(),
+			completionCommand(),
 		},
 		// main reports errors and picks the exit status; the library must
 		// never call os.Exit itself.
 		ExitErrHandler:            func(*cli.Context, error) {},
 		DisableSliceFlagSeparator: true, // -H 'X=a,b' is one header value
-		HideVersion:               true, // `muster version` says it
+		EnableBashCompletion:      true, // muster completion bash|zsh|fish
 	}
 	a.OnUsageError = usageError
 	a.Action = rootAction
