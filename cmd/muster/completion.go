@@ -33,7 +33,11 @@ func runCompletion(c *cli.Context) error {
 	case "zsh":
 		script = zshCompletion
 	case "fish":
-		s, err := c.App.ToFishCompletion()
+		// From a new app: the running one's commands hold urfave/cli's
+		// shared help command, which earlier runs in the same process
+		// (tests) can leave holding itself: ToFishCompletion would recurse
+		// without end.
+		s, err := app().ToFishCompletion()
 		if err != nil {
 			return fmt.Errorf("completion: fish: %w", err)
 		}
