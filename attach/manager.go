@@ -27,6 +27,11 @@ import (
 // (0003/0010 to its partners) and deregistration happen in that margin.
 const stopMargin = 2 * time.Second
 
+// StopWait is how long a stopping manager waits at most for its replicas
+// to finish before it kills them: their grace plus the margin for their
+// IMMED and deregistration.
+func (h HostConfig) StopWait() time.Duration { return h.Grace + stopMargin }
+
 // Options are the manager's settings that do not come from its config file.
 type Options struct {
 	// Conn is how replicas reach NATS: passed to them as MUSTER_*

@@ -361,3 +361,21 @@ func validService(s proto.Service) error {
 	_, err := proto.ParseService(s.String())
 	return err
 }
+
+// TestCheckTokenMessages: errors name the offending character, not a byte
+// of it, and count characters, not bytes.
+func TestCheckTokenMessages(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"DÉMO", `has character 'É'`},
+		{strings.Repeat("É", 20), `has character 'É'`}, // 20 characters, 40 bytes: not "longer than 32"
+		{strings.Repeat("A", 33), "is longer than 32 characters"},
+		{"A\xffB", "has byte 0xff, which is not UTF-8"},
+	} {
+		err := proto.CheckToken(tc.in, proto.MaxPartLen)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckToken(%q) = %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}

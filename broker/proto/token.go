@@ -19,13 +19,19 @@ func CheckToken(s string, maxLen int) error {
 	if s == "" {
 		return fmt.Errorf("is empty")
 	}
-	if len(s) > maxLen {
-		return fmt.Errorf("is longer than %d characters", maxLen)
-	}
-	for _, r := range s { // runes, so a message shows 'É', not a byte of it
+	for i, r := range s { // runes, so a message shows 'É', not a byte of it
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				return fmt.Errorf("has byte %#02x, which is not UTF-8 (allowed: A-Z a-z 0-9 _ -)", s[i])
+			}
+		}
 		if r >= utf8.RuneSelf || !IsTokenByte(byte(r)) {
 			return fmt.Errorf("has character %q (allowed: A-Z a-z 0-9 _ -)", r)
 		}
+	}
+	// Only ASCII is left: its length in bytes is its length in characters.
+	if len(s) > maxLen {
+		return fmt.Errorf("is longer than %d characters", maxLen)
 	}
 	return nil
 }

@@ -134,36 +134,53 @@ func runServiceReset(c *cli.Context) error {
 }
 
 // offeringManagers counts the live attach managers whose registration
-// offers svc. No bucket means no attach manager ever registered.
+// offers svc.
 func offeringManagers(ctx context.Context, nc *nats.Conn, svc string, now time.Time) (int, error) {
-	js, err := jetstream.New(nc)
+	ams, err := liveAttachManagers(ctx, nc, now)
 	if err != nil {
 		return 0, err
 	}
+	n := 0
+	for _, a := range ams {
+		if a.Offers(svc) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// liveAttachManagers reads the attach managers' registrations not expired
+// at now, sorted by id. No bucket means no attach manager ever registered.
+func liveAttachManagers(ctx context.Context, nc *nats.Conn, now time.Time) ([]proto.AttachInfo, error) {
+	out := []proto.AttachInfo{}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
 	kv, err := js.KeyValue(ctx, proto.AttachBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return 0, nil
+		return out, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("open bucket %s: %w", proto.AttachBucket, err)
+		return nil, fmt.Errorf("open bucket %s: %w", proto.AttachBucket, err)
 	}
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return 0, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, err)
+		return nil, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, err)
 	}
 	defer func() { _ = w.Stop() }()
-	n := 0
 	for {
 		select {
 		case e := <-w.Updates():
-			if e == nil {
-				return n, nil
+			if e == nil { // all current records seen
+				sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+				return out, nil
 			}
-			if ai, err := proto.DecodeAttachInfo(e.Value()); err == nil && !ai.Expired(now) && ai.Offers(svc) {
-				n++
+			if ai, err := proto.DecodeAttachInfo(e.Value()); err == nil && !ai.Expired(now) {
+				out = append(out, ai)
 			}
 		case <-ctx.Done():
-			return 0, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, ctx.Err())
+			return nil, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, ctx.Err())
 		}
 	}
 }

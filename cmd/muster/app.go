@@ -12,6 +12,7 @@ import (
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/xdg"
 )
 
@@ -23,7 +24,7 @@ const exitStatusHelp = `EXIT STATUS:
 
 // app builds the muster command. Tests run it with their own Reader,
 // Writer and ErrWriter.
-func app() *cli.App {
+func app() *musterApp {
 	a := &cli.App{
 		Name:        "muster",
 		Usage:       "run and use a Muster system: broker, replicas, calls and conversations",
@@ -44,29 +45,66 @@ func app() *cli.App {
 			replicaCommand(),
 			convCommand(),
 			versionCommand(),
+			completionCommand(),
 		},
 		// main reports errors and picks the exit status; the library must
 		// never call os.Exit itself.
 		ExitErrHandler:            func(*cli.Context, error) {},
 		DisableSliceFlagSeparator: true, // -H 'X=a,b' is one header value
-		HideVersion:               true, // `muster version` says it
+		EnableBashCompletion:      true, // muster completion bash|zsh|fish
 	}
 	a.OnUsageError = usageError
+	a.Action = rootAction
 	wrapActions(a.Commands)
-	return a
+	return &musterApp{a}
 }
 
 // wrapActions makes every command's action report Muster's coded errors
 // as codedError, so main prints "CCCC/NNNN description" once, and makes
 // usage errors plain errors (urfave/cli would print them to stdout).
+//
+// A command with subcommands refuses an unknown one (urfave/cli would
+// exit 3, which is muster bench's status), and a command that takes no
+// arguments refuses any.
 func wrapActions(cmds []*cli.Command) {
 	for _, c := range cmds {
-		if act := c.Action; act != nil {
+		switch act := c.Action; {
+		case len(c.Subcommands) > 0 && act == nil:
+			c.Action = groupAction
+		case act != nil && c.ArgsUsage == "" && len(c.Subcommands) == 0:
+			c.Action = func(ctx *cli.Context) error {
+				if ctx.NArg() > 0 {
+					return fmt.Errorf("unexpected argument %q: %s takes none (see %s --help)", ctx.Args().First(), ctx.Command.HelpName, ctx.Command.HelpName)
+				}
+				return coded(act(ctx))
+			}
+		case act != nil:
 			c.Action = func(ctx *cli.Context) error { return coded(act(ctx)) }
 		}
 		c.OnUsageError = usageError
 		wrapActions(c.Subcommands)
 	}
+}
+
+// rootAction runs for muster without a command: it shows the help, or
+// refuses an unknown command.
+func rootAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return unknownCommand(c, c.App.Name)
+	}
+	return cli.ShowAppHelp(c)
+}
+
+// groupAction is the same for a command with subcommands.
+func groupAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return unknownCommand(c, c.Command.HelpName)
+	}
+	return cli.ShowSubcommandHelp(c)
+}
+
+func unknownCommand(c *cli.Context, parent string) error {
+	return fmt.Errorf("unknown command %q (see %s --help)", c.Args().First(), parent)
 }
 
 // usageError reports a flag error, pointing at the help.
@@ -75,14 +113,15 @@ func usageError(c *cli.Context, err error, _ bool) error {
 }
 
 // codedError is a *proto.Error as the CLI reports it: without the
-// library's "muster: " prefix (main adds its own), exit status 2.
+// library's "muster: " prefix (main adds its own) nor package prefixes in
+// its description, exit status 2.
 type codedError struct{ pe *proto.Error }
 
 func (e *codedError) Error() string {
 	if e.pe.Description == "" {
 		return e.pe.Code.String()
 	}
-	return e.pe.Code.String() + " " + e.pe.Description
+	return e.pe.Code.String() + " " + stripPrefixes(e.pe.Description)
 }
 
 func (e *codedError) Unwrap() error { return e.pe }
@@ -103,22 +142,32 @@ func exitCode(err error) int {
 	if errors.As(err, &pe) {
 		return 2
 	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) && ec.ExitCode() > 0 {
-		return ec.ExitCode() // bench: 3 when a target is missed
+	var tm *targetsMissedError
+	if errors.As(err, &tm) {
+		return 3
 	}
-	return 1
+	return 1 // also for urfave/cli's own exit errors ("No help topic", status 3)
 }
 
-// connect opens a NATS connection from the ConnFlags (natsconn.DefaultURL
-// when --server and MUSTER_URL are unset), named for monitoring.
+// connect opens a NATS connection from connConfig.
 func connect(c *cli.Context, name string, role auth.Role) (*nats.Conn, error) {
+	nc, err := connConfig(c, name, role).Connect()
+	if err != nil {
+		return nil, connectHint(err, role)
+	}
+	return nc, nil
+}
+
+// connConfig is how the ConnFlags say to connect (natsconn.DefaultURL
+// when --server and MUSTER_URL are unset, role's credentials of a local
+// `muster up` when none are given), named for monitoring.
+func connConfig(c *cli.Context, name string, role auth.Role) natsconn.Config {
 	cfg := connConfigFromCLI(c)
 	cfg.Name = name
 	if cfg.CredsFile == "" && cfg.User == "" && cfg.Token == "" && cfg.NKeySeedFile == "" {
 		cfg.CredsFile = defaultCreds(role)
 	}
-	return cfg.Connect()
+	return cfg
 }
 
 // defaultCreds is the .creds file of role that `muster up --secure` wrote

@@ -81,7 +81,7 @@ func runAttach(c *cli.Context) error {
 	connCfg.Name = "muster attach " + cfg.Host.Name
 	nc, err := connCfg.Connect()
 	if err != nil {
-		return err
+		return connectHint(err, auth.RoleAttach)
 	}
 	defer nc.Close()
 	replicaCfg := connCfg
@@ -105,7 +105,7 @@ func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, si
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	connCfg.Name = ""
-	opts := attach.Options{Conn: connCfg, Version: version, Logger: log}
+	opts := attach.Options{Conn: connCfg, Version: versionString(), Logger: log}
 	if signer != nil {
 		opts.ReplicaCreds = signer.Creds
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -49,6 +50,11 @@ func runBench(c *cli.Context) error {
 	if len(names) == 1 && names[0] == "all" {
 		names = bench.Scenarios
 	}
+	for _, n := range names { // all of them before the first runs
+		if !slices.Contains(bench.Scenarios, n) {
+			return fmt.Errorf("bench: unknown scenario %q: want %s, or all", n, strings.Join(bench.Scenarios, " "))
+		}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -87,7 +93,15 @@ func runBench(c *cli.Context) error {
 		}
 	}
 	if len(failed) > 0 {
-		return cli.Exit("bench: targets missed: "+strings.Join(failed, ", "), 3)
+		return &targetsMissedError{failed}
 	}
 	return nil
+}
+
+// targetsMissedError is bench's verdict when a figure missed its target:
+// exit status 3, unlike any other error.
+type targetsMissedError struct{ scenarios []string }
+
+func (e *targetsMissedError) Error() string {
+	return "bench: targets missed: " + strings.Join(e.scenarios, ", ")
 }

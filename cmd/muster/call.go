@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,13 +27,16 @@ func callCommand() *cli.Command {
 		Usage:     "call a service once and print its reply",
 		ArgsUsage: "CLASS/NAME/SERVICE [DATA|-]",
 		Description: "Sends DATA (\"-\": stdin; none: an empty payload) and prints the reply\n" +
-			"to stdout, with a newline added if it lacks one. Flags go before SERVICE.\n" +
+			"to stdout, with a newline added if it lacks one (--raw: the bytes as they came).\n" +
+			"Flags may come before or after SERVICE; after \"--\" everything is an argument\n" +
+			"(muster call SVC -- --json sends \"--json\").\n" +
 			"--json prints the reply as a JSON string (invalid UTF-8 is replaced).\n" +
 			"SIGINT, SIGTERM and SIGPIPE cancel the call at the replica that holds it.\n\n" + exitStatusHelp,
 		Flags: connFlags(
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long (queueing included)"},
 			&cli.StringSliceFlag{Name: "header", Aliases: []string{"H"}, Usage: "request header `KEY=VALUE` (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: `print {"service","data","elapsed_ms"} (and "replica" when the reply names it) instead of the bare reply`},
+			&cli.BoolFlag{Name: "raw", Usage: "print the reply's bytes unchanged, without adding a newline"},
 		),
 		Action: runCall,
 	}
@@ -54,21 +58,27 @@ func runCall(c *cli.Context) error {
 	if _, err := proto.ParseService(svc); err != nil {
 		return err
 	}
+	if c.Bool("json") && c.Bool("raw") {
+		return errors.New("call: --json and --raw are mutually exclusive")
+	}
 	hdr, err := parseHeaders(c.StringSlice("header"))
 	if err != nil {
 		return err
 	}
+	ctx, stop := signal.NotifyContext(c.Context, cancelSignals...)
+	defer stop()
 	var data []byte
 	switch arg := c.Args().Get(1); arg {
 	case "-":
-		if data, err = io.ReadAll(c.App.Reader); err != nil {
+		if data, err = readAll(ctx, c.App.Reader); err != nil {
+			if ctx.Err() != nil && c.Context.Err() == nil {
+				return errCallInterrupted // nothing was sent
+			}
 			return fmt.Errorf("read stdin: %w", err)
 		}
 	default:
 		data = []byte(arg)
 	}
-	ctx, stop := signal.NotifyContext(c.Context, cancelSignals...)
-	defer stop()
 	cl, closeClient, err := newClient(c, "muster call")
 	if err != nil {
 		return err
@@ -78,7 +88,7 @@ func runCall(c *cli.Context) error {
 	r, err := cl.CallMsg(ctx, svc, data, hdr)
 	if err != nil {
 		if ctx.Err() != nil && c.Context.Err() == nil {
-			return errors.New("call: interrupted; cancelled at the replica")
+			return errCallInterrupted
 		}
 		return err
 	}
@@ -88,8 +98,36 @@ func runCall(c *cli.Context) error {
 			ElapsedMS: time.Since(start).Milliseconds(),
 		})
 	}
+	if c.Bool("raw") {
+		_, err := c.App.Writer.Write(r.Data)
+		return err
+	}
 	return writeLine(c.App.Writer, r.Data)
 }
+
+// readAll reads r to its end, or until ctx ends (a read in progress then
+// goes on in the background until the process exits).
+func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(r)
+		ch <- result{b, err}
+	}()
+	select {
+	case res := <-ch:
+		return res.b, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// errCallInterrupted is what call returns after a signal (Ctrl-C): the
+// call was cancelled, at the replica if one held it. Not a deadline.
+var errCallInterrupted = errors.New("call: interrupted; cancelled")
 
 // cancelSignals end `call` and `converse`, which then cancel their work at
 // the replica. SIGPIPE is among them so that a write to a closed stdout

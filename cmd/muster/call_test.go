@@ -121,3 +121,31 @@ func TestCodedErrorUnwraps(t *testing.T) {
 		t.Fatalf("coded(plain) = %v", err)
 	}
 }
+
+// TestCallRaw: --raw writes the reply's bytes unchanged; without it a
+// newline is added to a reply that lacks one.
+func TestCallRaw(t *testing.T) {
+	env, _ := echoEnv(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"raw", []string{"--raw", demo.EchoService, "hi"}, "hi"},
+		{"raw after the data", []string{demo.EchoService, "hi", "--raw"}, "hi"},
+		{"raw keeps a newline", []string{"--raw", demo.EchoService, "hi\n"}, "hi\n"},
+		{"raw empty", []string{"--raw", demo.EchoService}, ""},
+		{"raw binary", []string{"--raw", demo.EchoService, "\x00\xff"}, "\x00\xff"},
+		{"not raw", []string{demo.EchoService, "hi"}, "hi\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := run(t, nil, append([]string{"call", serverFlag(env)}, tc.args...)...); got != tc.want {
+				t.Fatalf("stdout %q, want %q", got, tc.want)
+			}
+		})
+	}
+	r := runApp(context.Background(), nil, "call", serverFlag(env), "--raw", "--json", demo.EchoService)
+	if r.err == nil || !strings.Contains(r.err.Error(), "mutually exclusive") {
+		t.Fatalf("--raw --json: %v", r.err)
+	}
+}

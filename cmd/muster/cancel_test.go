@@ -160,7 +160,8 @@ func TestConverseClientGoneFreesReplica(t *testing.T) {
 }
 
 // Ctrl-C on `muster call` cancels the call at the replica: the handler's
-// context ends.
+// context ends, and call says it was interrupted (exit status 1), not that
+// a deadline passed.
 func TestCallInterruptCancelsAtReplica(t *testing.T) {
 	env := harness.Start(t, broker.Config{})
 	took, ended := make(chan struct{}, 1), make(chan error, 1)
@@ -181,7 +182,8 @@ func TestCallInterruptCancelsAtReplica(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "call", serverFlag(env), "--timeout", "60s", svc, "long")
-			cmd.Stderr = os.Stderr
+			stderr := &syncBuffer{}
+			cmd.Stderr = stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -215,10 +217,54 @@ func TestCallInterruptCancelsAtReplica(t *testing.T) {
 				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 					t.Fatalf("call exited with %v, want status 1", err)
 				}
+				// Reported as what it was, not as a missed deadline.
+				if got := stderr.String(); got != "muster: call: interrupted; cancelled\n" {
+					t.Errorf("stderr %q, want the interruption", got)
+				}
 				exited <- err
 			case <-time.After(10 * time.Second):
 				t.Fatal("call still running 10s after the interrupt")
 			}
 		})
+	}
+}
+
+// blockingReader blocks its first Read until closed, closing reading
+// when that Read begins.
+type blockingReader struct {
+	reading, closed chan struct{}
+}
+
+func (r *blockingReader) Read([]byte) (int, error) {
+	close(r.reading)
+	<-r.closed
+	return 0, io.EOF
+}
+
+// Ctrl-C while `muster call SVC -` waits for stdin ends it at once, as
+// interrupted, having sent nothing.
+func TestCallInterruptWhileReadingStdin(t *testing.T) {
+	stdin := &blockingReader{reading: make(chan struct{}), closed: make(chan struct{})}
+	defer close(stdin.closed)
+	done := make(chan result, 1)
+	server := "--server=nats://" + freeAddr(t)
+	go func() { done <- runApp(context.Background(), stdin, "call", server, "A/B/C", "-") }()
+	select {
+	case <-stdin.reading: // call's signal handler is in place before it reads
+	case r := <-done:
+		t.Fatalf("call returned before reading stdin: %v", r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("call never read stdin")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err == nil || r.err.Error() != "call: interrupted; cancelled" || exitCode(r.err) != 1 {
+			t.Fatalf("err %v, want the interruption (exit 1)", r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("call still waiting for stdin 10s after Ctrl-C")
 	}
 }

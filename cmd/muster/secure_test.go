@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ func TestUpSecure(t *testing.T) {
 	creds := filepath.Join(data, "creds")
 	if !strings.Contains(stderr.String(), "--creds "+filepath.Join(creds, "client.creds")) {
 		t.Errorf("the banner does not show the client's --creds:\n%s", stderr)
+	}
+	if !regexp.MustCompile(`muster up: credentials: +` + regexp.QuoteMeta(filepath.Join(creds, "<role>.creds"))).MatchString(stderr.String()) {
+		t.Errorf("the banner does not say where the credentials are:\n%s", stderr)
 	}
 	for _, role := range []string{"client", "replica", "attach", "broker", "admin"} {
 		st, err := os.Stat(filepath.Join(creds, role+".creds"))

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -219,4 +220,62 @@ func TestTwoUpsOneHost(t *testing.T) {
 	if err := waitUp(t, done1); err != nil {
 		t.Fatalf("first up returned %v", err)
 	}
+}
+
+// TestUpSecondSignalStopsAtOnce: the first Ctrl-C on `muster up` says how
+// long it will wait for the replicas; a second one stops at once, killing
+// a replica that is still busy instead of waiting out its grace.
+func TestUpSecondSignalStopsAtOnce(t *testing.T) {
+	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "data")
+	ch := startChild(t, "try: muster call", []string{"TMPDIR=" + t.TempDir()}, "up", "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+	server := "--server=nats://" + addr
+
+	// A call that keeps its replica busy for a minute, longer than the
+	// demo's grace (10s).
+	call := exec.Command(os.Args[0], "call", server, "--timeout", "60s", sleepService, "60s")
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	callDone := make(chan struct{})
+	go func() { _ = call.Wait(); close(callDone) }()
+	t.Cleanup(func() { _ = call.Process.Kill(); <-callDone })
+	var busy int
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		var l replicaList
+		if err := json.Unmarshal([]byte(run(t, nil, "replica", "ls", server, "--json")), &l); err != nil {
+			return err
+		}
+		for _, r := range l.Replicas {
+			if r.Service == sleepService && r.Active > 0 {
+				busy = r.PID
+				return nil
+			}
+		}
+		return fmt.Errorf("no busy sleep replica: %+v", l.Replicas)
+	})
+
+	if err := ch.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(ch.stderr.String(), "muster up: stopping: waiting up to 12s for replicas to finish; press Ctrl-C again to stop now") {
+			return fmt.Errorf("no stopping notice:\n%s", ch.stderr)
+		}
+		return nil
+	})
+	second := time.Now()
+	err := ch.signalAndWait(t, syscall.SIGINT)
+	if d := time.Since(second); d > 5*time.Second {
+		t.Errorf("up took %v to stop after the second Ctrl-C, want at once", d)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(ch.stderr.String(), "stopped at once on a second signal") {
+		t.Errorf("up exited with %v, want status 1 saying it stopped at once:\n%s", err, ch.stderr)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !processGone(busy) {
+			return fmt.Errorf("busy replica %d still running", busy)
+		}
+		return nil
+	})
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/natsconn"
 )
@@ -33,12 +36,14 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "run a local Muster system: embedded NATS with JetStream, a broker and an attach manager",
-		Description: "Starts an embedded NATS server (or uses --server / MUSTER_URL), a broker and an\n" +
-			"attach manager that starts replicas on demand: of the demo services (served by\n" +
-			"this binary, `muster example echo|sleep`), or of the services in --config FILE.\n" +
+		Description: "Starts an embedded NATS server (or uses --server), a broker and an attach\n" +
+			"manager that starts replicas on demand: of the demo services (served by this\n" +
+			"binary, `muster example echo|sleep`), or of the services in --config FILE.\n" +
+			"MUSTER_URL is ignored (with a notice): up runs its own server unless --server says otherwise.\n" +
+			"Prints on stderr where its data, state, logs and credentials are.\n" +
 			"Runs until SIGINT, SIGTERM or SIGHUP, then stops the replicas (after the config's grace),\n" +
-			"the broker and NATS. The embedded server has no authentication: keep it on loopback.\n\n" + exitStatusHelp,
-		Flags: connFlags(
+			"the broker and NATS; a second signal stops at once, killing the replicas.\n\n" + exitStatusHelp,
+		Flags: append(upNATSFlags(),
 			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
 			&cli.StringFlag{Name: "data", Usage: "`DIR` of the embedded server's JetStream store (default: $XDG_STATE_HOME/muster or ~/.local/state/muster)"},
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` instead of the built-in demo config"},
@@ -49,6 +54,20 @@ func upCommand() *cli.Command {
 		),
 		Action: runUp,
 	}
+}
+
+// upNATSFlags are natsFlags without MUSTER_URL for --server: a MUSTER_URL
+// set for the clients must not silently turn `muster up` into a client of
+// another server.
+func upNATSFlags() []cli.Flag {
+	flags := natsFlags()
+	for _, f := range flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == FlagServer {
+			sf.EnvVars = nil
+			sf.Usage = "use this NATS server instead of starting one (" + proto.EnvURL + " is ignored)"
+		}
+	}
+	return flags
 }
 
 // stack runs cleanup functions in the reverse order of their registration.
@@ -63,13 +82,52 @@ func (s *stack) run() {
 	*s = nil
 }
 
+// errStoppedNow is up's error after a second stop signal.
+var errStoppedNow = errors.New("up: stopped at once on a second signal; replicas were killed, not drained")
+
 func runUp(c *cli.Context) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
-	defer stop()
+	if os.Getenv(proto.EnvURL) != "" && !c.IsSet(FlagServer) {
+		fmt.Fprintf(c.App.ErrWriter, "muster up: ignoring %s: up runs its own NATS server (give --server to use another)\n", proto.EnvURL)
+	}
+	// A bad config fails here, before anything starts.
+	var cfg *attach.Config
+	if f := c.String("config"); f != "" {
+		if cfg, err = attach.LoadConfig(f); err != nil {
+			return err
+		}
+	}
+
+	// The first stop signal (or the end of c.Context) ends ctx: up stops
+	// gracefully. A second one ends now: what is still stopping is
+	// killed.
+	ctx, stopRun := context.WithCancel(c.Context)
+	defer stopRun()
+	now, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, stopSignals...)
+	defer signal.Stop(sigs)
+	returned := make(chan struct{})
+	defer close(returned)
+	go func() {
+		select {
+		case <-sigs:
+			stopRun()
+		case <-ctx.Done():
+		case <-returned:
+			return
+		}
+		select {
+		case <-sigs:
+			stopNow()
+		case <-returned:
+		}
+	}()
+
 	var cleanup stack // replicas, broker, connection, NATS: the reverse of starting
 	defer cleanup.run()
 
@@ -81,7 +139,7 @@ func runUp(c *cli.Context) error {
 	brokerCfg := roleConn(connCfg, credsDir, auth.RoleBroker)
 	nc, err := brokerCfg.Connect()
 	if err != nil {
-		return err
+		return connectHint(err, auth.RoleBroker)
 	}
 	cleanup.push(nc.Close)
 	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), where)
@@ -94,25 +152,22 @@ func runUp(c *cli.Context) error {
 	}
 	cleanup.push(func() {
 		bounded(log, "broker shutdown", stopTimeout, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			sctx, cancel := context.WithTimeout(now, stopTimeout)
 			defer cancel()
 			_ = b.Shutdown(sctx)
 		})
 	})
 	fmt.Fprintf(c.App.ErrWriter, "muster up: broker %s\n", b.ID())
 
-	var cfg *attach.Config
 	switch {
-	case c.String("config") != "":
-		if cfg, err = attach.LoadConfig(c.String("config")); err == nil {
-			cfg.UseDataDir(dataDir) // one instance, one state: beside its NATS data
-		}
+	case cfg != nil:
+		cfg.UseDataDir(dataDir) // one instance, one state: beside its NATS data
 	case c.Bool("demo"):
-		cfg, err = demoConfig(dataDir)
+		if cfg, err = demoConfig(dataDir); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
+	var names []string
 	if cfg != nil {
 		anc := nc // one connection, unless each role has its own credentials
 		var signer *auth.ReplicaSigner
@@ -132,7 +187,7 @@ func runUp(c *cli.Context) error {
 				return err
 			}
 			if anc, err = attCfg.Connect(); err != nil {
-				return err
+				return connectHint(err, auth.RoleAttach)
 			}
 			cleanup.push(anc.Close)
 			// Each replica gets credentials for its own service only.
@@ -149,13 +204,15 @@ func runUp(c *cli.Context) error {
 			return err
 		}
 		cleanup.push(func() {
-			bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { m.Shutdown(context.Background()) })
+			bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { _ = m.Shutdown(now) })
 		})
-		names := make([]string, len(cfg.Services))
-		for i, s := range cfg.Services {
-			names[i] = s.Service
+		for _, s := range cfg.Services {
+			names = append(names, s.Service)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
+	}
+	writeWhere(c.App.ErrWriter, upWhere(c, connCfg, dataDir, credsDir, cfg))
+	if len(names) > 0 {
 		try := "muster call"
 		if u := nc.ConnectedUrlRedacted(); u != natsconn.DefaultURL {
 			try += " --server " + u
@@ -168,8 +225,62 @@ func runUp(c *cli.Context) error {
 	cancel()
 
 	<-ctx.Done()
+	if cfg != nil {
+		fmt.Fprintf(c.App.ErrWriter, "muster up: stopping: waiting up to %v for replicas to finish; press Ctrl-C again to stop now\n", cfg.Host.StopWait())
+	} else {
+		fmt.Fprintf(c.App.ErrWriter, "muster up: stopping; press Ctrl-C again to stop now\n")
+	}
 	log.Info("shutting down")
+	cleanup.run()
+	if now.Err() != nil {
+		return errStoppedNow
+	}
 	return nil
+}
+
+// upWhere lists where `muster up` keeps its files, as writeWhere prints
+// them: NATS data, attach state, replica logs and credentials.
+func upWhere(c *cli.Context, connCfg natsconn.Config, dataDir, credsDir string, cfg *attach.Config) [][2]string {
+	data := "none here (NATS runs elsewhere)"
+	if dataDir != "" {
+		data = dataDir + " (NATS JetStream store"
+		if credsDir != "" {
+			data += "; signing keys in keys/"
+		}
+		data += ")"
+	}
+	state, logs := "none (no attach manager)", "none (no attach manager)"
+	if cfg != nil {
+		state = cfg.Host.StateDir
+		logs = cfg.Host.LogDir + " (replica output; up itself logs to stderr)"
+	}
+	creds := "none (the server takes no credentials)"
+	switch {
+	case credsDir != "":
+		creds = filepath.Join(credsDir, "<role>.creds") + " (callers: " + string(auth.RoleClient) + ".creds, admin commands: " + string(auth.RoleAdmin) + ".creds)"
+	case connCfg.CredsFile != "":
+		creds = connCfg.CredsFile + " (--creds)"
+	case dataDir == "":
+		creds = "as given by the --server connection flags"
+	}
+	return [][2]string{
+		{"data", data},
+		{"state", state},
+		{"logs", logs},
+		{"credentials", creds},
+		// The HTTP endpoint's line ({"http", URL}) goes here.
+	}
+}
+
+// writeWhere prints one "muster up: what: where" line per entry, aligned.
+func writeWhere(w io.Writer, lines [][2]string) {
+	width := 0
+	for _, l := range lines {
+		width = max(width, len(l[0]))
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "muster up: %-*s %s\n", width+1, l[0]+":", l[1])
+	}
 }
 
 // bounded runs f and waits up to d for it, logging if it takes longer

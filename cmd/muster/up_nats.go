@@ -24,7 +24,7 @@ import (
 func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Config, where, storeDir, credsDir string, err error) {
 	if c.String(FlagServer) != "" {
 		if c.IsSet("nats-listen") || c.IsSet("data") || c.IsSet("insecure") {
-			return cfg, "", "", "", errors.New("--nats-listen, --data and --insecure configure the embedded server: not with --server or MUSTER_URL")
+			return cfg, "", "", "", errors.New("--nats-listen, --data and --insecure configure the embedded server: not with --server")
 		}
 		return connConfigFromCLI(c), "external", "", "", nil
 	}
@@ -69,9 +69,9 @@ func upNATS(c *cli.Context, log *slog.Logger, cleanup *stack) (cfg natsconn.Conf
 	cleanup.push(func() {
 		bounded(log, "NATS shutdown", stopTimeout, func() { s.Shutdown(); s.WaitForShutdown() })
 	})
-	where = "embedded, data in " + dir
-	if secure {
-		where += ", credentials required: " + credsDir + "/<role>.creds"
+	where = "embedded, with credentials"
+	if !secure {
+		where = "embedded, INSECURE: no credentials"
 	}
 	return natsconn.Config{URL: s.ClientURL()}, where, dir, credsDir, nil
 }

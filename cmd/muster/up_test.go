@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/testutil"
 )
@@ -58,6 +62,17 @@ func TestUp(t *testing.T) {
 	for _, want := range []string{"INSECURE", "nats://" + addr, data, "muster up: broker ", "attach manager", demo.EchoService, sleepService, "try: muster call --server nats://" + addr + " DEMO/ECHO/ECHO hello"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	// One line each says where the files are.
+	for _, re := range []string{
+		`muster up: data: +` + regexp.QuoteMeta(data) + ` \(NATS JetStream store\)\n`,
+		`muster up: state: +` + regexp.QuoteMeta(data) + `/attach-[A-Za-z0-9_-]+\n`,
+		`muster up: logs: +` + regexp.QuoteMeta(data) + `/attach-[A-Za-z0-9_-]+/logs `,
+		`muster up: credentials: +none`,
+	} {
+		if n := len(regexp.MustCompile(re).FindAllString(stderr.String(), -1)); n != 1 {
+			t.Errorf("stderr has %d lines matching %s, want 1:\n%s", n, re, stderr)
 		}
 	}
 	if st, err := os.Stat(data); err != nil || st.Mode().Perm() != 0o700 {
@@ -162,5 +177,60 @@ func TestDataDirDefault(t *testing.T) {
 	}
 	if st, err := os.Stat(got); err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("stat %s: %v", got, err)
+	}
+}
+
+// TestUpIgnoresMUSTER_URL: MUSTER_URL, set for the clients, does not turn
+// `muster up` into a client of another server: up says it ignores it and
+// starts its own; --server still picks another server.
+func TestUpIgnoresMUSTER_URL(t *testing.T) {
+	t.Setenv(proto.EnvURL, "nats://"+freeAddr(t)) // nothing listens there
+	t.Setenv("TMPDIR", t.TempDir())
+	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr, done := startUp(t, ctx, "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+	for _, want := range []string{"muster up: ignoring MUSTER_URL", "muster up: NATS nats://" + addr + " (embedded"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if got := run(t, nil, "call", "--server", "nats://"+addr, "--timeout", "20s", demo.EchoService, "hi"); got != "hi\n" {
+		t.Errorf("echo answered %q", got)
+	}
+	cancel()
+	if err := waitUp(t, done); err != nil {
+		t.Fatalf("up returned %v", err)
+	}
+
+	// With --server, MUSTER_URL is not mentioned: the flag says it all.
+	s := testutil.StartNATS(t)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	stderr, done = startUp(t, ctx2, "--server", s.ClientURL(), "--log-level", "warn")
+	if strings.Contains(stderr.String(), "MUSTER_URL") || !strings.Contains(stderr.String(), "(external)") {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+	cancel2()
+	if err := waitUp(t, done); err != nil {
+		t.Fatalf("up returned %v", err)
+	}
+}
+
+// TestUpConfigErrorBeforeStart: a bad --config is reported, naming file,
+// line and field, before NATS or the broker start: no data directory is
+// made, nothing listens.
+func TestUpConfigErrorBeforeStart(t *testing.T) {
+	bad := writeAttachConfig(t, "    maxx: 3\n")
+	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "data")
+	r := runApp(context.Background(), nil, "up", "--insecure", "--config", bad, "--nats-listen", addr, "--data", data)
+	if r.err == nil || exitCode(r.err) != 1 || !strings.Contains(r.err.Error(), bad+":13:5: services[0]: unknown field \"maxx\"") {
+		t.Fatalf("err %v, want the config error naming file, line and field", r.err)
+	}
+	if strings.Contains(r.stderr.String(), "muster up: NATS") || strings.Contains(r.stderr.String(), "broker") {
+		t.Errorf("up started something before reading its config:\n%s", r.stderr)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("data directory %s: %v; want none (no NATS server was started)", data, err)
 	}
 }

@@ -40,6 +40,9 @@ type Config struct {
 	TLSCA, TLSCert, TLSKey string
 	// Name is the connection name shown in server monitoring.
 	Name string
+	// Timeout bounds the first connection attempt (0: nats.go's default,
+	// 2s).
+	Timeout time.Duration
 }
 
 // Options validates c and returns the nats.go options it describes, plus
@@ -57,6 +60,9 @@ func (c Config) Options() ([]nats.Option, error) {
 	}
 	if c.Name != "" {
 		opts = append(opts, nats.Name(c.Name))
+	}
+	if c.Timeout > 0 {
+		opts = append(opts, nats.Timeout(c.Timeout))
 	}
 	if c.User != "" {
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
