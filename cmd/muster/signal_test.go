@@ -241,7 +241,9 @@ func TestUpSecondSignalStopsAtOnce(t *testing.T) {
 	t.Cleanup(func() { _ = call.Process.Kill(); <-callDone })
 	var busy int
 	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		var l replicaList
+		var l struct {
+			Replicas []picture.Replica `json:"replicas"`
+		}
 		if err := json.Unmarshal([]byte(run(t, nil, "replica", "ls", server, "--json")), &l); err != nil {
 			return err
 		}
