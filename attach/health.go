@@ -13,12 +13,12 @@ import (
 )
 
 // HealthChecks are the checks that the manager can do its job, for
-// `muster attach --http` (/healthz): it runs, its connection is up,
+// `muster attach --http` (/healthz), named "attach.*": it runs, its connection is up,
 // JetStream answers (one round trip to the attach bucket, bounded by the
 // check's timeout), the host is not isolated and no service is failing.
 func (m *Manager) HealthChecks() []health.Check {
 	return []health.Check{
-		{Name: "attach", Run: func(context.Context) (string, error) {
+		{Name: "attach.running", Run: func(context.Context) (string, error) {
 			m.mu.Lock()
 			stopping := m.stopping
 			m.mu.Unlock()
@@ -27,8 +27,8 @@ func (m *Manager) HealthChecks() []health.Check {
 			}
 			return "attach manager " + m.id + " running", nil
 		}},
-		health.NATS(m.nc),
-		{Name: "jetstream", Run: func(ctx context.Context) (string, error) {
+		health.NATS("attach", m.nc),
+		{Name: "attach.jetstream", Run: func(ctx context.Context) (string, error) {
 			if m.nc.Status() != nats.CONNECTED {
 				return "", errors.New("not asked: not connected to NATS")
 			}
@@ -38,7 +38,7 @@ func (m *Manager) HealthChecks() []health.Check {
 			}
 			return fmt.Sprintf("attach bucket %s answered (%d records)", st.Bucket(), st.Values()), nil
 		}},
-		{Name: "isolated", Run: func(context.Context) (string, error) {
+		{Name: "attach.isolated", Run: func(context.Context) (string, error) {
 			m.mu.Lock()
 			isolated := m.isolated
 			m.mu.Unlock()
@@ -47,7 +47,7 @@ func (m *Manager) HealthChecks() []health.Check {
 			}
 			return "not isolated", nil
 		}},
-		{Name: "services", Run: func(context.Context) (string, error) {
+		{Name: "attach.services", Run: func(context.Context) (string, error) {
 			failing := m.failingServices()
 			if len(failing) > 0 {
 				return "", errors.New("failing: " + strings.Join(failing, "; "))

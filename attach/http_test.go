@@ -112,7 +112,7 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 	}
 
 	setIsolated(m, true)
-	if err := healthz(url, http.StatusServiceUnavailable, "isolated: host "+m.ID()+" is isolated"); err != nil {
+	if err := healthz(url, http.StatusServiceUnavailable, "attach.isolated: host "+m.ID()+" is isolated"); err != nil {
 		t.Error(err)
 	}
 	if v, _ := testutil.Scrape(t, url+"/metrics").Value("muster_attach_isolated", labels[:2]...); v != 1 {
@@ -130,7 +130,7 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 func TestHTTPFailingService(t *testing.T) {
 	e, m, marker := failingService(t)
 	url := serveHTTP(t, m)
-	if err := healthz(url, http.StatusServiceUnavailable, "services: failing: T/HEAL/X ("); err != nil {
+	if err := healthz(url, http.StatusServiceUnavailable, "attach.services: failing: T/HEAL/X ("); err != nil {
 		t.Fatal(err)
 	}
 	labels := []string{"attach", m.ID(), "service", "T/HEAL/X"}
@@ -177,7 +177,7 @@ func TestHTTPHealthAcrossNATSRestart(t *testing.T) {
 	}
 	s = testutil.RestartNATS(t, s, func() {
 		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-			return healthz(url, http.StatusServiceUnavailable, "nats: not connected to NATS", "jetstream: ")
+			return healthz(url, http.StatusServiceUnavailable, "attach.nats: not connected to NATS", "attach.jetstream: ")
 		})
 		start := time.Now()
 		if err := healthz(url, http.StatusServiceUnavailable); err != nil {

@@ -75,7 +75,7 @@ func TestHealthzAcrossNATSRestart(t *testing.T) {
 		if took := time.Since(start); took > 2*time.Second {
 			t.Errorf("/healthz took %v while NATS was down", took)
 		}
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "nats: not connected to NATS") || !strings.Contains(body, "registry: ") {
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "broker.nats: not connected to NATS") || !strings.Contains(body, "broker.registry: ") {
 			t.Errorf("while NATS is down: %d %q", code, body)
 		}
 		start = time.Now()

@@ -141,9 +141,10 @@ wait:
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// NATS is the check that conn is connected to a NATS server.
-func NATS(conn *nats.Conn) Check {
-	return Check{Name: "nats", Run: func(context.Context) (string, error) {
+// NATS is the check, named component+".nats", that conn is connected to
+// a NATS server.
+func NATS(component string, conn *nats.Conn) Check {
+	return Check{Name: component + ".nats", Run: func(context.Context) (string, error) {
 		if st := conn.Status(); st != nats.CONNECTED {
 			return "", fmt.Errorf("not connected to NATS (%s)", st)
 		}

@@ -58,7 +58,7 @@ func TestRun(t *testing.T) {
 func TestNATS(t *testing.T) {
 	s := testutil.StartNATS(t)
 	nc := testutil.Connect(t, s)
-	c := health.NATS(nc)
+	c := health.NATS("test", nc)
 	if d, err := c.Run(context.Background()); err != nil || !strings.Contains(d, s.ClientURL()) {
 		t.Fatalf("connected: %q %v", d, err)
 	}
