@@ -46,6 +46,7 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
 			logLevelFlag(),
+			httpFlag(defaultUpHTTP), pprofFlag(),
 		),
 		Action: runUp,
 	}
@@ -85,6 +86,11 @@ func runUp(c *cli.Context) error {
 	}
 	cleanup.push(nc.Close)
 	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), where)
+	web, err := listenHTTP(c, log, "muster up")
+	if err != nil {
+		return err
+	}
+	cleanup.push(web.close)
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -100,6 +106,7 @@ func runUp(c *cli.Context) error {
 		})
 	})
 	fmt.Fprintf(c.App.ErrWriter, "muster up: broker %s\n", b.ID())
+	web.add(b.HealthChecks(), b.Collector())
 
 	var cfg *attach.Config
 	switch {
@@ -151,6 +158,7 @@ func runUp(c *cli.Context) error {
 		cleanup.push(func() {
 			bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { m.Shutdown(context.Background()) })
 		})
+		web.add(m.HealthChecks(), m.Collector())
 		names := make([]string, len(cfg.Services))
 		for i, s := range cfg.Services {
 			names[i] = s.Service
@@ -166,6 +174,7 @@ func runUp(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "try: %s %s hello\n", try, names[0])
 	}
 	cancel()
+	web.ready()
 
 	<-ctx.Done()
 	log.Info("shutting down")
