@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -81,6 +82,7 @@ func TestUpHTTP(t *testing.T) {
 	if code, _ := testutil.HTTPGet(t, url+"/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ %d without --pprof, want 404", code)
 	}
+	checkMetricsDocumented(t, after)
 
 	cancel()
 	if err := waitUp(t, done); err != nil {
@@ -180,5 +182,40 @@ func TestBrokerHTTPPprof(t *testing.T) {
 	cancel()
 	if err := waitReturn(t, done, "broker"); err != nil {
 		t.Fatalf("broker returned %v", err)
+	}
+}
+
+// checkMetricsDocumented checks that docs/OPERATIONS.md's metrics table
+// lists exactly the muster_* metrics served (after a cold call every one
+// is present), each with its type.
+func checkMetricsDocumented(t *testing.T, served testutil.Metrics) {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATIONS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := regexp.MustCompile("(?m)^\\| `(muster_\\w+)` \\| (\\w+) \\|").FindAllStringSubmatch(string(doc), -1)
+	if len(rows) < 20 {
+		t.Fatalf("docs/OPERATIONS.md: %d rows in the metrics table", len(rows))
+	}
+	documented := map[string]string{}
+	for _, r := range rows {
+		documented[r[1]] = r[2]
+	}
+	for name, f := range served {
+		if !strings.HasPrefix(name, "muster_") {
+			continue
+		}
+		typ, ok := documented[name]
+		if !ok {
+			t.Errorf("metric %s is not in docs/OPERATIONS.md", name)
+		} else if want := strings.ToLower(f.GetType().String()); typ != want {
+			t.Errorf("docs/OPERATIONS.md says %s is a %s, it is a %s", name, typ, want)
+		}
+	}
+	for name := range documented {
+		if _, ok := served[name]; !ok {
+			t.Errorf("docs/OPERATIONS.md lists %s, which is not served", name)
+		}
 	}
 }
