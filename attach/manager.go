@@ -86,6 +86,7 @@ type Manager struct {
 	isolated   bool
 	isolatedBy string // why and when (the persisted isolation record), for the logs
 	stopping   bool
+	maxLease   uint64                 // highest broker lease epoch seen in a notification (notify.go)
 	retired    map[string]proto.Stats // final counters of exited replicas, per service (stats.go)
 	sample0    sampled                // the last heartbeat's sample (stats.go)
 	registered bool                   // the registration was written, so Shutdown deletes it

@@ -28,6 +28,15 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Fencing: a broker deposed as leader (an older lease epoch) that has
+	// not noticed yet must not have work started twice.
+	if n.Lease != 0 {
+		if n.Lease < m.maxLease {
+			m.log.Info("notification from a deposed leader ignored", "broker", n.Broker, "lease", n.Lease, "current", m.maxLease)
+			return
+		}
+		m.maxLease = n.Lease
+	}
 	s := m.svcs[n.Service]
 	if s == nil || m.isolated || m.stopping {
 		return

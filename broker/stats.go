@@ -35,7 +35,14 @@ func (b *Broker) stateLocked(svc proto.Service) *svcState {
 
 // Stats returns the figures of every service the broker knows of.
 func (b *Broker) Stats(ctx context.Context) []proto.ServiceStats {
-	pending, _ := b.pendingAll(ctx)
+	out, _ := b.stats(ctx)
+	return out
+}
+
+// stats is Stats, and the error of reading the queue stream (the
+// Pending figures are then 0: unknown).
+func (b *Broker) stats(ctx context.Context) ([]proto.ServiceStats, error) {
+	pending, perr := b.pendingAll(ctx)
 	now := time.Now()
 	b.mu.Lock()
 	for svc := range pending {
@@ -58,7 +65,7 @@ func (b *Broker) Stats(ctx context.Context) []proto.ServiceStats {
 	}
 	b.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
-	return out
+	return out, perr
 }
 
 // onStats answers proto.BrokerStatsSubject (every service) and

@@ -31,6 +31,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "replica-signer", EnvVars: []string{"MUSTER_REPLICA_SIGNER"}, Usage: "replica signing key seed `FILE` (<dir>/keys/replica-signer.nk of `muster auth init`): each replica gets its own credentials, scoped to its service; needs --creds"},
 			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` every replica gets (MUSTER_CREDS) when there is no --replica-signer; default: the manager's own connection settings"},
 			logLevelFlag(),
+			httpFlag(""), pprofFlag(),
 		),
 		Action: runAttach,
 	}
@@ -79,6 +80,11 @@ func runAttach(c *cli.Context) error {
 		connCfg.URL = natsconn.DefaultURL
 	}
 	connCfg.Name = "muster attach " + cfg.Host.Name
+	web, err := listenHTTP(c, log, "muster attach")
+	if err != nil {
+		return err
+	}
+	defer web.close()
 	nc, err := connCfg.Connect()
 	if err != nil {
 		return connectHint(err, auth.RoleAttach)
@@ -93,6 +99,8 @@ func runAttach(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.ErrWriter, "muster attach: %s serving %d services (config %s)\n", m.ID(), len(cfg.Services), cfg.File)
+	web.add(m.HealthChecks(), m.Collector())
+	web.ready()
 	<-ctx.Done()
 	log.Info("shutting down")
 	bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { m.Shutdown(context.Background()) })

@@ -28,7 +28,7 @@ func brokerCommand() *cli.Command {
 		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
-		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag()),
+		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
 		Action: runBroker,
 	}
 }
@@ -40,6 +40,11 @@ func runBroker(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, stopSignals...)
 	defer stop()
+	web, err := listenHTTP(c, log, "muster broker")
+	if err != nil {
+		return err
+	}
+	defer web.close()
 	nc, err := connect(c, "muster broker", auth.RoleBroker)
 	if err != nil {
 		return err
@@ -59,6 +64,8 @@ func runBroker(c *cli.Context) error {
 		}
 	}()
 	fmt.Fprintf(c.App.ErrWriter, "muster broker %s on %s\n", b.ID(), nc.ConnectedUrlRedacted())
+	web.add(b.HealthChecks(), b.Collector())
+	web.ready()
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

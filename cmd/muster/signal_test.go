@@ -111,7 +111,7 @@ func processGone(pid int) bool {
 func TestSIGHUPStopsGracefully(t *testing.T) {
 	t.Run("up", func(t *testing.T) {
 		addr, data, tmp := freeAddr(t), filepath.Join(t.TempDir(), "data"), t.TempDir()
-		ch := startChild(t, "try: muster call", []string{"TMPDIR=" + tmp}, "up", "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn")
+		ch := startChild(t, "try: muster call", []string{"TMPDIR=" + tmp}, "up", "--insecure", "--nats-listen", addr, "--data", data, "--log-level", "warn", "--http", "127.0.0.1:0")
 		server := "--server=nats://" + addr
 		if got := run(t, nil, "call", server, "--timeout", "20s", demo.EchoService, "hi"); got != "hi\n" {
 			t.Fatalf("call: %q", got)

@@ -51,6 +51,7 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
 			logLevelFlag(),
+			httpFlag(defaultUpHTTP), pprofFlag(),
 		),
 		Action: runUp,
 	}
@@ -143,6 +144,11 @@ func runUp(c *cli.Context) error {
 	}
 	cleanup.push(nc.Close)
 	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), where)
+	web, err := listenHTTP(c, log, "muster up")
+	if err != nil {
+		return err
+	}
+	cleanup.push(web.close)
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -158,6 +164,7 @@ func runUp(c *cli.Context) error {
 		})
 	})
 	fmt.Fprintf(c.App.ErrWriter, "muster up: broker %s\n", b.ID())
+	web.add(b.HealthChecks(), b.Collector())
 
 	switch {
 	case cfg != nil:
@@ -206,6 +213,7 @@ func runUp(c *cli.Context) error {
 		cleanup.push(func() {
 			bounded(log, "attach manager shutdown", cfg.Host.Grace+stopTimeout, func() { _ = m.Shutdown(now) })
 		})
+		web.add(m.HealthChecks(), m.Collector())
 		for _, s := range cfg.Services {
 			names = append(names, s.Service)
 		}
@@ -223,6 +231,7 @@ func runUp(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "try: %s %s hello\n", try, names[0])
 	}
 	cancel()
+	web.ready()
 
 	<-ctx.Done()
 	if cfg != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,9 @@ import (
 	"github.com/musterhq/muster/internal/testutil"
 )
 
-// startUp runs `muster up` with args in a goroutine until ctx is done.
+// startUp runs `muster up` with args in a goroutine until ctx is done,
+// its HTTP endpoint on a free port unless args set --http (the default
+// port may be taken on a developer's machine).
 // It returns once up printed its banner: reading stderr through
 // syncBuffer's mutex also orders up's flag parsing before the test's next
 // command (urfave/cli v2 writes to its package-level HelpFlag on every
@@ -26,6 +29,9 @@ import (
 func startUp(t *testing.T, ctx context.Context, args ...string) (stderr *syncBuffer, done <-chan error) {
 	t.Helper()
 	stderr = &syncBuffer{}
+	if !slices.ContainsFunc(args, func(a string) bool { return a == "--http" || strings.HasPrefix(a, "--http=") }) {
+		args = append(args, "--http", "127.0.0.1:0")
+	}
 	ch := make(chan error, 1)
 	go func() {
 		a := app()

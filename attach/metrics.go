@@ -1,0 +1,103 @@
+package attach
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector returns a Prometheus collector of the manager's figures: its
+// host's (those of its registration, Info) and its counters per service
+// (Counters), read when scraped: the manager counts nothing more for it.
+// Every metric has the label attach (the manager's id);
+// docs/OPERATIONS.md lists them.
+func (m *Manager) Collector() prometheus.Collector {
+	labels := prometheus.Labels{"attach": m.id}
+	host := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, labels) }
+	svc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"service"}, labels)
+	}
+	return &collector{
+		m:            m,
+		replicas:     host("muster_attach_replicas", "Replica processes the manager runs or is starting."),
+		starting:     host("muster_attach_starting_replicas", "Replica processes started but not yet registered."),
+		maxReplicas:  host("muster_attach_max_replicas", "The most replicas the host may run (host.max_replicas)."),
+		isolated:     host("muster_attach_isolated", "1 while the host is isolated (maintenance: it starts nothing), else 0."),
+		failingCount: host("muster_attach_failing_services", "Services the manager reports failing (their replicas cannot start)."),
+		cpu:          host("muster_attach_host_cpu_ratio", "Share of the host's CPU time busy (0–1) since the previous reading (a heartbeat or a scrape)."),
+		load1:        host("muster_attach_host_load1", "The host's 1-minute load average."),
+		memFree:      host("muster_attach_host_memory_available_bytes", "Memory available on the host for new processes."),
+		memTotal:     host("muster_attach_host_memory_total_bytes", "The host's total memory."),
+		failing:      svc("muster_attach_service_failing", "1 while the service is failing (its replicas crash before registering or do not register in time), else 0."),
+		counters: []serviceCounter{
+			{svc("muster_attach_replicas_started_total", "Replicas of the service started (processes spawned)."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Started) }},
+			{svc("muster_attach_replica_start_failures_total", "Replicas of the service that failed to start: not spawned, or exited or timed out before registering."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.StartFailed) }},
+			{svc("muster_attach_replicas_crashed_total", "Replicas of the service that ended abnormally after registering (non-zero exit or signal)."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Crashed) }},
+			{svc("muster_attach_replicas_hung_total", "Replicas of the service stopped because they stopped heartbeating and answered no PING."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Hung) }},
+			{svc("muster_attach_replicas_exited_total", "Replicas of the service that ended (any way)."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Exited) }},
+			{svc("muster_attach_replica_pings_total", "PINGs sent to replicas of the service whose heartbeats looked stale."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Pinged) }},
+			{svc("muster_attach_replicas_high_water", "Most replicas of the service alive (starting or running) at once since the manager started."), prometheus.GaugeValue,
+				func(c ServiceCounters) float64 { return float64(c.HighWater) }},
+		},
+	}
+}
+
+// serviceCounter is one per-service metric and how to read it.
+type serviceCounter struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(ServiceCounters) float64
+}
+
+type collector struct {
+	m                                      *Manager
+	replicas, starting, maxReplicas        *prometheus.Desc
+	isolated, failingCount                 *prometheus.Desc
+	cpu, load1, memFree, memTotal, failing *prometheus.Desc
+	counters                               []serviceCounter
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.replicas, c.starting, c.maxReplicas, c.isolated, c.failingCount,
+		c.cpu, c.load1, c.memFree, c.memTotal, c.failing} {
+		ch <- d
+	}
+	for _, s := range c.counters {
+		ch <- s.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ai := c.m.Info()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.replicas, float64(ai.Replicas))
+	gauge(c.starting, float64(ai.Starting))
+	gauge(c.maxReplicas, float64(ai.MaxReplicas))
+	gauge(c.isolated, b2f(ai.Isolated))
+	gauge(c.failingCount, float64(len(ai.Failing)))
+	gauge(c.cpu, ai.CPUPercent/100)
+	gauge(c.load1, ai.Load1)
+	gauge(c.memFree, float64(ai.MemFree))
+	gauge(c.memTotal, float64(ai.MemTotal))
+	for _, svc := range ai.Services {
+		gauge(c.failing, b2f(ai.Failing[svc] != ""), svc)
+	}
+	for svc, counts := range c.m.Counters() {
+		for _, s := range c.counters {
+			ch <- prometheus.MustNewConstMetric(s.desc, s.kind, s.value(counts), svc)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
