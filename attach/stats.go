@@ -134,3 +134,45 @@ func (m *Manager) figuresLocked(ai *proto.AttachInfo) {
 		}
 	}
 }
+
+// replicaFigure is one running replica's figures for metrics.
+type replicaFigure struct {
+	id, service string
+	active      int
+	stats       proto.Stats
+	cpuPercent  float64
+	rss         uint64
+}
+
+// replicaFigures returns the figures of the replicas that run (spawned),
+// from their latest records and the last sample; and per service, the
+// totals of its live and retired replicas.
+func (m *Manager) replicaFigures() ([]replicaFigure, map[string]proto.Stats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	procs := map[string]proto.ProcInfo{}
+	for _, p := range m.sample0.procs {
+		procs[p.ID] = p
+	}
+	totals := map[string]proto.Stats{}
+	for svc, st := range m.retired {
+		totals[svc] = st
+	}
+	out := make([]replicaFigure, 0, len(m.reps))
+	for _, r := range m.reps {
+		if r.proc == nil {
+			continue
+		}
+		p := procs[r.id]
+		out = append(out, replicaFigure{id: r.id, service: r.svc.cfg.Service, active: r.active, stats: r.last, cpuPercent: p.CPUPercent, rss: p.RSS})
+		t := totals[r.svc.cfg.Service]
+		t.Add(r.last)
+		totals[r.svc.cfg.Service] = t
+	}
+	for _, sc := range m.cfg.Services {
+		if _, ok := totals[sc.Service]; !ok {
+			totals[sc.Service] = proto.Stats{}
+		}
+	}
+	return out, totals
+}
