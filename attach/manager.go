@@ -128,6 +128,7 @@ type ServiceCounters struct {
 	Crashed     int64  `json:"crashed"`
 	Hung        int64  `json:"hung"`
 	Pinged      int64  `json:"pinged"` // PINGs sent to replicas whose heartbeats looked stale
+	Fenced      int64  `json:"fenced"` // notifications ignored: from a broker with an older lease epoch (a deposed leader)
 	Exited      int64  `json:"exited"`
 	HighWater   int    `json:"high_water"` // most replicas alive (starting or running) at once
 	LastExit    string `json:"last_exit"`  // how the last replica ended: "exit 3", "signal killed" …

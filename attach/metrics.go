@@ -48,6 +48,8 @@ func (m *Manager) Collector() prometheus.Collector {
 				func(c ServiceCounters) float64 { return float64(c.Exited) }},
 			{svc("muster_attach_replica_pings_total", "PINGs sent to replicas of the service whose heartbeats looked stale."), prometheus.CounterValue,
 				func(c ServiceCounters) float64 { return float64(c.Pinged) }},
+			{svc("muster_attach_notifications_fenced_total", "Notifications ignored because they came from a deposed leading broker (an older lease epoch)."), prometheus.CounterValue,
+				func(c ServiceCounters) float64 { return float64(c.Fenced) }},
 			{svc("muster_attach_replicas_high_water", "Most replicas of the service alive (starting or running) at once since the manager started."), prometheus.GaugeValue,
 				func(c ServiceCounters) float64 { return float64(c.HighWater) }},
 		},

@@ -30,14 +30,17 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	defer m.mu.Unlock()
 	// Fencing: a broker deposed as leader (an older lease epoch) that has
 	// not noticed yet must not have work started twice.
+	s := m.svcs[n.Service]
 	if n.Lease != 0 {
 		if n.Lease < m.maxLease {
 			m.log.Info("notification from a deposed leader ignored", "broker", n.Broker, "lease", n.Lease, "current", m.maxLease)
+			if s != nil {
+				s.stats.Fenced++
+			}
 			return
 		}
 		m.maxLease = n.Lease
 	}
-	s := m.svcs[n.Service]
 	if s == nil || m.isolated || m.stopping {
 		return
 	}

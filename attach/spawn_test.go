@@ -91,3 +91,35 @@ func TestSlowSpawnDoesNotBlockTheManager(t *testing.T) {
 		t.Fatalf("counters %+v: want exactly max (3) started", c)
 	}
 }
+
+// A notification from a deposed leading broker (an older lease epoch than
+// one already seen) is ignored: work is not started twice.
+func TestNotificationFencing(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, "T/ECHO/FENCE worker-echo max: 3, idle_timeout: 30s")
+	svc := cfg.Services[0].Service
+	m := startManager(t, e, cfg)
+	send := func(lease uint64) {
+		b, _ := json.Marshal(proto.Notification{Version: 1, Service: svc, Missing: 1, Pending: 1, Time: time.Now().UnixMilli(), Broker: "b", Lease: lease})
+		if err := e.NC.Publish(proto.AttachSubject(m.ID()), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(7)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := m.Counters()[svc].Started; n != 1 {
+			return fmt.Errorf("%d started, want 1", n)
+		}
+		return nil
+	})
+	send(3) // a deposed leader
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := m.Counters()[svc].Fenced; n != 1 {
+			return fmt.Errorf("%d fenced, want 1", n)
+		}
+		return nil
+	})
+	if n := m.Counters()[svc].Started; n != 1 {
+		t.Fatalf("%d started after a deposed leader's notification, want still 1", n)
+	}
+}

@@ -39,9 +39,9 @@ import (
 // as if it led, with epoch 0 (attach managers accept it).
 const (
 	leaseKey     = "lead"
-	leaseRenew   = 300 * time.Millisecond
-	leasePoll    = 150 * time.Millisecond
-	leaseTimeout = 1500 * time.Millisecond
+	leaseRenew   = 250 * time.Millisecond
+	leasePoll    = 100 * time.Millisecond
+	leaseTimeout = time.Second
 	leaseOpTime  = time.Second // bound of one KV operation
 )
 
