@@ -27,7 +27,7 @@ func (m *Manager) probeIfDueLocked(s *svcRun, now time.Time) {
 	if starting, running := m.countLocked(s); starting+running > 0 {
 		return
 	}
-	if n := m.reserveNowLocked(s, min(1, s.cfg.Max, m.cfg.Host.MaxReplicas-len(m.reps))); n > 0 {
+	if n := m.reserveNowLocked(s, min(1, s.cfg.Max, m.maxReplicasLocked()-len(m.reps)), "probe of a failing service"); n > 0 {
 		m.log.Info("probing failing service", "service", s.cfg.Service, "reason", s.failing)
 	}
 }
@@ -54,7 +54,7 @@ func (m *Manager) onReset(msg *nats.Msg) {
 	rep := proto.AttachReset{Attach: m.id, Service: s.cfg.Service, WasFailing: s.failing}
 	s.failing, s.failures, s.crashes, s.nextStart, s.lastFail = "", 0, 0, time.Time{}, time.Time{}
 	if starting, running := m.countLocked(s); starting+running == 0 {
-		rep.Probe = m.reserveNowLocked(s, min(1, s.cfg.Max, m.cfg.Host.MaxReplicas-len(m.reps))) > 0
+		rep.Probe = m.reserveNowLocked(s, min(1, s.cfg.Max, m.maxReplicasLocked()-len(m.reps)), "probe after muster service reset") > 0
 	}
 	m.mu.Unlock()
 	m.log.Info("service reset", "service", rep.Service, "was_failing", rep.WasFailing, "probe", rep.Probe)

@@ -86,6 +86,7 @@ type Manager struct {
 	isolated   bool
 	isolatedBy string // why and when (the persisted isolation record), for the logs
 	stopping   bool
+	pool       proto.HostSetting      // this host's pool record (pool.go)
 	maxLease   uint64                 // highest broker lease epoch seen in a notification (notify.go)
 	retired    map[string]proto.Stats // final counters of exited replicas, per service (stats.go)
 	sample0    sampled                // the last heartbeat's sample (stats.go)
@@ -141,6 +142,7 @@ type replicaRun struct {
 	proc         *proc.Proc  // nil while it is being spawned
 	started      time.Time   // when it was reserved: the start timeout runs from here
 	spawned      time.Time   // when its process started
+	placement    string      // why it was started (ProcInfo.Placement)
 	last         proto.Stats // the counters of its latest registration record
 	active       int         // its open calls and conversations, per that record
 	registered   bool
@@ -254,6 +256,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	if err := follow.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("attach: watch replicas: %w", err)
 	}
+	m.joinPool(ctx, runCtx, js)
 	if m.sub, err = nc.Subscribe(proto.AttachSubject(id), m.onNotify); err != nil {
 		return nil, fmt.Errorf("attach: subscribe: %w", err)
 	}
@@ -313,7 +316,7 @@ func (m *Manager) Info() proto.AttachInfo {
 	ai := proto.AttachInfo{
 		ID: m.id, Host: hostname(), Version: m.opts.Version, Isolated: m.isolated,
 		HeartbeatMS: m.cfg.Host.Heartbeat.Milliseconds(), Updated: time.Now().UnixMilli(), Started: m.start.UnixMilli(),
-		Replicas: len(m.reps), MaxReplicas: m.cfg.Host.MaxReplicas,
+		Replicas: len(m.reps), MaxReplicas: m.maxReplicasLocked(),
 	}
 	for _, sc := range m.cfg.Services {
 		ai.Services = append(ai.Services, sc.Service)

@@ -44,7 +44,11 @@ func (m *Manager) onNotify(msg *nats.Msg) {
 	if s == nil || m.isolated || m.stopping {
 		return
 	}
-	m.reserveDemandLocked(s, m.clampLocked(s, n))
+	why := "asked by broker " + n.Broker
+	if n.Placement != "" {
+		why += ": " + n.Placement
+	}
+	m.reserveDemandLocked(s, m.clampLocked(s, n), why)
 }
 
 // demandBackoffCap is the longest the restart backoff (up to 30 s) delays a
@@ -55,11 +59,11 @@ const demandBackoffCap = 2 * time.Second
 
 // reserveDemandLocked reserves up to k replicas the broker asked for: the
 // backoff applies, but for at most demandBackoffCap after the last failure.
-func (m *Manager) reserveDemandLocked(s *svcRun, k int) int {
+func (m *Manager) reserveDemandLocked(s *svcRun, k int, why string) int {
 	if now := time.Now(); now.Before(s.nextStart) && now.Before(s.lastFail.Add(demandBackoffCap)) {
 		return 0
 	}
-	return m.reserveNowLocked(s, k)
+	return m.reserveNowLocked(s, k, why)
 }
 
 // clampLocked is how many replicas of s notification n starts.
@@ -76,7 +80,7 @@ func (m *Manager) clampLocked(s *svcRun, n proto.Notification) int {
 		want = 1 // EntireX: an nAttach below 1 counts as 1
 	}
 	want = min(want, maxPerNotification)
-	k := min(want, s.cfg.Max-starting-running, m.cfg.Host.MaxReplicas-len(m.reps))
+	k := min(want, s.cfg.Max-starting-running, m.maxReplicasLocked()-len(m.reps))
 	if s.failing != "" {
 		k = min(k, 1) // one probe at a time while failing
 	}
@@ -113,5 +117,5 @@ func (m *Manager) countLocked(s *svcRun) (starting, running int) {
 // keepMinLocked reserves replicas until the service has its min.
 func (m *Manager) keepMinLocked(s *svcRun) {
 	starting, running := m.countLocked(s)
-	m.reserveLocked(s, min(s.cfg.Min-starting-running, m.cfg.Host.MaxReplicas-len(m.reps)))
+	m.reserveLocked(s, min(s.cfg.Min-starting-running, m.maxReplicasLocked()-len(m.reps)), "min")
 }

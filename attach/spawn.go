@@ -27,17 +27,17 @@ var errStopping = errors.New("attach: manager stopping")
 // reserved replica is in m.reps at once, so it counts towards every clamp;
 // one spawner goroutine then starts the batch in turn without the lock
 // (log file, fork/exec, the state record's fsync) and commits each under it.
-func (m *Manager) reserveLocked(s *svcRun, k int) int {
+func (m *Manager) reserveLocked(s *svcRun, k int, why string) int {
 	if time.Now().Before(s.nextStart) {
 		return 0
 	}
-	return m.reserveNowLocked(s, k)
+	return m.reserveNowLocked(s, k, why)
 }
 
 // reserveNowLocked reserves up to k replicas of s whatever the backoff,
 // unless the manager stops or the host is isolated. While s is failing, each reservation is a
 // probe and sets the probe schedule.
-func (m *Manager) reserveNowLocked(s *svcRun, k int) int {
+func (m *Manager) reserveNowLocked(s *svcRun, k int, why string) int {
 	if k <= 0 || m.stopping || m.isolated {
 		return 0 // an isolated host starts nothing, not even min or probes
 	}
@@ -47,7 +47,7 @@ func (m *Manager) reserveNowLocked(s *svcRun, k int) int {
 	}
 	batch := make([]*replicaRun, k)
 	for i := range batch {
-		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{})}
+		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{}), placement: why}
 		m.reps[r.id] = r
 		batch[i] = r
 	}

@@ -38,15 +38,15 @@ type procCPU struct {
 // /proc without the lock.
 func (m *Manager) sample() {
 	type one struct {
-		id, svc string
-		pid     int
-		started time.Time
+		id, svc, why string
+		pid          int
+		started      time.Time
 	}
 	m.mu.Lock()
 	var live []one
 	for _, r := range m.reps {
 		if r.proc != nil {
-			live = append(live, one{id: r.id, svc: r.svc.cfg.Service, pid: r.proc.PID(), started: r.spawned})
+			live = append(live, one{id: r.id, svc: r.svc.cfg.Service, pid: r.proc.PID(), started: r.spawned, why: r.placement})
 		}
 	}
 	prev := m.sample0.cpu
@@ -56,7 +56,7 @@ func (m *Manager) sample() {
 	cpu := make(map[string]procCPU, len(live))
 	procs := make([]proto.ProcInfo, 0, len(live))
 	for _, l := range live {
-		pi := proto.ProcInfo{ID: l.id, Service: l.svc, PID: l.pid, Started: l.started.UnixMilli()}
+		pi := proto.ProcInfo{ID: l.id, Service: l.svc, PID: l.pid, Started: l.started.UnixMilli(), Placement: l.why}
 		if p, err := process.NewProcess(int32(l.pid)); err == nil {
 			if t, err := p.Times(); err == nil {
 				c := procCPU{pid: l.pid, seconds: t.User + t.System, at: now}
@@ -105,8 +105,12 @@ func (m *Manager) retireLocked(r *replicaRun) {
 	m.retired[r.svc.cfg.Service] = st
 }
 
-// maxUsers is host.max_users, or what the host's limits allow.
+// maxUsers is the pool's override, host.max_users, or what the host's
+// limits allow. The caller holds m.mu.
 func (m *Manager) maxUsers() int {
+	if m.pool.MaxUsers > 0 {
+		return m.pool.MaxUsers
+	}
 	if m.cfg.Host.MaxUsers > 0 {
 		return m.cfg.Host.MaxUsers
 	}
@@ -115,7 +119,7 @@ func (m *Manager) maxUsers() int {
 		sum += sc.Max * sc.Capacity
 		largest = max(largest, sc.Capacity)
 	}
-	return min(sum, m.cfg.Host.MaxReplicas*largest)
+	return min(sum, m.maxReplicasLocked()*largest)
 }
 
 // figuresLocked adds the sampled and derived figures to ai.

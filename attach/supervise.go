@@ -239,7 +239,7 @@ func (m *Manager) checkReplicas() {
 		if s.restarts > 0 && !now.Before(s.nextStart) {
 			starting, running := m.countLocked(s)
 			room := s.cfg.Max - starting - running
-			n := m.reserveLocked(s, min(s.restarts, room, m.cfg.Host.MaxReplicas-len(m.reps)))
+			n := m.reserveLocked(s, min(s.restarts, room, m.maxReplicasLocked()-len(m.reps)), "restart")
 			s.restarts -= n
 			if room <= n {
 				s.restarts = 0 // at max: the broker asks again if work waits

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/placement"
 	"github.com/musterhq/muster/internal/streams"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported in its stats (default "dev").
 	Version string
+	// Placement is the scheme of services that have none in the pool and
+	// when the pool has no default ("" = placement.Default, p2c).
+	Placement placement.Scheme
 }
 
 func (c *Config) setDefaults() {
@@ -76,8 +80,7 @@ type Broker struct {
 	queue jetstream.Stream
 	log   *slog.Logger
 
-	reg  *registry
-	turn atomic.Uint64 // round-robin among equally loaded attach managers
+	reg *registry
 
 	mu   sync.Mutex
 	svcs map[proto.Service]*svcState // guarded by mu
@@ -123,6 +126,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 	if b.reg, err = startRegistry(ctx, runCtx, js, b.log, b.routines); err != nil {
 		return nil, err
 	}
+	b.reg.pool.flagScheme = cfg.Placement
+	b.reg.followPool(ctx, runCtx, js, b.routines)
 	b.lease.start(ctx)
 	for _, s := range []struct {
 		subj, queue string

@@ -117,17 +117,27 @@ func (b *Broker) notify(svc proto.Service) {
 		Missing: max(missing, 1), Replicas: fig.Replicas, Pending: pending, Active: fig.Active,
 		Broker: b.cfg.ID, Time: now.UnixMilli(), Lease: b.lease.currentEpoch(),
 	}
-	target, ok := b.reg.chooseAttach(svc.String(), now, b.turn.Add(1))
+	ch, ok := b.reg.chooseAttach(svc.String(), now)
+	n.Placement = ch.why
 	if ok {
-		n.Target = target.ID
+		n.Target = ch.attach.ID
 	}
 	body, _ := json.Marshal(n)
 	if ok {
-		if err := b.nc.Publish(proto.AttachSubject(target.ID), body); err != nil {
-			b.log.Warn("notification not sent", "service", svc.String(), "target", target.ID, "err", err)
+		if err := b.nc.Publish(proto.AttachSubject(ch.attach.ID), body); err != nil {
+			b.log.Warn("notification not sent", "service", svc.String(), "target", ch.attach.ID, "err", err)
 		}
 	}
 	_ = b.nc.Publish(proto.NotifySubject(svc), body) // for observers
+	if !ok && ch.offered && !ch.starting && fig.Replicas == 0 {
+		// Hosts offer it but none can start a replica now (full, disabled)
+		// and none runs: waiting would only end at the deadline.
+		b.routines.start(func() {
+			fctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
+			defer cancel()
+			b.failQueued(fctx, svc, proto.Errorf(proto.CodeReplicaLimit, "service %s: %s", svc, ch.why))
+		})
+	}
 }
 
 // ProbeInterval is the least time between two probe notifications for a
@@ -157,15 +167,16 @@ func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
 		return
 	}
 	b.routines.start(func() {
-		target, ok := b.reg.chooseProbe(svc.String(), now, b.turn.Add(1))
+		ch, ok := b.reg.chooseProbe(svc.String(), now)
 		if !ok {
 			return
 		}
+		target := ch.attach
 		fig := b.reg.figures(svc.String(), now)
 		n := proto.Notification{
 			Version: proto.NotificationVersion, Service: svc.String(), Missing: 1,
 			Replicas: fig.Replicas, Active: fig.Active, Broker: b.cfg.ID, Time: now.UnixMilli(), Target: target.ID,
-			Lease: b.lease.currentEpoch(),
+			Lease: b.lease.currentEpoch(), Placement: "probe of a failing service: " + ch.why,
 		}
 		body, _ := json.Marshal(n)
 		if err := b.nc.Publish(proto.AttachSubject(target.ID), body); err != nil {
@@ -180,6 +191,6 @@ func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
 // round-robin turn). `muster bench` uses it to time the decision and to
 // wait until the broker sees an attach manager.
 func (b *Broker) ChooseAttach(service string) (string, bool) {
-	ai, ok := b.reg.chooseAttach(service, time.Now(), b.turn.Add(1))
-	return ai.ID, ok
+	ch, ok := b.reg.chooseAttach(service, time.Now())
+	return ch.attach.ID, ok
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -38,6 +37,7 @@ type registry struct {
 	lastReg          map[string]time.Time       // service → when a replica of it last registered
 	repCurrent       bool                       // the replica follower is current
 	attCurrent       bool                       // the attach follower is current
+	pool             poolView                   // host pool and placement settings (place.go)
 	lostAt           time.Time                  // when the view last stopped being current (zero: never)
 	resumedAt        time.Time                  // when it became current again after lostAt (zero: not yet)
 }
@@ -50,7 +50,7 @@ type figures struct {
 func newRegistry(log *slog.Logger) *registry {
 	return &registry{log: log, replicas: map[string]proto.ReplicaInfo{}, attach: map[string]proto.AttachInfo{},
 		replicaRevisions: map[string]uint64{}, bySvc: map[string]map[string]bool{}, offers: map[string]map[string]bool{},
-		lastReg: map[string]time.Time{}}
+		lastReg: map[string]time.Time{}, pool: newPoolView()}
 }
 
 // startRegistry fills a registry from the replica and attach-manager
@@ -352,49 +352,6 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 			r.log.Info("replica expired", "replica", id)
 		}
 	}
-}
-
-// chooseAttach picks the one attach manager to notify for svc among the
-// live, non-isolated ones that offer it and do not report it failing: the
-// one with the most room (fewest replicas per allowed replica), ties
-// broken round-robin by turn.
-func (r *registry) chooseAttach(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
-	return r.choose(svc, now, turn, false)
-}
-
-// chooseProbe is chooseAttach for a failing service: it picks among the
-// live, non-isolated managers that offer svc, failing or not, the one to
-// ask for a probe replica.
-func (r *registry) chooseProbe(svc string, now time.Time, turn uint64) (proto.AttachInfo, bool) {
-	return r.choose(svc, now, turn, true)
-}
-
-func (r *registry) choose(svc string, now time.Time, turn uint64, failingToo bool) (proto.AttachInfo, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var ties []string
-	best := 0.0
-	for id := range r.offers[svc] {
-		ai := r.attach[id]
-		if ai.Isolated || r.attachExpiredLocked(ai, now) || (ai.Failing[svc] != "" && !failingToo) {
-			continue
-		}
-		l := float64(ai.Replicas)
-		if ai.MaxReplicas > 0 {
-			l /= float64(ai.MaxReplicas)
-		}
-		switch {
-		case len(ties) == 0 || l < best:
-			best, ties = l, append(ties[:0], id)
-		case l == best:
-			ties = append(ties, id)
-		}
-	}
-	if len(ties) == 0 {
-		return proto.AttachInfo{}, false
-	}
-	sort.Strings(ties) // map order is random: make round-robin deterministic
-	return r.attach[ties[turn%uint64(len(ties))]], true
 }
 
 // failing returns why svc cannot be started when every live, non-isolated

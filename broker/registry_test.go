@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/placement"
 	"github.com/musterhq/muster/internal/streams"
 )
 
@@ -23,7 +25,7 @@ func simulated(tb testing.TB, services, hosts int) (*registry, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for h := 0; h < hosts; h++ {
-		ai := proto.AttachInfo{ID: fmt.Sprintf("h%03d", h), HeartbeatMS: 60000, Updated: now, MaxReplicas: 64, Replicas: h % 7}
+		ai := proto.AttachInfo{ID: fmt.Sprintf("h%03d", h), HeartbeatMS: 60000, Updated: now, MaxReplicas: 64, Replicas: h % 7, Users: h % 7, MaxUsers: 64}
 		for i := h % 10; i < services; i += 10 {
 			ai.Services = append(ai.Services, names[i])
 		}
@@ -38,15 +40,17 @@ func simulated(tb testing.TB, services, hosts int) (*registry, []string) {
 
 func TestRegistryDecisions(t *testing.T) {
 	r, names := simulated(t, 100, 20)
+	r.pool.flagScheme = placement.Users
 	now := time.Now()
-	ai, ok := r.chooseAttach(names[3], now, 0)
-	if !ok || !ai.Offers(names[3]) {
-		t.Fatalf("chose %+v for %s", ai, names[3])
+	ch, ok := r.chooseAttach(names[3], now)
+	ai := ch.attach
+	if !ok || !ai.Offers(names[3]) || !strings.HasPrefix(ch.why, "users: ") {
+		t.Fatalf("chose %+v (%s) for %s", ai, ch.why, names[3])
 	}
 	// The least loaded of the offering managers wins.
 	for id := range r.offers[names[3]] {
-		if other := r.attach[id]; float64(other.Replicas)/64 < float64(ai.Replicas)/64 {
-			t.Fatalf("chose %s (%d replicas) over %s (%d)", ai.ID, ai.Replicas, other.ID, other.Replicas)
+		if other := r.attach[id]; other.Users < ai.Users {
+			t.Fatalf("chose %s (%d users) over %s (%d)", ai.ID, ai.Users, other.ID, other.Users)
 		}
 	}
 	if live, attachable := r.known(names[5], now); live != 1 || !attachable {
@@ -64,7 +68,7 @@ func TestRegistryDecisions(t *testing.T) {
 		r.setAttachLocked(id, ai)
 	}
 	r.mu.Unlock()
-	if _, ok := r.chooseAttach(names[7], now, 0); ok {
+	if _, ok := r.chooseAttach(names[7], now); ok {
 		t.Fatal("chose a manager that reports the service failing")
 	}
 	if why, failing := r.failing(names[7], now); !failing || why == "" {
@@ -80,7 +84,7 @@ func BenchmarkChooseAttach(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, ok := r.chooseAttach(names[i%len(names)], now, uint64(i)); !ok {
+		if _, ok := r.chooseAttach(names[i%len(names)], now); !ok {
 			b.Fatal("no choice")
 		}
 		i++
@@ -161,7 +165,7 @@ func TestFutureDatedRecordsExpire(t *testing.T) {
 	if live, attachable := r.known("A/B/C", later); live != 0 || attachable {
 		t.Fatalf("3 heartbeats after the last write: known = %d, %v; want 0, false", live, attachable)
 	}
-	if _, ok := r.chooseAttach("A/B/C", later, 0); ok {
+	if _, ok := r.chooseAttach("A/B/C", later); ok {
 		t.Fatal("an expired forged manager is still chosen")
 	}
 }

@@ -29,6 +29,9 @@ type Notification struct {
 	// not hold the lease (it could not read it). An attach manager drops a
 	// notification whose Lease is below the highest it has seen.
 	Lease uint64 `json:"lease,omitempty"`
+	// Placement names the scheme that chose Target and why (for
+	// operators: `muster service show`).
+	Placement string `json:"placement,omitempty"`
 }
 
 // LeaseBucket is the KV bucket of the brokers' leadership lease (key
@@ -261,6 +264,7 @@ type AttachInfo struct {
 type ProcInfo struct {
 	ID         string  `json:"id"`
 	Service    string  `json:"service"`
+	Placement  string  `json:"placement,omitempty"` // why it was started here: the broker's placement reason, or "min", "restart", "probe"
 	PID        int     `json:"pid"`
 	Started    int64   `json:"started"`     // Unix ms (spawned)
 	CPUPercent float64 `json:"cpu_percent"` // over the last heartbeat; 100 = one core

@@ -125,6 +125,13 @@ var table = map[Role]Perms{
 			{"$JS.API.CONSUMER.DELETE.KV_muster_replicas.>", "ends a watch"},
 			{"$JS.FC.KV_muster_replicas.>", "flow control of the watch"},
 			{"$JS.API.DIRECT.GET.KV_muster_replicas.>", "reads a replica record"},
+			{"$JS.API.STREAM.CREATE.KV_muster_pool", "creates the host pool bucket"},
+			{"$JS.API.STREAM.UPDATE.KV_muster_pool", "brings it up to date"},
+			{"$KV.muster_pool.host." + PhID, "adds itself to the host pool"},
+			{"$JS.API.CONSUMER.CREATE.KV_muster_pool.>", "follows the host pool (its own record's live settings)"},
+			{"$JS.API.CONSUMER.DELETE.KV_muster_pool.>", "ends that watch"},
+			{"$JS.FC.KV_muster_pool.>", "flow control of the watch"},
+			{"$JS.API.DIRECT.GET.KV_muster_pool.>", "reads its pool record (adding itself)"},
 		},
 		Sub: []Grant{
 			{"muster.attach.host." + PhID, "the notifications addressed to it"},

@@ -183,15 +183,29 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jet
 	return c.EnsureBucket(ctx, js, name)
 }
 
+// EnsureConfigBucket is EnsureBucket for a configuration bucket: its
+// records stay until deleted (no TTL).
+func EnsureConfigBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	c, err := ConfigFromEnv(nil)
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	return c.ensureBucket(ctx, js, name, "Muster configuration", 0)
+}
+
 // EnsureBucket creates (or finds) a registration bucket. Unless FindOnly,
 // an existing bucket gets the replicas of c.
 func (c Config) EnsureBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	return c.ensureBucket(ctx, js, name, "Muster registrations", RegistrationTTL)
+}
+
+func (c Config) ensureBucket(ctx context.Context, js jetstream.JetStream, name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
 	create := func(ctx context.Context, r int) error {
 		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      name,
-			Description: "Muster registrations",
+			Description: desc,
 			History:     1,
-			TTL:         RegistrationTTL,
+			TTL:         ttl,
 			Storage:     jetstream.FileStorage,
 			Replicas:    r,
 		})
