@@ -187,10 +187,10 @@ func (b *Broker) probeFailing(svc proto.Service, now time.Time) {
 }
 
 // ChooseAttach returns the attach manager the broker would notify next for
-// service, decided as for a real notification (it advances the
-// round-robin turn). `muster bench` uses it to time the decision and to
+// service, decided as for a real notification but not counted as a
+// placement. `muster bench` uses it to time the decision and to
 // wait until the broker sees an attach manager.
 func (b *Broker) ChooseAttach(service string) (string, bool) {
-	ch, ok := b.reg.chooseAttach(service, time.Now())
+	ch, ok := b.reg.choose(service, time.Now(), false, false) // a dry run: no placement counted
 	return ch.attach.ID, ok
 }

@@ -148,16 +148,18 @@ type choice struct {
 // chooseAttach picks the attach manager to notify for svc by its scheme,
 // and counts the placement.
 func (r *registry) chooseAttach(svc string, now time.Time) (choice, bool) {
-	return r.choose(svc, now, false)
+	return r.choose(svc, now, false, true)
 }
 
 // chooseProbe is chooseAttach for a failing service: failing managers are
 // candidates too (one is asked for a probe replica).
 func (r *registry) chooseProbe(svc string, now time.Time) (choice, bool) {
-	return r.choose(svc, now, true)
+	return r.choose(svc, now, true, true)
 }
 
-func (r *registry) choose(svc string, now time.Time, failingToo bool) (choice, bool) {
+// choose decides; with count, the decision is a placement (counted
+// against the host until its next registration).
+func (r *registry) choose(svc string, now time.Time, failingToo, count bool) (choice, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var cands []placement.Candidate
@@ -204,12 +206,14 @@ func (r *registry) choose(svc string, now time.Time, failingToo bool) (choice, b
 	scheme := r.schemeLocked(svc)
 	i, why := r.pool.chooser.Choose(scheme, cands)
 	ai := r.attach[cands[i].ID]
-	p := r.pool.placed[ai.ID]
-	if p.updated != ai.Updated {
-		p = placedCount{updated: ai.Updated}
+	if count {
+		p := r.pool.placed[ai.ID]
+		if p.updated != ai.Updated {
+			p = placedCount{updated: ai.Updated}
+		}
+		p.n++
+		r.pool.placed[ai.ID] = p
 	}
-	p.n++
-	r.pool.placed[ai.ID] = p
 	return choice{attach: ai, why: why, offered: true}, true
 }
 

@@ -61,6 +61,7 @@ func (b *Broker) stats(ctx context.Context) ([]proto.ServiceStats, error) {
 		s.Pending, s.Missing = pending[svc], st.missing
 		s.ActiveHigh = max(s.ActiveHigh, s.Active)
 		s.PendingHigh = max(s.PendingHigh, s.Pending)
+		s.Placement = string(b.Placement(svc.String()))
 		out = append(out, *s)
 	}
 	b.mu.Unlock()

@@ -184,6 +184,7 @@ type ServiceStats struct {
 	Failed         int64  `json:"failed"` // queued requests answered 0900/0004 (service failing)
 	Notifications  int64  `json:"notifications"`
 	LastNotifiedMS int64  `json:"last_notified"`
+	Placement      string `json:"placement,omitempty"` // the scheme that places its replicas
 }
 
 // BrokerStats answers BrokerStatsSubject.

@@ -55,7 +55,7 @@ func serviceCommand() *cli.Command {
 				"--json prints {\"service\":S,\"reset\":[...]}, each an attach manager's answer.\n\n" + exitStatusHelp,
 			Flags:  connFlags(jsonFlag(), adminTimeout()),
 			Action: runServiceReset,
-		}},
+		}, placementCommand()},
 	}
 }
 

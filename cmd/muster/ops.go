@@ -159,9 +159,9 @@ func printServices(w interface{ Write([]byte) (int, error) }, svcs []picture.Ser
 		}
 		rows = append(rows, []string{s.Service, itoa(s.Replicas), fmt.Sprintf("%d/%d", s.Active, s.Capacity), itoa(s.Pending),
 			itoa(s.Requests), itoa(s.Warm), itoa(s.Queued), itoa(s.ServerOccupied), fmt.Sprintf("%d/%d", s.ActiveHigh, s.PendingHigh),
-			strings.Join(orDash(s.Hosts), ","), failing})
+			strings.Join(orDash(s.Hosts), ","), orDash([]string{s.Placement})[0], failing})
 	}
-	return table(w, "SERVICE\tREPLICAS\tACTIVE/CAP\tPENDING\tREQUESTS\tWARM\tQUEUED\tOCCUPIED\tHIGH(ACT/PEND)\tHOSTS\tFAILING", rows)
+	return table(w, "SERVICE\tREPLICAS\tACTIVE/CAP\tPENDING\tREQUESTS\tWARM\tQUEUED\tOCCUPIED\tHIGH(ACT/PEND)\tHOSTS\tPLACEMENT\tFAILING", rows)
 }
 
 func orDash(ss []string) []string {
@@ -218,13 +218,19 @@ func runServiceShow(c *cli.Context) error {
 		s.Requests, s.Warm, s.Queued, s.ServerOccupied, s.Failed, s.Notifications)
 	fmt.Fprintf(w, "  events %d, errors %d, bytes in %s, out %s, processing per event %s\n",
 		s.Events, s.Errors, bytesStr(float64(s.BytesIn)), bytesStr(float64(s.BytesOut)), avg)
-	fmt.Fprintf(w, "  hosts able to start it: %s\n", strings.Join(orDash(s.Hosts), ", "))
+	fmt.Fprintf(w, "  hosts able to start it: %s; placement: %s\n", strings.Join(orDash(s.Hosts), ", "), orDash([]string{s.Placement})[0])
 	for host, why := range s.Failing {
 		fmt.Fprintf(w, "  FAILING on %s: %s\n", host, why)
 	}
 	if len(reps) > 0 {
 		fmt.Fprintln(w)
-		return printReplicas(w, reps, time.UnixMilli(p.At))
+		if err := printReplicas(w, reps, time.UnixMilli(p.At)); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "\nwhy each replica runs where it does:")
+		for _, r := range reps {
+			fmt.Fprintf(w, "  %s on %s: %s\n", r.ID, orDash([]string{r.Attach})[0], orDash([]string{r.Placement})[0])
+		}
 	}
 	return nil
 }
@@ -233,8 +239,8 @@ func runServiceShow(c *cli.Context) error {
 func hostCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "host",
-		Usage: "inspect hosts (attach managers), isolate them for maintenance, read their logs",
-		Subcommands: []*cli.Command{{
+		Usage: "inspect hosts (attach managers), isolate them for maintenance, read their logs; the host pool",
+		Subcommands: append([]*cli.Command{{
 			Name:  "ls",
 			Usage: "list the hosts: status, version, load, users, traffic",
 			Description: "Every attach manager's registration, online or not (offline: no heartbeat for three\n" +
@@ -290,13 +296,27 @@ func hostCommand() *cli.Command {
 					}
 					return fetchLog(c, host, "")
 				},
-			}},
+			}}, poolCommands()...),
 	}
 }
 
 func printHosts(w interface{ Write([]byte) (int, error) }, hosts []picture.Host, now time.Time) error {
+	configured, online := 0, 0
+	for _, h := range hosts {
+		if h.Configured {
+			configured++
+		}
+		if h.Online {
+			online++
+		}
+	}
+	fmt.Fprintf(w, "%d configured, %d online\n", configured, online)
 	rows := make([][]string, 0, len(hosts))
 	for _, h := range hosts {
+		if !h.Online && h.Updated == 0 { // configured, never registered (or long gone)
+			rows = append(rows, []string{h.ID, h.Status, "-", "-", "-", "-", "-", "-", "-", "-", "never", "-"})
+			continue
+		}
 		rows = append(rows, []string{h.ID, h.Status, h.Version, fmt.Sprintf("%d/%d", h.Replicas, h.MaxReplicas),
 			fmt.Sprintf("%d/%d", h.Users, h.MaxUsers), fmt.Sprintf("%.0f%%", h.CPUPercent), fmt.Sprintf("%.2f", h.Load1),
 			bytesStr(float64(h.MemFree)), fmt.Sprintf("%.1f", h.EventsPerSec), bytesStr(h.BytesPerSec) + "/s",
@@ -367,27 +387,9 @@ func hostControlCommand(name, op, done, usage string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := proto.ValidID(id); err != nil {
-				return fmt.Errorf("host %q: %v", id, err)
-			}
-			nc, err := connect(c, "muster host "+name, auth.RoleAdmin)
+			r, err := hostControlMsg(c, id, op)
 			if err != nil {
 				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			m := nats.NewMsg(proto.AttachControlSubject(id))
-			m.Header.Set(proto.HdrOp, op)
-			r, err := nc.RequestMsgWithContext(ctx, m)
-			if errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("host %s not found: no attach manager with that id is online (muster host ls)", id)
-			}
-			if err != nil {
-				return fmt.Errorf("host %s: %w", id, err)
-			}
-			if e := proto.ErrorFromHeader(r.Header); e != nil {
-				return e
 			}
 			if c.Bool("json") {
 				_, err := c.App.Writer.Write(append(r.Data, '\n'))
@@ -649,4 +651,36 @@ func convCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// hostControl sends op (ISOLATE, RESTORE) to host id's control subject.
+func hostControl(c *cli.Context, id, op string) error {
+	_, err := hostControlMsg(c, id, op)
+	return err
+}
+
+func hostControlMsg(c *cli.Context, id, op string) (*nats.Msg, error) {
+	if err := proto.ValidID(id); err != nil {
+		return nil, fmt.Errorf("host %q: %v", id, err)
+	}
+	nc, err := connect(c, "muster host "+strings.ToLower(op), auth.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	m := nats.NewMsg(proto.AttachControlSubject(id))
+	m.Header.Set(proto.HdrOp, op)
+	r, err := nc.RequestMsgWithContext(ctx, m)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("host %s not found: no attach manager with that id is online (muster host ls)", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", id, err)
+	}
+	if e := proto.ErrorFromHeader(r.Header); e != nil {
+		return nil, e
+	}
+	return r, nil
 }

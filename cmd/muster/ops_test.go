@@ -326,3 +326,107 @@ func TestOperationsErrors(t *testing.T) {
 		t.Fatalf("service ls --sort requests: %+v", l.Services)
 	}
 }
+
+// The host pool and placement settings, as an operator uses them: hosts
+// add themselves, configured hosts show offline too, a service's scheme
+// is set and reported, a host's limits change live, a disabled host gets
+// no placements (callers told at once, 0021/0048), and errors name what
+// was not found.
+func TestPool(t *testing.T) {
+	o := startOps(t)
+	ctx := testutil.Context(t, 2*time.Minute)
+	host := func(id string) picture.Host {
+		t.Helper()
+		for _, h := range o.hosts(t) {
+			if h.ID == id {
+				return h
+			}
+		}
+		t.Fatalf("host %s not listed", id)
+		return picture.Host{}
+	}
+	if h := host("ops-host"); !h.Configured || h.Disabled {
+		t.Fatalf("the attach manager did not add itself to the pool: %+v", h)
+	}
+	run(t, nil, "host", "add", o.server, "--note", "spare", "ghost")
+	if h := host("ghost"); !h.Configured || h.Online || h.Status != "offline" {
+		t.Fatalf("configured host without a manager: %+v", h)
+	}
+	if out := run(t, nil, "host", "ls", o.server); !strings.Contains(out, "2 configured, 1 online") {
+		t.Fatalf("host ls:\n%s", out)
+	}
+
+	run(t, nil, "service", "placement", o.server, opsSvc, "users")
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if s := o.service(t); s.Placement != "users" {
+			return fmt.Errorf("placement %q, want users", s.Placement)
+		}
+		return nil
+	})
+	run(t, nil, "call", o.server, opsSvc, "cold")
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		out := run(t, nil, "service", "show", o.server, opsSvc)
+		if !strings.Contains(out, "placement: users") || !strings.Contains(out, "users: ops-host") {
+			return fmt.Errorf("service show does not say which scheme placed the replica:\n%s", out)
+		}
+		return nil
+	})
+
+	run(t, nil, "host", "set", o.server, "ops-host", "max_users=7", "note=rack 3")
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if h := host("ops-host"); h.MaxUsers != 7 || h.PoolMaxUsers != 7 {
+			return fmt.Errorf("max_users %d (pool %d), want 7 applied live", h.MaxUsers, h.PoolMaxUsers)
+		}
+		return nil
+	})
+
+	// Disabled, and no replica running: callers are told at once.
+	run(t, nil, "host", "disable", o.server, "ops-host")
+	for _, r := range o.replicas(t) {
+		run(t, nil, "replica", "stop", o.server, "--now", r.ID)
+	}
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if n := len(o.replicas(t)); n != 0 {
+			return fmt.Errorf("%d replicas", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err := o.c.Call(cctx, opsSvc, []byte("nowhere"))
+	cancel()
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeReplicaLimit || !strings.Contains(pe.Description, "ops-host disabled") {
+		t.Fatalf("call with the only host disabled: %v, want 0021/0048 naming it", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("told after %v, want at once (deadline 20s)", d)
+	}
+	run(t, nil, "host", "enable", o.server, "ops-host")
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := o.c.Call(cctx, opsSvc, []byte("back"))
+		return err
+	})
+
+	run(t, nil, "host", "rm", o.server, "ghost")
+	for _, h := range o.hosts(t) {
+		if h.ID == "ghost" {
+			t.Fatal("ghost still listed after host rm")
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"host", "enable", o.server, "nosuch"}, "host nosuch not found in the pool"},
+		{[]string{"host", "add", o.server, "ops-host"}, "already in the pool"},
+		{[]string{"host", "set", o.server, "ops-host", "speed=9"}, `unknown setting "speed"`},
+		{[]string{"service", "placement", o.server, opsSvc, "fastest"}, `unknown placement scheme "fastest"`},
+	} {
+		if r := runApp(context.Background(), nil, tc.args...); r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("muster %s: %v, want %q", strings.Join(tc.args, " "), r.err, tc.want)
+		}
+	}
+}

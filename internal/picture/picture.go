@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,10 +48,16 @@ type Broker struct {
 // Host is an attach manager's registration with what the picture derives.
 type Host struct {
 	proto.AttachInfo
-	Online bool   `json:"online"` // its registration is younger than three heartbeats
-	AgeMS  int64  `json:"age_ms"` // age of its registration
-	Status string `json:"status"` // active, isolated, failing or offline
-	Events int64  `json:"events"` // messages its replicas received, live and retired
+	// Configured: the host is in the pool (muster_pool); Disabled there:
+	// it gets no placements. Pool overrides of its limits, if any.
+	Configured   bool   `json:"configured"`
+	Disabled     bool   `json:"disabled"`
+	PoolMaxRepl  int    `json:"pool_max_replicas,omitempty"`
+	PoolMaxUsers int    `json:"pool_max_users,omitempty"`
+	Online       bool   `json:"online"` // its registration is younger than three heartbeats
+	AgeMS        int64  `json:"age_ms"` // age of its registration
+	Status       string `json:"status"` // active, isolated, failing or offline
+	Events       int64  `json:"events"` // messages its replicas received, live and retired
 	// Registered counts its replicas that have a live registration.
 	Registered int `json:"registered"`
 }
@@ -92,6 +99,9 @@ type Service struct {
 	Failing map[string]string `json:"failing,omitempty"`
 	// Hosts are the online attach managers able to start it.
 	Hosts []string `json:"hosts"`
+	// Placement is the scheme that places its replicas (as the brokers
+	// report it).
+	Placement string `json:"placement,omitempty"`
 }
 
 // Replica is a live replica's registration with its process figures (from
@@ -101,6 +111,9 @@ type Replica struct {
 	CPUPercent float64 `json:"cpu_percent"`
 	RSS        uint64  `json:"rss"`
 	AgeMS      int64   `json:"age_ms"` // age of its registration
+	// Placement is why its host started it (the broker's scheme and
+	// reason, or min, restart, probe).
+	Placement string `json:"placement,omitempty"`
 }
 
 // Options tune Gather.
@@ -134,6 +147,17 @@ func Gather(ctx context.Context, nc *nats.Conn, o Options) (*Picture, error) {
 	}
 	var hosts []proto.AttachInfo
 	var reps []proto.ReplicaInfo
+	pool := map[string]proto.HostSetting{}
+	if err := readBucketKV(ctx, js, proto.PoolBucket, func(key string, b []byte) {
+		if !strings.HasPrefix(key, proto.PoolHostPrefix) {
+			return
+		}
+		if h, err := proto.DecodeHostSetting(b); err == nil {
+			pool[h.ID] = h
+		}
+	}); err != nil {
+		p.Problems = append(p.Problems, err.Error())
+	}
 	if err := readBucket(ctx, js, proto.AttachBucket, func(b []byte) {
 		if ai, err := proto.DecodeAttachInfo(b); err == nil {
 			hosts = append(hosts, ai)
@@ -152,15 +176,15 @@ func Gather(ctx context.Context, nc *nats.Conn, o Options) (*Picture, error) {
 	if br.err != nil {
 		p.Problems = append(p.Problems, br.err.Error())
 	}
-	if len(p.Problems) == 3 {
+	if len(p.Problems) >= 3 {
 		return nil, errors.Join(errors.New("cannot read the system"), errors.New(p.Problems[0]))
 	}
-	p.build(now, br.stats, hosts, reps)
+	p.build(now, br.stats, hosts, reps, pool)
 	return p, nil
 }
 
 // build combines the parts.
-func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []proto.AttachInfo, reps []proto.ReplicaInfo) {
+func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []proto.AttachInfo, reps []proto.ReplicaInfo, pool map[string]proto.HostSetting) {
 	svcs := map[string]*Service{}
 	svc := func(name string) *Service {
 		s := svcs[name]
@@ -185,16 +209,25 @@ func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []prot
 			s.ServerOccupied += st.ServerOccupied
 			s.Failed += st.Failed
 			s.Notifications += st.Notifications
+			if st.Placement != "" {
+				s.Placement = st.Placement
+			}
 		}
 	}
 	procs := map[string]proto.ProcInfo{}
 	for _, ai := range hosts {
 		h := Host{AttachInfo: ai, AgeMS: now.UnixMilli() - ai.Updated, Online: !ai.Expired(now)}
+		if ps, ok := pool[ai.ID]; ok {
+			h.Configured, h.Disabled, h.PoolMaxRepl, h.PoolMaxUsers = true, ps.Disabled, ps.MaxReplicas, ps.MaxUsers
+			delete(pool, ai.ID)
+		}
 		switch {
 		case !h.Online:
 			h.Status = "offline"
 		case ai.Isolated:
 			h.Status = "isolated"
+		case h.Disabled:
+			h.Status = "disabled"
 		case len(ai.Failing) > 0:
 			h.Status = "failing"
 		default:
@@ -223,6 +256,12 @@ func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []prot
 		}
 		p.Hosts = append(p.Hosts, h)
 	}
+	// Configured hosts that have no registration (never started, or gone
+	// for longer than the registrations' TTL).
+	for id, ps := range pool {
+		p.Hosts = append(p.Hosts, Host{AttachInfo: proto.AttachInfo{ID: id}, Configured: true, Disabled: ps.Disabled,
+			PoolMaxRepl: ps.MaxReplicas, PoolMaxUsers: ps.MaxUsers, Status: "offline", AgeMS: -1})
+	}
 	hostIdx := map[string]int{}
 	for i, h := range p.Hosts {
 		hostIdx[h.ID] = i
@@ -230,7 +269,7 @@ func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []prot
 	for _, ri := range reps {
 		r := Replica{ReplicaInfo: ri, AgeMS: now.UnixMilli() - ri.Updated}
 		if pi, ok := procs[ri.ID]; ok {
-			r.CPUPercent, r.RSS = pi.CPUPercent, pi.RSS
+			r.CPUPercent, r.RSS, r.Placement = pi.CPUPercent, pi.RSS, pi.Placement
 		}
 		s := svc(ri.Service)
 		s.Warm += ri.Stats.Warm()
@@ -305,6 +344,11 @@ func askBrokers(ctx context.Context, nc *nats.Conn, quiet time.Duration) ([]prot
 // readBucket calls f with every current value of bucket. No bucket means
 // nothing registered yet.
 func readBucket(ctx context.Context, js jetstream.JetStream, bucket string, f func([]byte)) error {
+	return readBucketKV(ctx, js, bucket, func(_ string, b []byte) { f(b) })
+}
+
+// readBucketKV is readBucket with the keys.
+func readBucketKV(ctx context.Context, js jetstream.JetStream, bucket string, f func(string, []byte)) error {
 	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
@@ -323,7 +367,7 @@ func readBucket(ctx context.Context, js jetstream.JetStream, bucket string, f fu
 			if e == nil {
 				return nil
 			}
-			f(e.Value())
+			f(e.Key(), e.Value())
 		case <-ctx.Done():
 			return fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
 		}

@@ -124,7 +124,7 @@ func (ch *Chooser) Choose(s Scheme, cands []Candidate) (int, string) {
 	case n == 0:
 		return -1, "no host can take it"
 	case n == 1:
-		return 0, fmt.Sprintf("%s: the only candidate", cands[0].ID)
+		return 0, fmt.Sprintf("%s: %s is the only candidate", s, cands[0].ID)
 	}
 	switch s {
 	case Random:
