@@ -78,7 +78,7 @@ type Result struct {
 }
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{"warm", "conv", "cold", "burst", "idle", "scale"}
+var Scenarios = []string{"warm", "conv", "cold", "burst", "idle", "scale", "placement"}
 
 // Run runs one scenario.
 func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
@@ -101,6 +101,8 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 		res, err = runIdle(ctx, cfg)
 	case "scale":
 		res, err = runScale(ctx, cfg)
+	case "placement":
+		res, err = runPlacement(ctx, cfg)
 	default:
 		return nil, fmt.Errorf("bench: unknown scenario %q (one of %s)", scenario, strings.Join(Scenarios, ", "))
 	}
@@ -110,6 +112,7 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 	res.Scenario = scenario
 	res.Machine = machine()
 	switch {
+	case scenario == "placement": // a simulation: no system
 	case cfg.Conn.URL != "":
 		res.Notes = append(res.Notes, "security: the --server's own (the given connection settings for every participant)")
 	case cfg.Insecure:
