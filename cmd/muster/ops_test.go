@@ -430,3 +430,87 @@ func TestPool(t *testing.T) {
 		}
 	}
 }
+
+// startHost starts one more attach manager (host id) on the system's
+// NATS, offering opsSvc with at most max replicas and capacity 1.
+func (o *opsSystem) startHost(t *testing.T, id string, max int) *attach.Manager {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	yaml := fmt.Sprintf("host:\n  name: %s\n  state_dir: %s/state\n  temp_dir: %s/tmp\n  log_dir: %s/logs\n  grace: 2s\n  heartbeat: 300ms\n"+
+		"services:\n  - service: %s\n    program: %s\n    args: [example, echo]\n    max: %d\n    capacity: 1\n    idle_timeout: 60s\n",
+		id, dir, dir, dir, opsSvc, exe, max)
+	path := filepath.Join(dir, "attach.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := attach.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(o.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	m, err := startAttach(testutil.Context(t, 30*time.Second), nc, natsconn.Config{URL: o.url}, nil, cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = m.Shutdown(sctx)
+	})
+	return m
+}
+
+// With three hosts offering a service, round-robin puts three replicas
+// started at once on three hosts, and `replica ls` shows where and why.
+func TestPlacementAcrossHosts(t *testing.T) {
+	o := startOps(t) // host ops-host, max 1 of its own
+	o.startHost(t, "ops-b", 3)
+	o.startHost(t, "ops-c", 3)
+	run(t, nil, "service", "placement", o.server, opsSvc, "round-robin")
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		s := o.service(t)
+		if s.Placement != "round-robin" || len(s.Hosts) != 3 {
+			return fmt.Errorf("placement %q, hosts %v", s.Placement, s.Hosts)
+		}
+		return nil
+	})
+	ctx := testutil.Context(t, time.Minute)
+	// Three conversations held open at once: three replicas (capacity 1
+	// on ops-b and ops-c, 4 on ops-host; each started for waiting work).
+	var convs []*client.Conv
+	for i := range 3 {
+		cv, _, err := o.c.Open(ctx, opsSvc, []byte(fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		convs = append(convs, cv)
+	}
+	defer func() {
+		for _, cv := range convs {
+			_ = cv.End(ctx)
+		}
+	}()
+	var hosts map[string]int
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		hosts = map[string]int{}
+		for _, r := range o.replicas(t) {
+			hosts[r.Attach]++
+			if !strings.Contains(r.Placement, "round-robin") {
+				return fmt.Errorf("replica %s placement %q", r.ID, r.Placement)
+			}
+		}
+		if len(hosts) < 2 {
+			return fmt.Errorf("replicas on %v", hosts)
+		}
+		return nil
+	})
+	t.Logf("replicas per host with round-robin: %v", hosts)
+}
