@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os/signal"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/natsconn"
+	"github.com/musterhq/muster/internal/placement"
 )
 
 // startTimeout bounds how long starting a component may take.
@@ -21,6 +23,20 @@ func defaultTimeoutFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "default-timeout", Value: 30 * time.Second, Usage: "deadline of requests that carry none"}
 }
 
+// placementFlag is --placement, the broker's default placement scheme.
+func placementFlag() cli.Flag {
+	return &cli.StringFlag{Name: "placement", Usage: "placement `SCHEME` of services the pool sets none for (p2c, users, ratio, memory, cpu, events, bandwidth, random, round-robin; default p2c)"}
+}
+
+// brokerConfig is the broker's config from the flags.
+func brokerConfig(c *cli.Context, log *slog.Logger) (broker.Config, error) {
+	scheme, err := placement.Parse(c.String("placement"))
+	if err != nil {
+		return broker.Config{}, fmt.Errorf("--placement: %w", err)
+	}
+	return broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version, Placement: scheme}, nil
+}
+
 // brokerCommand is `muster broker`.
 func brokerCommand() *cli.Command {
 	return &cli.Command{
@@ -28,13 +44,17 @@ func brokerCommand() *cli.Command {
 		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
-		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
+		Flags:  connFlags(defaultTimeoutFlag(), placementFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
 		Action: runBroker,
 	}
 }
 
 func runBroker(c *cli.Context) error {
 	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	bcfg, err := brokerConfig(c, log)
 	if err != nil {
 		return err
 	}
@@ -51,7 +71,7 @@ func runBroker(c *cli.Context) error {
 	}
 	defer nc.Close()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
-	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version})
+	b, err := broker.Start(sctx, nc, bcfg)
 	cancel()
 	if err != nil {
 		return err

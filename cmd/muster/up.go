@@ -50,6 +50,7 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure", Usage: "run the embedded NATS server WITHOUT credentials: anyone who can reach it can serve, snoop on or stop Muster's work (default: credentials per role in DATA/creds, created on first start)"},
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
+			placementFlag(),
 			logLevelFlag(),
 			httpFlag(defaultUpHTTP), pprofFlag(),
 		),
@@ -94,7 +95,11 @@ func runUp(c *cli.Context) error {
 	if os.Getenv(proto.EnvURL) != "" && !c.IsSet(FlagServer) {
 		fmt.Fprintf(c.App.ErrWriter, "muster up: ignoring %s: up runs its own NATS server (give --server to use another)\n", proto.EnvURL)
 	}
-	// A bad config fails here, before anything starts.
+	// A bad config or flag fails here, before anything starts.
+	bcfg, err := brokerConfig(c, log)
+	if err != nil {
+		return err
+	}
 	var cfg *attach.Config
 	if f := c.String("config"); f != "" {
 		if cfg, err = attach.LoadConfig(f); err != nil {
@@ -152,7 +157,7 @@ func runUp(c *cli.Context) error {
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version})
+	b, err := broker.Start(sctx, nc, bcfg)
 	if err != nil {
 		return err
 	}
