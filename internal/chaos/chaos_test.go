@@ -3,6 +3,8 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/testutil"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -213,6 +216,62 @@ func TestChaosBrokerKill(t *testing.T) {
 	tal := l.finish(t)
 	checkCommon(t, s, tal)
 	t.Logf("broker SIGKILL with queued work: %v; calls succeed again %v after the kill", tal, tal.recoveredAfter(killed).Round(time.Millisecond))
+}
+
+// TestChaosLeaderKill SIGKILLs the leading broker of two while requests
+// wait in the queue: the other takes the lead (by its lease) and notifies,
+// and no queued request is lost.
+func TestChaosLeaderKill(t *testing.T) {
+	s := newSystem(t, 1) // one replica, so calls queue
+	b1 := s.start("broker")
+	nc := s.connect()
+	ctx := testutil.Context(t, time.Minute)
+	leader := func() string {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return ""
+		}
+		kv, err := js.KeyValue(ctx, proto.LeaseBucket)
+		if err != nil {
+			return ""
+		}
+		e, err := kv.Get(ctx, "lead")
+		if err != nil {
+			return ""
+		}
+		var rec struct{ Broker string }
+		_ = json.Unmarshal(e.Value(), &rec)
+		return rec.Broker
+	}
+	var first string
+	testutil.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if first = leader(); first == "" {
+			return errors.New("no leader yet")
+		}
+		return nil
+	})
+	s.start("broker") // a follower
+	s.start("attach")
+	c := s.client()
+	s.waitReady(c, 20*time.Second)
+
+	l := startLoad(c, "lk", 6, 100*time.Millisecond, 20*time.Second)
+	l.waitOutcomes(t, 10, 20*time.Second)
+	killed := time.Now()
+	b1.kill() // the first broker took the lease: it leads
+	var took time.Duration
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if l := leader(); l == "" || l == first {
+			return fmt.Errorf("leader %q", l)
+		}
+		took = time.Since(killed)
+		return nil
+	})
+	l.waitOutcomes(t, 30, 30*time.Second)
+	tal := l.finish(t)
+	checkCommon(t, s, tal)
+	t.Logf("leading broker SIGKILL with queued work: %v; another broker led %v after the kill; calls succeed again %v after", tal,
+		took.Round(time.Millisecond), tal.recoveredAfter(killed).Round(time.Millisecond))
 }
 
 // TestChaosNATSRestart shuts the NATS server down under load and starts
