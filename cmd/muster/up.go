@@ -266,7 +266,7 @@ func upWhere(c *cli.Context, connCfg natsconn.Config, dataDir, credsDir string, 
 	state, logs := "none (no attach manager)", "none (no attach manager)"
 	if cfg != nil {
 		state = cfg.Host.StateDir
-		logs = cfg.Host.LogDir + " (replica output; up itself logs to stderr)"
+		logs = cfg.Host.LogDir + " (replica output, and attach.log: the attach manager's own; up also logs to stderr)"
 	}
 	creds := "none (the server takes no credentials)"
 	switch {
