@@ -32,6 +32,8 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "capacity", Usage: "warm, conv: conversations per replica (default: clients)"},
 			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system"},
 			&cli.IntFlag{Name: "reps", Value: d.Reps, Usage: "cold: repetitions per system"},
+			&cli.StringFlag{Name: "floor", Usage: "cold: the baseline program `FILE` (go build ./examples/floor; default: built from the module)"},
+			&cli.StringFlag{Name: "worker", Usage: "cold: the replica program `FILE` (go build ./examples/echo-worker; default: built from the module)"},
 			&cli.IntFlag{Name: "burst", Value: d.Burst, Usage: "burst: concurrent calls"},
 			&cli.IntFlag{Name: "max-replicas", Value: d.MaxReplicas, Usage: "burst: the service's max replicas"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "burst, idle: replicas' idle timeout"},
@@ -64,6 +66,7 @@ func runBench(c *cli.Context) error {
 		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
 		Services: c.Int("services"), Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
+		Floor: c.String("floor"), Worker: c.String("worker"),
 	}
 	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {
 		return fmt.Errorf("bench: counts and durations must be positive")

@@ -30,6 +30,11 @@ import (
 type Config struct {
 	Conn        natsconn.Config // NATS to use; URL "" starts an embedded server
 	Executable  string          // the muster binary (for `example echo` replicas)
+	// Floor and Worker are the cold scenario's programs: examples/floor
+	// (the baseline: NATS only, no Muster code) and examples/echo-worker
+	// (the replica a user would write). Empty: built with `go build` from
+	// the module the bench runs in.
+	Floor, Worker string
 	Clients     int             // warm, conv: concurrent callers (16)
 	Replicas    int             // warm, conv: warm replicas and raw responders (2)
 	Capacity    int             // warm, conv: conversations per replica (0: clients, so no call waits for a slot)

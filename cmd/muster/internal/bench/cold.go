@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,7 +16,6 @@ import (
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker/client"
-	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -27,6 +28,27 @@ type managed struct {
 	service string
 	cli     *client.Client
 	tmp     string
+}
+
+// buildExamples returns the floor and echo-worker programs: cfg's, or
+// built with `go build` into dir.
+func buildExamples(ctx context.Context, cfg Config, dir string) (floor, worker string, err error) {
+	floor, worker = cfg.Floor, cfg.Worker
+	for _, b := range []struct {
+		path *string
+		pkg  string
+	}{{&floor, "github.com/musterhq/muster/examples/floor"}, {&worker, "github.com/musterhq/muster/examples/echo-worker"}} {
+		if *b.path != "" {
+			continue
+		}
+		out := filepath.Join(dir, filepath.Base(b.pkg))
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b.pkg)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("cannot build %s (%v: %s); run the bench inside the muster module, or give --floor and --worker (go build ./examples/floor ./examples/echo-worker)", b.pkg, err, msg)
+		}
+		*b.path = out
+	}
+	return floor, worker, nil
 }
 
 func startManaged(ctx context.Context, cfg Config, kind string, svc func(*attach.ServiceConfig)) (_ *managed, retErr error) {
@@ -117,15 +139,24 @@ func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
 }
 
 func runCold(ctx context.Context, cfg Config) (*Result, error) {
+	bin, err := os.MkdirTemp("", "muster-bench-bin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(bin)
+	floor, workerExe, err := buildExamples(ctx, cfg, bin)
+	if err != nil {
+		return nil, err
+	}
 	mg, err := startManaged(ctx, cfg, "COLD", func(s *attach.ServiceConfig) {
 		s.Max, s.Capacity, s.ExitAfterConversation, s.IdleTimeout = 1, 1, true, 0
+		s.Program, s.Args = workerExe, nil // the replica a user writes
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer mg.close()
-	base := "BENCH/BASE/" + nuid.Next()
-	baseSubject := proto.WarmSubject(proto.MustService(base))
+	baseSubject := "bench.floor." + nuid.Next()
 	nc, err := mg.connect("bench cold baseline", auth.RoleAdmin)
 	if err != nil {
 		return nil, err
@@ -144,7 +175,8 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		ml = append(ml, time.Since(t))
 
-		d, err := execAndCall(ctx, cfg.Executable, mg.connCfg(auth.RoleReplica).Env(), base, baseSubject, nc)
+		subject := baseSubject + "." + strconv.Itoa(i) // a subject of its own: the last round's floor may still be draining
+		d, err := execAndCall(ctx, floor, append(mg.connCfg(auth.RoleAdmin).Env(), "FLOOR_SUBJECT="+subject), subject, nc)
 		if err != nil {
 			return nil, fmt.Errorf("baseline %d: %w", i, err)
 		}
@@ -155,14 +187,17 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 			ratioFigure("p50 zero → first reply", "ms", ms(percentile(ml, 50)), ms(percentile(bl, 50)), 1.5, false),
 			ratioFigure("p99 zero → first reply", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 2, false),
 		},
-		Notes: []string{fmt.Sprintf("%d alternating repetitions; Muster: call at zero replicas through broker and attach manager; baseline: exec `%s example echo`, request its warm subject until it answers", cfg.Reps, filepath.Base(cfg.Executable))},
+		Notes: []string{fmt.Sprintf("%d alternating repetitions; Muster: a call at zero replicas through broker and attach manager, which exec's examples/echo-worker; baseline (the floor): exec examples/floor (NATS only: connect, subscribe, answer), request its subject until it answers", cfg.Reps)},
 	}, nil
 }
 
-// execAndCall starts the worker binary by hand and times start → first reply.
-func execAndCall(ctx context.Context, exe string, connEnv []string, service, subject string, nc *nats.Conn) (time.Duration, error) {
-	cmd := exec.Command(exe, "example", "echo")
-	cmd.Env = append(append(os.Environ(), connEnv...), proto.EnvService+"="+service, proto.EnvExitAfterEOC+"=1", proto.EnvReplicaID+"="+nuid.Next())
+// execAndCall starts a program by hand and times start → first reply on
+// subject.
+func execAndCall(ctx context.Context, exe string, env []string, subject string, nc *nats.Conn) (time.Duration, error) {
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	t := time.Now()
 	if err := cmd.Start(); err != nil {
 		return 0, err
@@ -184,7 +219,7 @@ func execAndCall(ctx context.Context, exe string, connEnv []string, service, sub
 			return time.Since(t), nil
 		}
 		if !errors.Is(err, nats.ErrNoResponders) {
-			return 0, err
+			return 0, fmt.Errorf("%w (program stderr: %q)", err, stderr.String())
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
