@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker/client"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -162,18 +164,19 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	var ml, bl []time.Duration
+	phases := make([][]time.Duration, len(phaseNames))
 	for i := 0; i < cfg.Reps; i++ {
 		if err := waitFor(ctx, 10*time.Second, func() bool { return mg.m.Info().Replicas == 0 }); err != nil {
 			return nil, fmt.Errorf("replica of round %d never exited: %w", i, err)
 		}
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		t := time.Now()
-		_, err := mg.cli.Call(c, mg.service, []byte("cold"))
-		cancel()
+		total, ph, err := mg.coldCall(ctx, nc)
 		if err != nil {
 			return nil, fmt.Errorf("muster cold call %d: %w", i, err)
 		}
-		ml = append(ml, time.Since(t))
+		ml = append(ml, total)
+		for k, d := range ph {
+			phases[k] = append(phases[k], d)
+		}
 
 		subject := baseSubject + "." + strconv.Itoa(i) // a subject of its own: the last round's floor may still be draining
 		d, err := execAndCall(ctx, floor, append(mg.connCfg(auth.RoleAdmin).Env(), "FLOOR_SUBJECT="+subject), subject, nc)
@@ -182,12 +185,16 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		bl = append(bl, d)
 	}
+	figs := []Figure{
+		ratioFigure("p50 zero → first reply", "ms", ms(percentile(ml, 50)), ms(percentile(bl, 50)), 1.5, false),
+		ratioFigure("p99 zero → first reply", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 2, false),
+	}
+	for k, name := range phaseNames {
+		figs = append(figs, Figure{Name: "phase p50: " + name, Unit: "ms", Muster: ms(percentile(phases[k], 50))})
+	}
 	return &Result{
-		Figures: []Figure{
-			ratioFigure("p50 zero → first reply", "ms", ms(percentile(ml, 50)), ms(percentile(bl, 50)), 1.5, false),
-			ratioFigure("p99 zero → first reply", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 2, false),
-		},
-		Notes: []string{fmt.Sprintf("%d alternating repetitions; Muster: a call at zero replicas through broker and attach manager, which exec's examples/echo-worker; baseline (the floor): exec examples/floor (NATS only: connect, subscribe, answer), request its subject until it answers", cfg.Reps)},
+		Figures: figs,
+		Notes:   []string{fmt.Sprintf("%d alternating repetitions; Muster: a call at zero replicas through broker and attach manager, which exec's examples/echo-worker; baseline (the floor): exec examples/floor (NATS only: connect, subscribe, answer), request its subject until it answers", cfg.Reps)},
 	}, nil
 }
 
@@ -225,4 +232,124 @@ func execAndCall(ctx context.Context, exe string, env []string, subject string, 
 	}
 	_ = cmd.Process.Kill()
 	return 0, errors.New("the worker never answered")
+}
+
+// phaseNames are the phases of a cold call, in order; each is measured
+// from the end of the one before. Times come from the bench process
+// (µs) except the replica's start, which is its record's "started" (ms,
+// the same machine's clock).
+var phaseNames = []string{
+	"queued (call → the broker's \"queued\")",
+	"notified (→ the attach notification, as observed)",
+	"exec + process start (→ the replica's recorded start)",
+	"connect + register (→ its registration seen in KV)",
+	"first pull (→ its \"working\")",
+	"reply (→ the reply)",
+}
+
+// coldCall makes one cold call as a plain NATS client does (on
+// muster.call, with Muster-Progress) and times it and its phases.
+func (mg *managed) coldCall(ctx context.Context, nc *nats.Conn) (time.Duration, []time.Duration, error) {
+	svc := proto.MustService(mg.service)
+	notified := make(chan time.Time, 4)
+	nsub, err := nc.Subscribe(proto.NotifySubject(svc), func(*nats.Msg) {
+		select {
+		case notified <- time.Now():
+		default:
+		}
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = nsub.Unsubscribe() }()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, nil, err
+	}
+	kv, err := js.KeyValue(ctx, proto.ReplicaBucket)
+	if err != nil {
+		return 0, nil, err
+	}
+	wctx, cancelW := context.WithCancel(ctx)
+	defer cancelW()
+	w, err := kv.WatchAll(wctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return 0, nil, err
+	}
+	type reg struct {
+		seen    time.Time
+		started time.Time
+	}
+	registered := make(chan reg, 1)
+	go func() {
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			if ri, err := proto.DecodeReplicaInfo(e.Value()); err == nil && ri.Service == mg.service {
+				registered <- reg{seen: time.Now(), started: time.UnixMilli(ri.Started)}
+				return
+			}
+		}
+	}()
+	inbox := nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 8)
+	rsub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = rsub.Unsubscribe() }()
+	m := nats.NewMsg(proto.CallSubject(svc))
+	m.Reply, m.Data = inbox, []byte("cold")
+	m.Header.Set(proto.HdrProgress, "1")
+	m.Header.Set(proto.HdrTimeout, "10000")
+	t0 := time.Now()
+	if err := nc.PublishMsg(m); err != nil {
+		return 0, nil, err
+	}
+	var tq, tw, tr time.Time
+	timeout := time.After(10 * time.Second)
+	for tr.IsZero() {
+		select {
+		case r := <-replies:
+			switch r.Header.Get(proto.HdrStatus) {
+			case proto.StatusQueued:
+				tq = time.Now()
+			case proto.StatusWorking:
+				tw = time.Now()
+			default:
+				if e := proto.ErrorFromHeader(r.Header); e != nil {
+					return 0, nil, e
+				}
+				tr = time.Now()
+			}
+		case <-timeout:
+			return 0, nil, errors.New("no reply within 10s")
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
+	}
+	var tn time.Time
+	select {
+	case tn = <-notified:
+	case <-time.After(time.Second):
+	}
+	var rg reg
+	select {
+	case rg = <-registered:
+	case <-time.After(time.Second):
+	}
+	// A phase that was not seen (a status that did not come) counts as
+	// zero and the next one takes its time.
+	points := []time.Time{tq, tn, rg.started, rg.seen, tw, tr}
+	out := make([]time.Duration, len(points))
+	prev := t0
+	for i, p := range points {
+		if p.IsZero() || p.Before(prev) {
+			continue
+		}
+		out[i] = p.Sub(prev)
+		prev = p
+	}
+	return tr.Sub(t0), out, nil
 }
