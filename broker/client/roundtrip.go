@@ -52,6 +52,12 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	reply := c.prefix + token
 	m.Reply = reply
 	cuts := c.cuts.Load()
+	var tr *Trace
+	if m.Header.Get(proto.HdrProgress) == "1" { // calls and NEWs: a trace is asked for in ctx
+		if tr = traceOf(ctx); tr != nil && tr.Sent.IsZero() {
+			tr.Sent = time.Now()
+		}
+	}
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, transportError(err)
 	}
@@ -80,11 +86,24 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			case proto.StatusWorking:
 				c.holder(&w, r)
 				misses = 0
+				if tr != nil {
+					tr.Working, tr.Replica = time.Now(), w.replica
+				}
 				continue
 			case proto.StatusQueued:
 				queued = true
 				qseq = r.Header.Get(proto.HdrSeq)
+				if tr != nil {
+					tr.Queued, tr.Seq = time.Now(), qseq
+				}
 				continue
+			}
+			if tr != nil {
+				tr.Reply = time.Now()
+				tr.Warm = tr.Queued.IsZero()
+				if tr.Replica == "" {
+					tr.Replica = r.Header.Get(proto.HdrReplica)
+				}
 			}
 			return r, nil
 		case ev := <-w.events:

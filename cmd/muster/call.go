@@ -37,6 +37,7 @@ func callCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "header", Aliases: []string{"H"}, Usage: "request header `KEY=VALUE` (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: `print {"service","data","elapsed_ms"} (and "replica" when the reply names it) instead of the bare reply`},
 			&cli.BoolFlag{Name: "raw", Usage: "print the reply's bytes unchanged, without adding a newline"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr what the call went through: warm, or queued, a replica taking it, the reply, with times"},
 		),
 		Action: runCall,
 	}
@@ -85,7 +86,14 @@ func runCall(c *cli.Context) error {
 	}
 	defer closeClient() // also sends what is still buffered: a CANCEL
 	start := time.Now()
+	var tr client.Trace
+	if c.Bool("verbose") {
+		ctx = client.WithTrace(ctx, &tr)
+	}
 	r, err := cl.CallMsg(ctx, svc, data, hdr)
+	if c.Bool("verbose") {
+		fmt.Fprintln(c.App.ErrWriter, describeTrace(tr, err))
+	}
 	if err != nil {
 		if ctx.Err() != nil && c.Context.Err() == nil {
 			return errCallInterrupted
@@ -179,4 +187,35 @@ func newClient(c *cli.Context, name string) (cl *client.Client, closeClient func
 		return nil, nil, err
 	}
 	return cl, func() { _ = cl.Close(); nc.Close() }, nil
+}
+
+// describeTrace says what a call went through, for --verbose.
+func describeTrace(t client.Trace, err error) string {
+	since := func(at time.Time) string {
+		return fmt.Sprintf("%.2f ms", float64(at.Sub(t.Sent).Microseconds())/1000)
+	}
+	var b strings.Builder
+	b.WriteString("muster: call:")
+	switch {
+	case t.Sent.IsZero():
+		b.WriteString(" not sent")
+	case !t.Queued.IsZero():
+		fmt.Fprintf(&b, " no free replica, queued by a broker after %s (seq %s)", since(t.Queued), t.Seq)
+		if !t.Working.IsZero() {
+			fmt.Fprintf(&b, "; replica %s took it after %s (cold start or a replica freed up)", t.Replica, since(t.Working))
+		}
+	default:
+		b.WriteString(" warm: a running replica took it at once")
+		if t.Replica != "" {
+			fmt.Fprintf(&b, " (replica %s)", t.Replica)
+		}
+	}
+	if !t.Reply.IsZero() {
+		if err != nil {
+			fmt.Fprintf(&b, "; error after %s", since(t.Reply))
+		} else {
+			fmt.Fprintf(&b, "; reply after %s", since(t.Reply))
+		}
+	}
+	return b.String()
 }

@@ -514,3 +514,20 @@ func TestPlacementAcrossHosts(t *testing.T) {
 	})
 	t.Logf("replicas per host with round-robin: %v", hosts)
 }
+
+// `muster call --verbose` says what a call went through: a cold call was
+// queued and taken by a replica, the next one is warm.
+func TestCallVerbose(t *testing.T) {
+	o := startOps(t)
+	r := runApp(context.Background(), nil, "call", o.server, "--verbose", opsSvc, "cold")
+	if r.err != nil || r.stdout.String() != "cold\n" {
+		t.Fatalf("cold call: %v %q", r.err, r.stdout.String())
+	}
+	if e := r.stderr.String(); !strings.Contains(e, "queued by a broker after") || !strings.Contains(e, "took it after") || !strings.Contains(e, "reply after") {
+		t.Fatalf("cold call --verbose: %q", e)
+	}
+	r = runApp(context.Background(), nil, "call", o.server, "-v", opsSvc, "warm")
+	if e := r.stderr.String(); r.err != nil || !strings.Contains(e, "warm: a running replica took it at once") {
+		t.Fatalf("warm call --verbose: %v %q", r.err, e)
+	}
+}
