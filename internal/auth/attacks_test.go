@@ -61,6 +61,12 @@ func TestClientAttacksRefused(t *testing.T) {
 		{"queue straight into the stream", "muster.q.DEMO.ECHO.ECHO"},
 		{"forward as if a replica (Muster-Reply honoured)", "muster.fwd.DEMO.ECHO.ECHO"},
 		{"delete the queue stream", "$JS.API.STREAM.DELETE.MUSTER_QUEUE"},
+		{"isolate a host", "muster.attach.ctl.host1"},
+		{"read a host's logs", "muster.attach.logs.host1"},
+		{"hint the leading broker", "muster.broker.hint.DEMO.ECHO.ECHO"},
+		{"take the brokers' lease", "$KV.muster_lead.lead"},
+		{"change the host pool", "$KV.muster_pool.host.host1"},
+		{"change a service's placement", "$KV.muster_pool.service.DEMO.ECHO.ECHO"},
 	}
 	for _, p := range pubs {
 		t.Run(p.name, func(t *testing.T) {
