@@ -170,7 +170,7 @@ func TestClusterPool(t *testing.T) {
 		return nil
 	})
 	servedAgain := time.Since(lost)
-	cnc, err := natsconn.Config{URL: survivors, CredsFile: creds((victim+1)%3), Name: t.Name()}.Connect()
+	cnc, err := natsconn.Config{URL: survivors, CredsFile: creds((victim + 1) % 3), Name: t.Name()}.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
