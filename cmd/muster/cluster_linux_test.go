@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -47,8 +48,15 @@ func TestClusterPool(t *testing.T) {
 		}
 		nodes[i] = spawnChild(t, env, cmd, "--name", "N"+strconv.Itoa(i+1), "--keys", filepath.Join(shared, "keys"),
 			"--data", data[i], "--nats-listen", clients[i], "--cluster-listen", routes[i], "--routes", strings.Join(routes, ","),
-			"--http", "127.0.0.1:0", "--log-level", "warn")
+			"--http", "", "--log-level", "warn") // no more random ports: they might take one of addrs
 	}
+	all := "nats://" + strings.Join(clients, ",nats://")
+	admin := filepath.Join(data[1], "creds", "admin.creds")
+	t.Cleanup(func() {
+		if t.Failed() {
+			clusterDiagnostics(t, all, admin, nodes[:])
+		}
+	})
 	// Cluster formation is slow under load: up to 40 s.
 	nodes[0].waitFor(t, "muster nats: ready", 40*time.Second)
 	for _, n := range nodes[1:] {
@@ -87,8 +95,6 @@ func TestClusterPool(t *testing.T) {
 	}
 
 	// Every JetStream asset has 3 copies.
-	all := "nats://" + strings.Join(clients, ",nats://")
-	admin := filepath.Join(data[1], "creds", "admin.creds")
 	nc, err := natsconn.Config{URL: "nats://" + clients[0], CredsFile: admin, Name: t.Name()}.Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +187,9 @@ func TestClusterPool(t *testing.T) {
 	}
 	// A burst that queues needs the queue stream, whose leader was on
 	// the lost node: until the others elect a new one the broker turns
-	// calls it cannot queue away as retryable (0900/0005); then every
-	// call of a burst is served.
+	// calls it cannot queue away as retryable (0900/0005), and a call
+	// handed to a replica of the lost node learns it is gone (0003/0012);
+	// then every call of a burst is served.
 	const burst = 6 // more than the survivors' warm sleep replicas: some wait in the queue
 	var refusedTries int
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
@@ -203,6 +210,12 @@ func TestClusterPool(t *testing.T) {
 		}
 		wg.Wait()
 		for _, err := range errs {
+			var pe *proto.Error
+			if err != nil && !(errors.As(err, &pe) && (pe.Code == proto.CodeUnavailable || pe.Code == proto.CodeLoggedOff)) {
+				t.Fatalf("a call of the burst after the loss: %v; want a reply, or at once a coded 0900/0005 (retry) or 0003/0012 (replica gone)", err)
+			}
+		}
+		for _, err := range errs {
 			if err != nil {
 				refusedTries++
 				return err
@@ -213,6 +226,42 @@ func TestClusterPool(t *testing.T) {
 	t.Logf("cluster formed (3 nodes, all started at once) in %v; after SIGKILL of N%d (leader of the queue stream) a warm call was served in %v, "+
 		"a burst of %d calls that queue in %v (%d tries refused before)",
 		formed.Round(time.Millisecond), victim+1, servedAgain.Round(time.Millisecond), burst, time.Since(lost).Round(time.Millisecond), refusedTries)
+}
+
+// clusterDiagnostics logs what the nodes still running say of the queue
+// stream and their consumers, and the nodes' stderr, to tell a NATS
+// election that does not end from a Muster component that does not
+// recover.
+func clusterDiagnostics(t *testing.T, urls, creds string, nodes []*child) {
+	for i, n := range nodes {
+		t.Logf("N%d stderr:\n%s", i+1, n.stderr)
+	}
+	nc, err := natsconn.Config{URL: urls, CredsFile: creds, Name: t.Name()}.Connect()
+	if err != nil {
+		t.Logf("diagnostics: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, proto.QueueStream)
+	if err != nil {
+		t.Logf("diagnostics: stream %s: %v", proto.QueueStream, err)
+		return
+	}
+	b, _ := json.Marshal(s.CachedInfo().Cluster)
+	t.Logf("diagnostics: stream %s: %d messages, cluster %s", proto.QueueStream, s.CachedInfo().State.Msgs, b)
+	for name := range s.ConsumerNames(ctx).Name() {
+		c, err := s.Consumer(ctx, name)
+		if err != nil {
+			t.Logf("diagnostics: consumer %s: %v", name, err)
+			continue
+		}
+		ci := c.CachedInfo()
+		b, _ := json.Marshal(ci.Cluster)
+		t.Logf("diagnostics: consumer %s: %d pending, %d waiting pulls, %d ack pending, cluster %s", name, ci.NumPending, ci.NumWaiting, ci.NumAckPending, b)
+	}
 }
 
 // freeAddrs returns n distinct loopback addresses whose ports were free a

@@ -160,10 +160,8 @@ func runUp(c *cli.Context) error {
 	if err := waitCluster(ctx, n, c.App.ErrWriter, "muster up", c.Duration("cluster-wait"), log); err != nil {
 		return err
 	}
-	if n.server == nil {
-		if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster up", c.Duration("cluster-wait")); err != nil {
-			return err
-		}
+	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster up", c.Duration("cluster-wait")); err != nil {
+		return err
 	}
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)

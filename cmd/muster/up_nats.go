@@ -151,6 +151,14 @@ func startNode(c *cli.Context, log *slog.Logger, cleanup *stack) (*node, error) 
 		bounded(log, "NATS shutdown", stopTimeout, func() { s.Shutdown(); s.WaitForShutdown() })
 	})
 	n.server, n.cfg = s, ecfg
+	if n.keys != nil {
+		// Register the MUSTER account (and its JetStream) now, not on
+		// its first use: a cluster's meta leader answers for it even
+		// when none of the account's clients is connected to it.
+		if _, err := s.LookupAccount(n.keys.AccountKey()); err != nil {
+			log.Warn("the embedded NATS server did not load the MUSTER account", "account", n.keys.AccountKey(), "err", err)
+		}
+	}
 	n.conn = natsconn.Config{URL: s.ClientURL()}
 	n.where = "embedded, with credentials"
 	if !secure {
