@@ -2,12 +2,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/musterhq/muster/internal/embedded"
+	"github.com/musterhq/muster/internal/health"
+	"github.com/musterhq/muster/internal/natsconn"
+	"github.com/musterhq/muster/internal/testutil"
 )
 
 // The cluster flags are checked before anything starts, and each refusal
@@ -110,4 +120,91 @@ func TestClusterWaitsForQuorum(t *testing.T) {
 	if want := "JetStream of NATS cluster c (via " + s.ClientURL() + ") did not answer within 2.5s"; !strings.Contains(r.err.Error(), want) {
 		t.Errorf("error %q lacks %q", r.err, want)
 	}
+}
+
+// `muster nats` alone is a single JetStream server: it says where its
+// data and credentials are, is ready at once, reports JetStream on
+// /healthz, and stops on its context.
+func TestNATSStandalone(t *testing.T) {
+	addr, data := freeAddr(t), filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		a := app()
+		a.Reader, a.Writer, a.ErrWriter = strings.NewReader(""), &syncBuffer{}, stderr
+		done <- a.RunContext(ctx, []string{"muster", "nats", "--nats-listen", addr, "--data", data, "--http", "127.0.0.1:0", "--log-level", "warn"})
+	}()
+	testutil.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(stderr.String(), "muster nats: ready\n") {
+			return fmt.Errorf("not ready:\n%s", stderr)
+		}
+		return nil
+	})
+	for _, want := range []string{
+		"muster nats: NATS nats://" + addr + " (embedded, with credentials)\n",
+		"muster nats: data:        " + data + " (NATS JetStream store; signing keys in keys/)\n",
+		"muster nats: credentials: " + filepath.Join(data, "creds", "<role>.creds"),
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr.String(), "node:") || strings.Contains(stderr.String(), "waiting") {
+		t.Errorf("a single server talks of a cluster:\n%s", stderr)
+	}
+	m := regexp.MustCompile(`muster nats: http (http://\S+)`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no http line:\n%s", stderr)
+	}
+	code, body := testutil.HTTPGet(t, m[1]+"/healthz?debug=true")
+	var rep health.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || code != http.StatusOK ||
+		!slices.ContainsFunc(rep.Checks, func(r health.Result) bool {
+			return r.Name == "nats.jetstream" && r.OK && r.Detail == "JetStream enabled"
+		}) {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	// The admin credentials it wrote work, JetStream included.
+	nc, err := natsconn.Config{URL: "nats://" + addr, CredsFile: filepath.Join(data, "creds", "admin.creds")}.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.AccountInfo(testutil.Context(t, 5*time.Second)); err != nil {
+		t.Errorf("JetStream account info: %v", err)
+	}
+	cancel()
+	if err := waitReturn(t, done, "nats"); err != nil {
+		t.Errorf("nats returned %v", err)
+	}
+	if !strings.Contains(stderr.String(), "muster nats: stopping\n") {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+}
+
+// A cluster node's nats.jetstream check passes while its cluster has a
+// JetStream leader, naming it, and fails without a majority.
+func TestJetStreamCheckCluster(t *testing.T) {
+	c := testutil.StartCluster(t, 3)
+	n := &node{server: c.Server(0), cfg: c.Config(0)}
+	check := jetStreamCheck(n)
+	detail, err := check.Run(context.Background())
+	if err != nil || !strings.HasPrefix(detail, "NATS cluster muster-test: 3 of 3 nodes connected (N1, N2, N3), JetStream leader N") {
+		t.Fatalf("formed cluster: %q, %v", detail, err)
+	}
+	c.Stop(1)
+	c.Stop(2)
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		_, err := check.Run(context.Background())
+		if err == nil {
+			return fmt.Errorf("check passes with 1 node of 3")
+		}
+		if !strings.Contains(err.Error(), "NATS cluster muster-test: 1 of 3 nodes connected (N1)") {
+			return fmt.Errorf("check fails with %v", err)
+		}
+		return nil
+	})
 }
