@@ -32,6 +32,7 @@ func app() *musterApp {
 		Description: "Results go to stdout, diagnostics to stderr.\n\n" + exitStatusHelp,
 		Commands: []*cli.Command{
 			upCommand(),
+			natsCommand(),
 			brokerCommand(),
 			attachCommand(),
 			authCommand(),

@@ -30,6 +30,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "check", Usage: "validate config `FILE` and exit"},
 			&cli.StringFlag{Name: "replica-signer", EnvVars: []string{"MUSTER_REPLICA_SIGNER"}, Usage: "replica signing key seed `FILE` (<dir>/keys/replica-signer.nk of `muster auth init`): each replica gets its own credentials, scoped to its service; needs --creds"},
 			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` every replica gets (MUSTER_CREDS) when there is no --replica-signer; default: the manager's own connection settings"},
+			clusterWaitFlag(),
 			logLevelFlag(),
 			httpFlag(""), pprofFlag(),
 		),
@@ -90,6 +91,9 @@ func runAttach(c *cli.Context) error {
 		return connectHint(err, auth.RoleAttach)
 	}
 	defer nc.Close()
+	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster attach", c.Duration("cluster-wait")); err != nil {
+		return err
+	}
 	replicaCfg := connCfg
 	if f := c.String("replica-creds"); f != "" {
 		replicaCfg.CredsFile = f // the replica role's, not the manager's
@@ -122,14 +126,20 @@ func startAttach(ctx context.Context, nc *nats.Conn, connCfg natsconn.Config, si
 
 // demoConfig is the built-in attach config of `muster up`: the demo
 // services, served by this very binary (`muster example echo|sleep`).
+// host, if set, is its attach manager's host name (the node's --name).
 // With an embedded server its state lives beside the NATS data (see
 // attach.Config.UseDataDir).
-func demoConfig(dataDir string) (*attach.Config, error) {
+func demoConfig(host, dataDir string) (*attach.Config, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the muster binary for the demo services: %w", err)
 	}
 	cfg := attach.DemoConfig(exe)
+	if host != "" {
+		// A node's name: several nodes of a cluster on one machine run
+		// attach managers with ids of their own.
+		cfg.Host.Name = host
+	}
 	cfg.UseDataDir(dataDir)
 	return cfg, nil
 }

@@ -44,7 +44,7 @@ func brokerCommand() *cli.Command {
 		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
-		Flags:  connFlags(defaultTimeoutFlag(), placementFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
+		Flags:  connFlags(defaultTimeoutFlag(), placementFlag(), clusterWaitFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
 		Action: runBroker,
 	}
 }
@@ -70,6 +70,9 @@ func runBroker(c *cli.Context) error {
 		return err
 	}
 	defer nc.Close()
+	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster broker", c.Duration("cluster-wait")); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	b, err := broker.Start(sctx, nc, bcfg)
 	cancel()

@@ -2,7 +2,12 @@
 
 package main
 
-import "testing"
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
 
 func TestLockDir(t *testing.T) {
 	dir := t.TempDir()
@@ -10,8 +15,15 @@ func TestLockDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lockDir(dir); err == nil {
+	_, err = lockDir(dir)
+	if err == nil {
 		t.Fatal("second lock succeeded")
+	}
+	// The refusal names the dir, the holder and the way out.
+	for _, want := range []string{dir, "pid " + strconv.Itoa(os.Getpid()), "--data"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second lock: %v; want it to name %q", err, want)
+		}
 	}
 	unlock()
 	unlock2, err := lockDir(dir)

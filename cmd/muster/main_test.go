@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "example", "up", "broker", "attach", "call", "converse":
+		case "example", "up", "nats", "broker", "attach", "call", "converse":
 			main()
 			return
 		}

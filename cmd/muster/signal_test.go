@@ -34,6 +34,15 @@ type child struct {
 // this process's environment, and waits until its stderr contains ready.
 func startChild(t *testing.T, ready string, env []string, args ...string) *child {
 	t.Helper()
+	ch := spawnChild(t, env, args...)
+	ch.waitFor(t, ready, 30*time.Second)
+	return ch
+}
+
+// spawnChild runs `muster args...` as a child process with env added to
+// this process's environment; it is killed at the end of the test.
+func spawnChild(t *testing.T, env []string, args ...string) *child {
+	t.Helper()
 	ch := &child{cmd: exec.Command(os.Args[0], args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	ch.cmd.Env = append(os.Environ(), env...)
 	ch.cmd.Stderr = ch.stderr
@@ -49,10 +58,17 @@ func startChild(t *testing.T, ready string, env []string, args ...string) *child
 			<-ch.exited
 		}
 	})
-	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+	return ch
+}
+
+// waitFor waits up to d until the child's stderr contains ready, failing
+// the test if it exits first.
+func (ch *child) waitFor(t *testing.T, ready string, d time.Duration) {
+	t.Helper()
+	testutil.CheckFor(t, d, 10*time.Millisecond, func() error {
 		select {
 		case <-ch.exited:
-			t.Fatalf("muster %s exited: %v\n%s", strings.Join(args, " "), ch.err, ch.stderr)
+			t.Fatalf("muster %s exited: %v\n%s", strings.Join(ch.cmd.Args[1:], " "), ch.err, ch.stderr)
 		default:
 		}
 		if !strings.Contains(ch.stderr.String(), ready) {
@@ -60,7 +76,6 @@ func startChild(t *testing.T, ready string, env []string, args ...string) *child
 		}
 		return nil
 	})
-	return ch
 }
 
 // signalAndWait sends sig and waits up to 30s for the child to exit,

@@ -9,16 +9,19 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/health"
 	"github.com/musterhq/muster/internal/natsconn"
 )
 
@@ -41,13 +44,13 @@ func upCommand() *cli.Command {
 			"binary, `muster example echo|sleep`), or of the services in --config FILE.\n" +
 			"MUSTER_URL is ignored (with a notice): up runs its own server unless --server says otherwise.\n" +
 			"Prints on stderr where its data, state, logs and credentials are.\n" +
+			"With --cluster-listen and --routes its NATS server is a node of a NATS cluster (see muster nats):\n" +
+			"it waits (--cluster-wait) until the cluster has JetStream before the broker starts.\n" +
 			"Runs until SIGINT, SIGTERM or SIGHUP, then stops the replicas (after the config's grace),\n" +
 			"the broker and NATS; a second signal stops at once, killing the replicas.\n\n" + exitStatusHelp,
-		Flags: append(upNATSFlags(),
-			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "`HOST:PORT` the embedded NATS server listens on"},
-			&cli.StringFlag{Name: "data", Usage: "`DIR` of the embedded server's JetStream store (default: $XDG_STATE_HOME/muster or ~/.local/state/muster)"},
+		Flags: append(append(upNATSFlags(), nodeFlags()...),
+			clusterWaitFlag(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "attach config `FILE` instead of the built-in demo config"},
-			&cli.BoolFlag{Name: "insecure", Usage: "run the embedded NATS server WITHOUT credentials: anyone who can reach it can serve, snoop on or stop Muster's work (default: credentials per role in DATA/creds, created on first start)"},
 			&cli.BoolFlag{Name: "demo", Value: true, Usage: "run an attach manager with the demo config when there is no --config (--demo=false: no attach manager)"},
 			defaultTimeoutFlag(),
 			placementFlag(),
@@ -137,10 +140,11 @@ func runUp(c *cli.Context) error {
 	var cleanup stack // replicas, broker, connection, NATS: the reverse of starting
 	defer cleanup.run()
 
-	connCfg, where, dataDir, credsDir, err := upNATS(c, log, &cleanup)
+	n, err := upNATS(c, log, &cleanup)
 	if err != nil {
 		return err
 	}
+	connCfg, dataDir, credsDir := n.conn, n.dataDir, n.credsDir
 	connCfg.Name = "muster up"
 	brokerCfg := roleConn(connCfg, credsDir, auth.RoleBroker)
 	nc, err := brokerCfg.Connect()
@@ -148,12 +152,22 @@ func runUp(c *cli.Context) error {
 		return connectHint(err, auth.RoleBroker)
 	}
 	cleanup.push(nc.Close)
-	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), where)
+	fmt.Fprintf(c.App.ErrWriter, "muster up: NATS %s (%s)\n", nc.ConnectedUrlRedacted(), n.where)
+	writeWhere(c.App.ErrWriter, "muster up", n.clusterLines())
 	web, err := listenHTTP(c, log, "muster up")
 	if err != nil {
 		return err
 	}
 	cleanup.push(web.close)
+	if n.clustered() {
+		web.add([]health.Check{jetStreamCheck(n)}, nil)
+	}
+	if err := waitCluster(ctx, n, c.App.ErrWriter, "muster up", c.Duration("cluster-wait"), log); err != nil {
+		return err
+	}
+	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster up", c.Duration("cluster-wait")); err != nil {
+		return err
+	}
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -175,7 +189,7 @@ func runUp(c *cli.Context) error {
 	case cfg != nil:
 		cfg.UseDataDir(dataDir) // one instance, one state: beside its NATS data
 	case c.Bool("demo"):
-		if cfg, err = demoConfig(dataDir); err != nil {
+		if cfg, err = demoConfig(n.cfg.ServerName, dataDir); err != nil {
 			return err
 		}
 	}
@@ -186,11 +200,7 @@ func runUp(c *cli.Context) error {
 		if credsDir != "" {
 			// The attach manager's user is named after its id: it may
 			// write its own registration record and no other manager's.
-			k, err := auth.LoadOrCreateKeys(filepath.Join(dataDir, "keys"))
-			if err != nil {
-				return err
-			}
-			ac, err := auth.UserCreds(k, auth.RoleAttach, cfg.Host.Name)
+			ac, err := auth.UserCreds(n.keys, auth.RoleAttach, cfg.Host.Name)
 			if err != nil {
 				return err
 			}
@@ -207,7 +217,7 @@ func runUp(c *cli.Context) error {
 			if err != nil {
 				return err
 			}
-			if signer, err = auth.LoadReplicaSigner(filepath.Join(dataDir, "keys", auth.ReplicaSignerFile), acc); err != nil {
+			if signer, err = auth.LoadReplicaSigner(filepath.Join(n.keysDir, auth.ReplicaSignerFile), acc); err != nil {
 				return err
 			}
 		}
@@ -224,10 +234,10 @@ func runUp(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
 	}
-	writeWhere(c.App.ErrWriter, upWhere(c, connCfg, dataDir, credsDir, cfg))
+	writeWhere(c.App.ErrWriter, "muster up", upWhere(n, cfg))
 	if len(names) > 0 {
 		try := "muster call"
-		if u := nc.ConnectedUrlRedacted(); u != natsconn.DefaultURL {
+		if u := serverList(nc, n); u != natsconn.DefaultURL {
 			try += " --server " + u
 		}
 		if credsDir != "" {
@@ -254,46 +264,72 @@ func runUp(c *cli.Context) error {
 
 // upWhere lists where `muster up` keeps its files, as writeWhere prints
 // them: NATS data, attach state, replica logs and credentials.
-func upWhere(c *cli.Context, connCfg natsconn.Config, dataDir, credsDir string, cfg *attach.Config) [][2]string {
-	data := "none here (NATS runs elsewhere)"
-	if dataDir != "" {
-		data = dataDir + " (NATS JetStream store"
-		if credsDir != "" {
-			data += "; signing keys in keys/"
-		}
-		data += ")"
-	}
+func upWhere(n *node, cfg *attach.Config) [][2]string {
 	state, logs := "none (no attach manager)", "none (no attach manager)"
 	if cfg != nil {
 		state = cfg.Host.StateDir
 		logs = cfg.Host.LogDir + " (replica output, and attach.log: the attach manager's own; up also logs to stderr)"
 	}
-	creds := "none (the server takes no credentials)"
-	switch {
-	case credsDir != "":
-		creds = filepath.Join(credsDir, "<role>.creds") + " (callers: " + string(auth.RoleClient) + ".creds, admin commands: " + string(auth.RoleAdmin) + ".creds)"
-	case connCfg.CredsFile != "":
-		creds = connCfg.CredsFile + " (--creds)"
-	case dataDir == "":
-		creds = "as given by the --server connection flags"
-	}
 	return [][2]string{
-		{"data", data},
+		{"data", dataWhere(n)},
 		{"state", state},
 		{"logs", logs},
-		{"credentials", creds},
+		{"credentials", credsWhere(n)},
 		// The HTTP endpoint's line ({"http", URL}) goes here.
 	}
 }
 
-// writeWhere prints one "muster up: what: where" line per entry, aligned.
-func writeWhere(w io.Writer, lines [][2]string) {
+// dataWhere says where n keeps its JetStream store and signing keys.
+func dataWhere(n *node) string {
+	if n.dataDir == "" {
+		return "none here (NATS runs elsewhere)"
+	}
+	data := n.dataDir + " (NATS JetStream store"
+	switch {
+	case n.keysDir == filepath.Join(n.dataDir, "keys"):
+		data += "; signing keys in keys/"
+	case n.keysDir != "":
+		data += "; signing keys in " + n.keysDir + " (--keys)"
+	}
+	return data + ")"
+}
+
+// credsWhere says where n's .creds files are.
+func credsWhere(n *node) string {
+	switch {
+	case n.credsDir != "":
+		return filepath.Join(n.credsDir, "<role>.creds") + " (callers: " + string(auth.RoleClient) + ".creds, admin commands: " + string(auth.RoleAdmin) + ".creds)"
+	case n.conn.CredsFile != "":
+		return n.conn.CredsFile + " (--creds)"
+	case n.dataDir == "":
+		return "as given by the --server connection flags"
+	}
+	return "none (the server takes no credentials)"
+}
+
+// serverList is the --server value that reaches n: its URL, and in a
+// cluster the other nodes' client URLs as nc learnt them, so a client
+// survives the loss of any one node.
+func serverList(nc *nats.Conn, n *node) string {
+	urls := []string{nc.ConnectedUrlRedacted()}
+	if n.clustered() {
+		for _, u := range nc.DiscoveredServers() {
+			if !slices.Contains(urls, u) {
+				urls = append(urls, u)
+			}
+		}
+	}
+	return strings.Join(urls, ",")
+}
+
+// writeWhere prints one "who: what: where" line per entry, aligned.
+func writeWhere(w io.Writer, who string, lines [][2]string) {
 	width := 0
 	for _, l := range lines {
 		width = max(width, len(l[0]))
 	}
 	for _, l := range lines {
-		fmt.Fprintf(w, "muster up: %-*s %s\n", width+1, l[0]+":", l[1])
+		fmt.Fprintf(w, "%s: %-*s %s\n", who, width+1, l[0]+":", l[1])
 	}
 }
 

@@ -149,6 +149,18 @@ func LoadOrCreateKeys(dir string) (*Keys, error) {
 	return fromPairs(pairs[0], pairs[1], pairs[2], rs)
 }
 
+// LoadKeys loads the seeds stored under dir, which must hold them:
+// unlike LoadOrCreateKeys it never starts a new trust chain (the nodes
+// of a cluster must all trust the same one). A dir without seeds is an
+// error wrapping fs.ErrNotExist.
+func LoadKeys(dir string) (*Keys, error) {
+	p := filepath.Join(dir, operatorSeedFile)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("auth: no keys in %s (%s is missing): %w", dir, operatorSeedFile, err)
+	}
+	return LoadOrCreateKeys(dir)
+}
+
 // readSeed reads the nkey seed of kind want stored in the private file
 // path. A missing file is an error wrapping fs.ErrNotExist.
 func readSeed(p string, want nkeys.PrefixByte) (nkeys.KeyPair, error) {

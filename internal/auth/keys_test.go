@@ -1,6 +1,8 @@
 package auth_test
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,5 +187,25 @@ func TestKeysDirWithoutSignerGetsOne(t *testing.T) {
 	nc.Close()
 	if _, err := auth.LoadReplicaSigner(filepath.Join(dir, "nope.nk"), acc); err == nil || !strings.Contains(err.Error(), "nope.nk") {
 		t.Fatalf("LoadReplicaSigner(missing file) = %v, want an error naming it", err)
+	}
+}
+
+// LoadKeys never starts a new trust chain: a dir without seeds is an
+// error (fs.ErrNotExist) and stays empty; a dir with seeds loads.
+func TestLoadKeysRefusesToCreate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := auth.LoadKeys(dir); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("LoadKeys of a missing dir: %v, want fs.ErrNotExist naming %s", err, dir)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("LoadKeys made %s: %v", dir, err)
+	}
+	k1, err := auth.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := auth.LoadKeys(dir)
+	if err != nil || k2.AccountKey() != k1.AccountKey() {
+		t.Fatalf("LoadKeys: %v, account %s, want %s", err, k2.AccountKey(), k1.AccountKey())
 	}
 }

@@ -5,8 +5,10 @@ package embedded
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,8 +36,15 @@ type Config struct {
 	ClusterListen string
 	// Routes are the other nodes' cluster addresses (host:port or
 	// nats-route://host:port). Listing this node's own address too is
-	// allowed, so every node can get the same list.
+	// allowed, so every node can get the same list; a repeated address
+	// counts once.
 	Routes []string
+
+	// Logger, if set, gets the server's errors and warnings (a route it
+	// cannot reach, a node whose name another node has already) as
+	// warnings, and its notices at debug level. Unset: the server logs
+	// nothing.
+	Logger *slog.Logger
 
 	// Configure, if set, adjusts the server options last, before the
 	// server is created (for example auth.ServerOptions: operator mode).
@@ -75,6 +84,9 @@ func Start(cfg Config) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: new server: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(serverLog{cfg.Logger}, false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -140,7 +152,11 @@ func cluster(cfg Config, opts *server.Options) error {
 		if err != nil || u.Host == "" || u.Port() == "" {
 			return fmt.Errorf("embedded NATS: route %q: want host:port or nats-route://host:port", r)
 		}
-		opts.Routes = append(opts.Routes, u)
+		// A route given twice would count twice in the size the
+		// server expects of a new cluster (all must vote).
+		if !slices.ContainsFunc(opts.Routes, func(o *url.URL) bool { return strings.EqualFold(o.Host, u.Host) }) {
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	return nil
 }

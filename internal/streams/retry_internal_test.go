@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/internal/testutil"
 )
@@ -50,5 +51,30 @@ func TestRetry(t *testing.T) {
 	})
 	if !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded)) || time.Since(start) > 2*time.Second {
 		t.Fatalf("retries past the context: %v after %v", err, time.Since(start))
+	}
+}
+
+// Looking up an asset just made tries "not found" again (a cluster node
+// may not have applied the creation yet); a plain retry does not.
+func TestRetryMade(t *testing.T) {
+	ctx := testutil.Context(t, 10*time.Second)
+	tries := 0
+	err := retryMade(ctx, func(context.Context) error {
+		if tries++; tries < 3 {
+			return jetstream.ErrStreamNotFound
+		}
+		return nil
+	})
+	if err != nil || tries != 3 {
+		t.Fatalf("retryMade: %v after %d tries, want success at the 3rd", err, tries)
+	}
+	tries = 0
+	if err := retry(ctx, func(context.Context) error { tries++; return jetstream.ErrBucketNotFound }); !errors.Is(err, jetstream.ErrBucketNotFound) || tries != 1 {
+		t.Fatalf("retry of not found: %v after %d tries, want it after 1", err, tries)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := retryMade(short, func(context.Context) error { return jetstream.ErrBucketNotFound }); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("retryMade past its context: %v", err)
 	}
 }

@@ -124,7 +124,7 @@ func (c Config) EnsureQueue(ctx context.Context, js jetstream.JetStream) (jetstr
 		return nil, err
 	}
 	var s jetstream.Stream
-	err := retry(ctx, func(ctx context.Context) (err error) {
+	err := retryMade(ctx, func(ctx context.Context) (err error) {
 		s, err = js.Stream(ctx, name)
 		return err
 	})
@@ -218,7 +218,7 @@ func (c Config) ensureBucket(ctx context.Context, js jetstream.JetStream, name, 
 		return nil, err
 	}
 	var kv jetstream.KeyValue
-	err := retry(ctx, func(ctx context.Context) (err error) {
+	err := retryMade(ctx, func(ctx context.Context) (err error) {
 		kv, err = js.KeyValue(ctx, name)
 		return err
 	})
@@ -397,11 +397,28 @@ const apiRetryWait = 100 * time.Millisecond
 // retry runs f with a context bounded by apiTry until it returns anything
 // other than a timeout or a no-responders error, or ctx ends.
 func retry(ctx context.Context, f func(context.Context) error) error {
+	return retryIf(ctx, f, transient)
+}
+
+// retryMade is retry for looking up an asset that was just made, by this
+// process or by another that won the race to make it: on a cluster the
+// node that answers may not have applied the creation yet (seen on a
+// freshly formed cluster whose nodes' brokers all start at once), so "not
+// found" is tried again too.
+func retryMade(ctx context.Context, f func(context.Context) error) error {
+	return retryIf(ctx, f, func(err error) bool {
+		return transient(err) || errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
+	})
+}
+
+// retryIf runs f with a context bounded by apiTry until it returns nil or
+// an error again does not hold for, or ctx ends.
+func retryIf(ctx context.Context, f func(context.Context) error, again func(error) bool) error {
 	for {
 		tctx, cancel := context.WithTimeout(ctx, apiTry)
 		err := f(tctx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !transient(err) {
+		if err == nil || ctx.Err() != nil || !again(err) {
 			return err
 		}
 		select {

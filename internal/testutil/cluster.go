@@ -115,6 +115,9 @@ func (c *Cluster) Server(i int) *server.Server {
 	return c.servers[i]
 }
 
+// Config returns the config node i was started with.
+func (c *Cluster) Config(i int) embedded.Config { return c.cfgs[i] }
+
 // Index returns the index of the node named name (as in stream and
 // consumer cluster info), or -1.
 func (c *Cluster) Index(name string) int {
