@@ -28,24 +28,24 @@ import (
 
 // Config are the knobs of all scenarios; each uses the ones it needs.
 type Config struct {
-	Conn        natsconn.Config // NATS to use; URL "" starts an embedded server
-	Executable  string          // the muster binary (for `example echo` replicas)
+	Conn       natsconn.Config // NATS to use; URL "" starts an embedded server
+	Executable string          // the muster binary (for `example echo` replicas)
 	// Floor and Worker are the cold scenario's programs: examples/floor
 	// (the baseline: NATS only, no Muster code) and examples/echo-worker
 	// (the replica a user would write). Empty: built with `go build` from
 	// the module the bench runs in.
 	Floor, Worker string
-	Clients     int             // warm, conv: concurrent callers (16)
-	Replicas    int             // warm, conv: warm replicas and raw responders (2)
-	Capacity    int             // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
-	Duration    time.Duration   // warm, conv: measuring time per system (5s)
-	Reps        int             // cold: repetitions per system (30)
-	Burst       int             // burst: concurrent calls (1000)
-	MaxReplicas int             // burst: the service's max (16)
-	IdleTimeout time.Duration   // burst, idle: replicas' idle timeout (2s)
-	Services    int             // scale: services (10000)
-	Hosts       int             // scale: simulated attach managers (100)
-	Logger      *slog.Logger    // default: discard
+	Clients       int           // warm, conv: concurrent callers (16)
+	Replicas      int           // warm, conv: warm replicas and raw responders (2)
+	Capacity      int           // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
+	Duration      time.Duration // warm, conv: measuring time per system (5s)
+	Reps          int           // cold: repetitions per system (30)
+	Burst         int           // burst: concurrent calls (1000)
+	MaxReplicas   int           // burst: the service's max (16)
+	IdleTimeout   time.Duration // burst, idle: replicas' idle timeout (2s)
+	Services      int           // scale: services (10000)
+	Hosts         int           // scale: simulated attach managers (100)
+	Logger        *slog.Logger  // default: discard
 	// Insecure runs the embedded server without credentials. By default
 	// it runs as `muster up` does: operator mode, each participant with
 	// its role's credentials (replicas their own, scoped to the service),
