@@ -35,8 +35,22 @@ type poolView struct {
 	defScheme  placement.Scheme            // the pool's default ("" = none)
 	flagScheme placement.Scheme            // the broker's --placement
 	placed     map[string]placedCount      // host → placements since its last registration
+	last       map[string]lastPlacement    // service → its last placement
 	chooser    *placement.Chooser
 }
+
+// lastPlacement is where a service's last replica was placed, and when.
+type lastPlacement struct {
+	host string
+	at   time.Time
+}
+
+// stickFor is how long the notifications for work that still waits go to
+// the host a replica of the service was just placed on, as long as no
+// replica of it registered since: that host's own clamp (the queue depth
+// less its replicas starting) then decides whether more are needed,
+// instead of a second host starting one for the same request.
+const stickFor = 2 * time.Second
 
 type placedCount struct {
 	updated int64 // the host registration's updated when counting started
@@ -45,7 +59,7 @@ type placedCount struct {
 
 func newPoolView() poolView {
 	return poolView{hosts: map[string]proto.HostSetting{}, schemes: map[string]placement.Scheme{},
-		placed: map[string]placedCount{}, chooser: placement.New(uint64(time.Now().UnixNano()))}
+		placed: map[string]placedCount{}, last: map[string]lastPlacement{}, chooser: placement.New(uint64(time.Now().UnixNano()))}
 }
 
 // followPool starts following the pool bucket (creating it if needed). A
@@ -204,6 +218,15 @@ func (r *registry) choose(svc string, now time.Time, failingToo, count bool) (ch
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].ID < cands[j].ID }) // map order is random
 	scheme := r.schemeLocked(svc)
+	if lp, ok := r.pool.last[svc]; count && ok && now.Sub(lp.at) < stickFor && !r.lastReg[svc].After(lp.at) {
+		for _, c := range cands {
+			if c.ID == lp.host {
+				// Work still waits for the replica just placed there: the
+				// same host decides whether it needs more.
+				return choice{attach: r.attach[c.ID], why: fmt.Sprintf("%s: %s, which is starting a replica for this work", scheme, c.ID), offered: true}, true
+			}
+		}
+	}
 	i, why := r.pool.chooser.Choose(scheme, cands)
 	ai := r.attach[cands[i].ID]
 	if count {
@@ -213,6 +236,7 @@ func (r *registry) choose(svc string, now time.Time, failingToo, count bool) (ch
 		}
 		p.n++
 		r.pool.placed[ai.ID] = p
+		r.pool.last[svc] = lastPlacement{host: ai.ID, at: now}
 	}
 	return choice{attach: ai, why: why, offered: true}, true
 }
