@@ -1,0 +1,212 @@
+package panel
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/musterhq/muster/internal/picture"
+)
+
+// Sampling: one goroutine reads the picture, at most once a second while
+// a page is open (watchers > 0), every idleEvery otherwise so the chart
+// has a history when a page opens; it starts with the panel's first
+// request, so a daemon whose panel nobody opens never samples. Each
+// sample ends the current generation (closes gen), which wakes the
+// event streams.
+
+const (
+	watchEvery  = time.Second
+	idleEvery   = 5 * time.Second
+	historySpan = 10 * time.Minute
+	gatherLimit = 3 * time.Second
+)
+
+// sample is one point of the chart.
+type sample struct {
+	at       time.Time
+	requests int64   // every service's requests so far
+	rate     float64 // requests per second since the previous sample
+	queued   int     // requests waiting in the queue (pending)
+}
+
+// state is the latest picture and its history.
+type state struct {
+	pic  *picture.Picture
+	err  error // the last gather's failure (pic is then the last good one)
+	at   time.Time
+	hist []sample
+}
+
+type sampler struct {
+	gather func(context.Context) (*picture.Picture, error)
+	now    func() time.Time
+
+	start sync.Once
+	stop  chan struct{}
+	done  chan struct{}
+	kick  chan struct{}
+
+	mu       sync.Mutex
+	st       state         // guarded by mu
+	gen      chan struct{} // closed at the next sample; guarded by mu
+	watchers int           // open event streams; guarded by mu
+	started  bool          // guarded by mu
+}
+
+func newSampler(gather func(context.Context) (*picture.Picture, error)) *sampler {
+	return &sampler{gather: gather, now: time.Now, stop: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), gen: make(chan struct{})}
+}
+
+// ensure starts the sampling goroutine (once).
+func (s *sampler) ensure() {
+	s.start.Do(func() {
+		s.mu.Lock()
+		s.started = true
+		s.mu.Unlock()
+		go s.run()
+	})
+}
+
+// close stops sampling and waits for it; it wakes every waiter.
+func (s *sampler) close() {
+	s.start.Do(func() {}) // never start after close
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if started {
+		<-s.done
+	}
+}
+
+// refresh asks for a sample now (after an action).
+func (s *sampler) refresh() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sampler) run() {
+	defer close(s.done)
+	for {
+		start := time.Now()
+		s.once()
+		s.mu.Lock()
+		every := idleEvery
+		if s.watchers > 0 {
+			every = watchEvery
+		}
+		s.mu.Unlock()
+		// A fixed pace: the next sample a period after this one started
+		// (not ended), but never back to back.
+		t := time.NewTimer(max(every-time.Since(start), every/10))
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// once takes one sample.
+func (s *sampler) once() {
+	ctx, cancel := context.WithTimeout(context.Background(), gatherLimit)
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	pic, err := s.gather(ctx)
+	cancel()
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.at, s.st.err = now, err
+	if err == nil {
+		s.st.pic = pic
+		s.st.hist = appendSample(s.st.hist, pointOf(now, pic), now)
+	}
+	close(s.gen)
+	s.gen = make(chan struct{})
+}
+
+// pointOf sums a picture's requests and queued requests.
+func pointOf(at time.Time, p *picture.Picture) sample {
+	pt := sample{at: at}
+	for _, s := range p.Services {
+		pt.requests += s.Requests
+		pt.queued += s.Pending
+	}
+	return pt
+}
+
+// appendSample adds pt with its rate and drops what is older than the
+// chart's span.
+func appendSample(hist []sample, pt sample, now time.Time) []sample {
+	if n := len(hist); n > 0 {
+		prev := hist[n-1]
+		if dt := pt.at.Sub(prev.at).Seconds(); dt > 0 && pt.requests >= prev.requests {
+			// A counter that went down (a broker or host restarted) starts
+			// over: no rate for that interval.
+			pt.rate = float64(pt.requests-prev.requests) / dt
+		}
+	}
+	hist = append(hist, pt)
+	cut := 0
+	for cut < len(hist) && now.Sub(hist[cut].at) > historySpan {
+		cut++
+	}
+	return hist[cut:]
+}
+
+// current returns the state and the channel closed at the next sample.
+func (s *sampler) current() (state, <-chan struct{}) {
+	s.ensure()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	st.hist = append([]sample(nil), s.st.hist...)
+	return st, s.gen
+}
+
+// fresh returns a state at most maxAge old, waiting (until ctx ends) for
+// a sample if need be.
+func (s *sampler) fresh(ctx context.Context, maxAge time.Duration) state {
+	st, next := s.current()
+	if st.pic != nil && s.now().Sub(st.at) <= maxAge {
+		return st
+	}
+	s.refresh()
+	select {
+	case <-next:
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	st, _ = s.current()
+	return st
+}
+
+// watch counts an open stream until the returned function is called.
+func (s *sampler) watch() func() {
+	s.mu.Lock()
+	s.watchers++
+	s.mu.Unlock()
+	s.refresh() // go to the faster pace now
+	return func() {
+		s.mu.Lock()
+		s.watchers--
+		s.mu.Unlock()
+	}
+}
