@@ -31,7 +31,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "replica-signer", EnvVars: []string{"MUSTER_REPLICA_SIGNER"}, Usage: "replica signing key seed `FILE` (<dir>/keys/replica-signer.nk of `muster auth init`): each replica gets its own credentials, scoped to its service; needs --creds"},
 			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` every replica gets (MUSTER_CREDS) when there is no --replica-signer; default: the manager's own connection settings"},
 			logLevelFlag(),
-			httpFlag(""), pprofFlag(),
+			httpFlag(""), pprofFlag(), panelCredsFlag(),
 		),
 		Action: runAttach,
 	}
@@ -90,6 +90,11 @@ func runAttach(c *cli.Context) error {
 		return connectHint(err, auth.RoleAttach)
 	}
 	defer nc.Close()
+	stopPanel, err := daemonPanel(c, web, "muster attach", log)
+	if err != nil {
+		return err
+	}
+	defer stopPanel()
 	replicaCfg := connCfg
 	if f := c.String("replica-creds"); f != "" {
 		replicaCfg.CredsFile = f // the replica role's, not the manager's

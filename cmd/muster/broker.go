@@ -28,7 +28,7 @@ func brokerCommand() *cli.Command {
 		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
-		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
+		Flags:  connFlags(defaultTimeoutFlag(), logLevelFlag(), httpFlag(""), pprofFlag(), panelCredsFlag()),
 		Action: runBroker,
 	}
 }
@@ -50,6 +50,11 @@ func runBroker(c *cli.Context) error {
 		return err
 	}
 	defer nc.Close()
+	stopPanel, err := daemonPanel(c, web, "muster broker", log)
+	if err != nil {
+		return err
+	}
+	defer stopPanel()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	b, err := broker.Start(sctx, nc, broker.Config{DefaultTimeout: c.Duration("default-timeout"), Logger: log, Version: version})
 	cancel()

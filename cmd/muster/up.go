@@ -149,6 +149,10 @@ func runUp(c *cli.Context) error {
 		return err
 	}
 	cleanup.push(web.close)
+	panelURL, err := upPanel(c, web, connCfg, credsDir, nc, log, &cleanup)
+	if err != nil {
+		return err
+	}
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -220,6 +224,9 @@ func runUp(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
 	}
 	writeWhere(c.App.ErrWriter, upWhere(c, connCfg, dataDir, credsDir, cfg))
+	if panelURL != "" {
+		fmt.Fprintf(c.App.ErrWriter, "muster up: control panel: %s\n", panelURL)
+	}
 	if len(names) > 0 {
 		try := "muster call"
 		if u := nc.ConnectedUrlRedacted(); u != natsconn.DefaultURL {
