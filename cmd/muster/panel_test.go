@@ -18,7 +18,9 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/picture"
 	"github.com/musterhq/muster/internal/testutil"
 )
@@ -201,7 +203,7 @@ func TestPanel(t *testing.T) {
 	}
 	base, token := m[1], m[2]
 	server, admin := "--server=nats://"+addr, "--creds="+filepath.Join(data, "creds", "admin.creds")
-	client := "--creds=" + filepath.Join(data, "creds", "client.creds")
+	clientCreds := "--creds=" + filepath.Join(data, "creds", "client.creds")
 	if got := strings.TrimSpace(run(t, nil, "auth", "panel-token", "--dir", data)); got != token {
 		t.Errorf("muster auth panel-token --dir prints %q, the banner %q", got, token)
 	}
@@ -276,7 +278,7 @@ func TestPanel(t *testing.T) {
 		b.must("open the replicas view", chromedp.Navigate(base+"/replicas"), live,
 			chromedp.WaitVisible(chromedp.CSS(`#rep-none`)))
 		eval[bool](b, `window.stillHere = true`)
-		if got := run(t, nil, "call", server, client, "--timeout", "10s", demo.EchoService, "hello"); got != "hello\n" {
+		if got := run(t, nil, "call", server, clientCreds, "--timeout", "10s", demo.EchoService, "hello"); got != "hello\n" {
 			t.Fatalf("call: %q", got)
 		}
 		start := time.Now()
@@ -292,6 +294,29 @@ func TestPanel(t *testing.T) {
 
 	t.Run("screenshots", func(t *testing.T) {
 		rep := eval[string](b, `document.querySelector("#replicas tr[data-replica]").dataset.replica`)
+		// A burst, so the views show busy replicas, queued requests and a
+		// curve: more sleeping calls than the demo's 4 replicas of a service.
+		nc, err := natsconn.Config{URL: "nats://" + addr, CredsFile: filepath.Join(data, "creds", "client.creds")}.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		cl, err := client.New(nc, client.WithTimeout(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		var burst sync.WaitGroup
+		defer burst.Wait()
+		for range 6 {
+			burst.Add(1)
+			go func() {
+				defer burst.Done()
+				_, _ = cl.Call(ctx, sleepService, []byte("5s"))
+			}()
+		}
+		b.must("watch the burst", chromedp.Navigate(base+"/replicas"), live,
+			chromedp.Poll[chromedp.Void](`document.querySelectorAll('#replicas tr[data-service="`+sleepService+`"]').length >= 3`, chromedp.WithPollingTimeout(10*time.Second)))
 		pages := []struct{ name, path, ready string }{
 			{"overview", "/", `#chart`},
 			{"hosts", "/hosts", `#hosts`},

@@ -105,6 +105,15 @@ func fmtAgo(now time.Time, t int64) string {
 	return fmtSpan(now.Sub(time.UnixMilli(t)))
 }
 
+// fmtSince prints how long ago the Unix ms t was, without "ago" ("–"
+// for 0: not known).
+func fmtSince(now time.Time, t int64) string {
+	if t <= 0 {
+		return "–"
+	}
+	return fmtSpan(now.Sub(time.UnixMilli(t)))
+}
+
 // fmtRate prints a rate with one decimal.
 func fmtRate(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 

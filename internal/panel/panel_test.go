@@ -371,3 +371,34 @@ func TestToken(t *testing.T) {
 		t.Error("New without a secret succeeded")
 	}
 }
+
+// TestSamplerStopsWhenUnused: sampling starts with the first use, goes on
+// while used, stops after idleStop without a use, and starts again.
+func TestSamplerStopsWhenUnused(t *testing.T) {
+	var n atomic.Int64
+	s := newSampler(func(context.Context) (*picture.Picture, error) { n.Add(1); return fakePicture(0), nil })
+	s.idleEvery, s.idleStop = 20*time.Millisecond, 50*time.Millisecond
+	defer s.close()
+	if n.Load() != 0 {
+		t.Fatal("sampled before any use")
+	}
+	st := s.fresh(testutil.Context(t, 5*time.Second), time.Second)
+	if st.pic == nil {
+		t.Fatal("no picture")
+	}
+	running := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.running }
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if running() {
+			return errors.New("still sampling")
+		}
+		return nil
+	})
+	before := n.Load()
+	s.current()
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n.Load() == before {
+			return errors.New("no sample after a new use")
+		}
+		return nil
+	})
+}

@@ -10,10 +10,11 @@ import (
 
 // Sampling: one goroutine reads the picture, at most once a second while
 // a page is open (watchers > 0), every idleEvery otherwise so the chart
-// has a history when a page opens; it starts with the panel's first
-// request, so a daemon whose panel nobody opens never samples. Each
-// sample ends the current generation (closes gen), which wakes the
-// event streams.
+// has a history when a page opens. It starts with the panel's first
+// request and stops when nobody has used the panel for historySpan (the
+// next request starts it again), so a daemon whose panel nobody watches
+// reads nothing. Each sample ends the current generation (closes gen),
+// which wakes the event streams.
 
 const (
 	watchEvery  = time.Second
@@ -41,48 +42,49 @@ type state struct {
 type sampler struct {
 	gather func(context.Context) (*picture.Picture, error)
 	now    func() time.Time
+	// idleEvery is the pace while no page is open; idleStop how long the
+	// sampling goes on after the last use.
+	idleEvery, idleStop time.Duration
 
-	start sync.Once
-	stop  chan struct{}
-	done  chan struct{}
-	kick  chan struct{}
+	stop chan struct{} // closed by close
+	kick chan struct{}
+	wg   sync.WaitGroup // the sampling goroutine
 
 	mu       sync.Mutex
 	st       state         // guarded by mu
 	gen      chan struct{} // closed at the next sample; guarded by mu
 	watchers int           // open event streams; guarded by mu
-	started  bool          // guarded by mu
+	running  bool          // the sampling goroutine runs; guarded by mu
+	closed   bool          // guarded by mu
+	lastUse  time.Time     // guarded by mu
 }
 
 func newSampler(gather func(context.Context) (*picture.Picture, error)) *sampler {
-	return &sampler{gather: gather, now: time.Now, stop: make(chan struct{}), done: make(chan struct{}),
+	return &sampler{gather: gather, now: time.Now, idleEvery: idleEvery, idleStop: historySpan, stop: make(chan struct{}),
 		kick: make(chan struct{}, 1), gen: make(chan struct{})}
 }
 
-// ensure starts the sampling goroutine (once).
-func (s *sampler) ensure() {
-	s.start.Do(func() {
-		s.mu.Lock()
-		s.started = true
-		s.mu.Unlock()
-		go s.run()
-	})
+// useLocked records a use and starts the sampling goroutine if it is not
+// running.
+func (s *sampler) useLocked() {
+	s.lastUse = time.Now()
+	if s.running || s.closed {
+		return
+	}
+	s.running = true
+	s.wg.Add(1)
+	go s.run()
 }
 
 // close stops sampling and waits for it; it wakes every waiter.
 func (s *sampler) close() {
-	s.start.Do(func() {}) // never start after close
-	select {
-	case <-s.stop:
-	default:
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
 		close(s.stop)
 	}
-	s.mu.Lock()
-	started := s.started
 	s.mu.Unlock()
-	if started {
-		<-s.done
-	}
+	s.wg.Wait()
 }
 
 // refresh asks for a sample now (after an action).
@@ -94,14 +96,18 @@ func (s *sampler) refresh() {
 }
 
 func (s *sampler) run() {
-	defer close(s.done)
+	defer s.wg.Done()
 	for {
 		start := time.Now()
 		s.once()
 		s.mu.Lock()
-		every := idleEvery
+		every := s.idleEvery
 		if s.watchers > 0 {
 			every = watchEvery
+		} else if time.Since(s.lastUse) > s.idleStop {
+			s.running = false // nobody looks: stop until the next use
+			s.mu.Unlock()
+			return
 		}
 		s.mu.Unlock()
 		// A fixed pace: the next sample a period after this one started
@@ -173,9 +179,9 @@ func appendSample(hist []sample, pt sample, now time.Time) []sample {
 
 // current returns the state and the channel closed at the next sample.
 func (s *sampler) current() (state, <-chan struct{}) {
-	s.ensure()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.useLocked()
 	st := s.st
 	st.hist = append([]sample(nil), s.st.hist...)
 	return st, s.gen
@@ -202,11 +208,13 @@ func (s *sampler) fresh(ctx context.Context, maxAge time.Duration) state {
 func (s *sampler) watch() func() {
 	s.mu.Lock()
 	s.watchers++
+	s.useLocked()
 	s.mu.Unlock()
 	s.refresh() // go to the faster pace now
 	return func() {
 		s.mu.Lock()
 		s.watchers--
+		s.lastUse = time.Now()
 		s.mu.Unlock()
 	}
 }

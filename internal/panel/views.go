@@ -109,6 +109,7 @@ type servicesData struct {
 
 type replicaRow struct {
 	ID, Service, Host, HostName, PID, State, Clients string
+	Busy                                             string // busy or idle
 	Active, Events, Bytes, Processing, CPU, RSS      cell
 	Up, Last                                         string
 	Quiescing                                        bool
@@ -157,7 +158,7 @@ func buildOverview(p *picture.Picture, hist []sample, now time.Time) *overviewDa
 			users += h.Users
 			allowed += h.MaxUsers
 		}
-		if h.Configured || h.Online {
+		if h.Configured {
 			configured++
 		}
 	}
@@ -191,7 +192,7 @@ func buildOverview(p *picture.Picture, hist []sample, now time.Time) *overviewDa
 	}
 	o.Cards = []card{
 		{Label: "Hosts online", Value: fmt.Sprintf("%d / %d", online, configured), Sub: "of configured · " + plural(len(p.Brokers), "broker"), Href: "/hosts", Class: hostClass},
-		{Label: "Services", Value: strconv.Itoa(len(p.Services)), Sub: fmt.Sprintf("%d users of %d allowed", users, allowed), Href: "/services"},
+		{Label: "Services", Value: strconv.Itoa(len(p.Services)), Sub: fmt.Sprintf("%s of %d allowed", plural(users, "user"), allowed), Href: "/services"},
 		{Label: "Replicas", Value: strconv.Itoa(len(p.Replicas)), Sub: fmt.Sprintf("%d busy", busy), Href: "/replicas"},
 		{Label: "Calls/s", Value: fmtRate(rate), Sub: "over the last sample", Href: "#chart"},
 		{Label: "Waiting", Value: strconv.Itoa(waiting), Sub: "queued requests", Href: "/services", Class: waitClass},
@@ -223,7 +224,7 @@ func buildOverview(p *picture.Picture, hist []sample, now time.Time) *overviewDa
 		}
 	}
 	for _, b := range p.Brokers {
-		o.Brokers = append(o.Brokers, brokerRow{ID: b.ID, Host: orDash(b.Host), Version: orDash(b.Version), Up: fmtAgo(now, b.Started)})
+		o.Brokers = append(o.Brokers, brokerRow{ID: b.ID, Host: orDash(b.Host), Version: orDash(b.Version), Up: fmtSince(now, b.Started)})
 	}
 	o.Services = buildServices(p).Rows
 	return o
@@ -314,8 +315,10 @@ func buildReplicas(p *picture.Picture, now time.Time) *replicasData {
 		if row.Host == "" {
 			row.Host = "–"
 		}
+		row.Busy = "idle"
 		if r.Active > 0 {
 			busy++
+			row.Busy = "busy"
 		}
 		seen := map[string]bool{}
 		var clients []string
@@ -343,7 +346,7 @@ func buildReplicas(p *picture.Picture, now time.Time) *replicasData {
 		if r.RSS > 0 {
 			row.RSS = cell{V: fmtBytes(float64(r.RSS))}
 		}
-		row.Up = fmtAgo(now, r.Started)
+		row.Up = fmtSince(now, r.Started)
 		row.Last = "never active"
 		if r.LastActive > 0 {
 			row.Last = "active " + fmtAgo(now, r.LastActive) + " ago"
