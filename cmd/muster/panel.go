@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
@@ -77,7 +78,18 @@ func upPanel(c *cli.Context, web *webEndpoint, connCfg natsconn.Config, credsDir
 	}
 	cleanup.push(p.Close) // before its connection closes
 	web.mountPanel(p)
-	return web.srv.URL() + "/?token=" + p.Token(), nil
+	return browserURL(web.srv.URL()) + "/?token=" + p.Token(), nil
+}
+
+// browserURL is u (http://HOST:PORT) with a wildcard host (0.0.0.0, ::)
+// replaced by 127.0.0.1, which a browser on this machine can open.
+func browserURL(u string) string {
+	hostport := strings.TrimPrefix(u, "http://")
+	host, port, err := net.SplitHostPort(hostport)
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsUnspecified() {
+		return "http://" + net.JoinHostPort("127.0.0.1", port)
+	}
+	return u
 }
 
 // daemonPanel serves the control panel of `muster broker` or `muster

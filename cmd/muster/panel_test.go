@@ -492,3 +492,64 @@ func TestPanel(t *testing.T) {
 		t.Fatalf("up returned %v", err)
 	}
 }
+
+// TestUpPanelAccess: without credentials (--insecure) `muster up` makes a
+// token for the run and prints it only in its banner; reads are open on a
+// loopback --http and closed beyond it; actions always need the token.
+func TestUpPanelAccess(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+	do := func(method, url, tok string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, url, strings.NewReader(`{"target":"no-such-host"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tt := range []struct {
+		http      string
+		openReads bool
+	}{{"127.0.0.1:0", true}, {"0.0.0.0:0", false}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		stderr, done := startUp(t, ctx, "--insecure", "--nats-listen", freeAddr(t), "--data", t.TempDir(), "--log-level", "error", "--http", tt.http)
+		m := regexp.MustCompile(`(?m)^muster up: control panel: http://([^/\s]+)/\?token=(\S+)$`).FindStringSubmatch(stderr.String())
+		if m == nil {
+			t.Fatalf("--http %s: no control panel URL in the banner:\n%s", tt.http, stderr)
+		}
+		if m[1] != strings.TrimPrefix(m[1], "[::]") || strings.HasPrefix(m[1], "0.0.0.0") {
+			t.Errorf("--http %s: the banner's URL names no host a browser can open: %s", tt.http, m[1])
+		}
+		base, token := "http://"+m[1], m[2]
+		read := do("GET", base+"/hosts", "")
+		if tt.openReads && read != http.StatusOK || !tt.openReads && read != http.StatusSeeOther {
+			t.Errorf("--http %s: a read without the token: %d", tt.http, read)
+		}
+		if code := do("GET", base+"/hosts", token); code != http.StatusOK {
+			t.Errorf("--http %s: a read with the token: %d", tt.http, code)
+		}
+		if code := do("POST", base+"/api/actions/isolate", ""); code != http.StatusUnauthorized {
+			t.Errorf("--http %s: an action without the token: %d, want 401", tt.http, code)
+		}
+		if code := do("POST", base+"/api/actions/isolate", "wrong"+token); code != http.StatusForbidden {
+			t.Errorf("--http %s: an action with a wrong token: %d, want 403", tt.http, code)
+		}
+		// With the token the action runs: no such host.
+		if code := do("POST", base+"/api/actions/isolate", token); code != http.StatusNotFound {
+			t.Errorf("--http %s: an action with the token on an unknown host: %d, want 404", tt.http, code)
+		}
+		cancel()
+		if err := waitUp(t, done); err != nil {
+			t.Fatalf("up returned %v", err)
+		}
+	}
+}
