@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/examples/demo"
@@ -357,9 +358,15 @@ func TestPanel(t *testing.T) {
 		b.must("open the hosts view", chromedp.Navigate(base+"/hosts"), live,
 			chromedp.WaitVisible(chromedp.CSS(row+`[data-status="active"]`)))
 		isolate := chromedp.CSS(row + ` button[data-op="isolate"]:not([disabled])`)
-		// Cancelled: nothing happens.
+		// Cancelled, by mouse and by keyboard (Enter on the focused button,
+		// Escape in the dialog, whose Cancel has the focus): nothing happens.
 		b.must("cancel", chromedp.Click(isolate), chromedp.WaitVisible(chromedp.CSS(`dialog#confirm[open]`)),
 			chromedp.Click(chromedp.CSS(`#confirm-cancel`)), chromedp.WaitNotVisible(chromedp.CSS(`dialog#confirm`)))
+		b.must("keyboard", chromedp.Focus(isolate), chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS(`dialog#confirm[open]`)))
+		if f := eval[string](b, `document.activeElement.id`); f != "confirm-cancel" {
+			t.Errorf("the dialog opens with the focus on %q, want Cancel", f)
+		}
+		b.must("escape", chromedp.KeyEvent(kb.Escape), chromedp.WaitNotVisible(chromedp.CSS(`dialog#confirm`)))
 		if s := hostStatus(t, server, admin, hostID); s != "active" {
 			t.Fatalf("after a cancelled isolation the host is %s", s)
 		}

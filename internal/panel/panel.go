@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/picture"
 )
 
@@ -87,8 +88,28 @@ func New(cfg Config) (*Panel, error) {
 	}
 	p := &Panel{cfg: cfg, token: Token(cfg.Secret), csrf: csrfToken(cfg.Secret), tmpl: tmpl, samp: newSampler(cfg.Gather),
 		log: log, stop: make(chan struct{}), assetVersion: assetsHash()}
+	if cfg.Conn != nil {
+		p.samp.follow = followReplicas(cfg.Conn)
+	}
 	p.routes()
 	return p, nil
+}
+
+// followReplicas follows the writes to the replica registrations (the
+// KV bucket's subject, a plain subscription: no consumer), so a replica
+// that starts or exits shows at once.
+func followReplicas(nc *nats.Conn) func(func(string, bool)) (func(), error) {
+	prefix := "$KV." + proto.ReplicaBucket + "."
+	return func(changed func(string, bool)) (func(), error) {
+		sub, err := nc.Subscribe(prefix+">", func(m *nats.Msg) {
+			op := m.Header.Get("KV-Operation") // DEL or PURGE; none for a put
+			changed(strings.TrimPrefix(m.Subject, prefix), op != "")
+		})
+		if err != nil {
+			return nil, err
+		}
+		return func() { _ = sub.Unsubscribe() }, nil
+	}
 }
 
 // Token is the panel's token (for the URL a daemon prints).
@@ -296,6 +317,7 @@ func (p *Panel) events(w http.ResponseWriter, r *http.Request) {
 				if wait := time.Second - time.Since(lastSent); wait > 0 {
 					select {
 					case <-time.After(wait):
+						continue // and send the picture of then, not this one
 					case <-r.Context().Done():
 						return
 					case <-p.stop:

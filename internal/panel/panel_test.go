@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -401,4 +402,45 @@ func TestSamplerStopsWhenUnused(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSamplerFollows: a replica that appears or goes is sampled at once,
+// not at the next tick; a known one's heartbeat is not.
+func TestSamplerFollows(t *testing.T) {
+	var n atomic.Int64
+	s := newSampler(func(context.Context) (*picture.Picture, error) { n.Add(1); return fakePicture(0), nil })
+	s.idleEvery = time.Hour
+	changed := make(chan func(string, bool), 1)
+	unfollowed := make(chan struct{})
+	s.follow = func(f func(string, bool)) (func(), error) {
+		changed <- f
+		return func() { close(unfollowed) }, nil
+	}
+	s.fresh(testutil.Context(t, 5*time.Second), time.Second)
+	f := <-changed
+	wait := func(want int64) {
+		t.Helper()
+		testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if got := n.Load(); got != want {
+				return fmt.Errorf("%d samples, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	wait(1)
+	f("r1", false) // known: a heartbeat
+	time.Sleep(3 * minGap)
+	if n.Load() != 1 {
+		t.Fatalf("a known replica's heartbeat was sampled")
+	}
+	f("r9", false) // new
+	wait(2)
+	f("r1", true) // gone
+	wait(3)
+	s.close()
+	select {
+	case <-unfollowed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still following after close")
+	}
 }

@@ -45,18 +45,23 @@ type sampler struct {
 	// idleEvery is the pace while no page is open; idleStop how long the
 	// sampling goes on after the last use.
 	idleEvery, idleStop time.Duration
+	// follow, if set, calls changed with each replica registration
+	// written or removed, until the returned function is called: a new or
+	// gone replica is then sampled at once, not at the next tick.
+	follow func(changed func(key string, deleted bool)) (func(), error)
 
 	stop chan struct{} // closed by close
 	kick chan struct{}
 	wg   sync.WaitGroup // the sampling goroutine
 
 	mu       sync.Mutex
-	st       state         // guarded by mu
-	gen      chan struct{} // closed at the next sample; guarded by mu
-	watchers int           // open event streams; guarded by mu
-	running  bool          // the sampling goroutine runs; guarded by mu
-	closed   bool          // guarded by mu
-	lastUse  time.Time     // guarded by mu
+	st       state           // guarded by mu
+	gen      chan struct{}   // closed at the next sample; guarded by mu
+	watchers int             // open event streams; guarded by mu
+	running  bool            // the sampling goroutine runs; guarded by mu
+	closed   bool            // guarded by mu
+	lastUse  time.Time       // guarded by mu
+	known    map[string]bool // the replicas of the last picture; guarded by mu
 }
 
 func newSampler(gather func(context.Context) (*picture.Picture, error)) *sampler {
@@ -95,10 +100,31 @@ func (s *sampler) refresh() {
 	}
 }
 
+// minGap is the least time between two samples, however often they
+// are asked for.
+const minGap = 200 * time.Millisecond
+
 func (s *sampler) run() {
 	defer s.wg.Done()
+	if s.follow != nil {
+		if unfollow, err := s.follow(s.changed); err == nil {
+			defer unfollow()
+		}
+	}
+	start := time.Time{}
 	for {
-		start := time.Now()
+		if wait := minGap - time.Since(start); wait > 0 {
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(wait):
+			}
+		}
+		start = time.Now()
+		select { // a request made before this sample starts is served by it
+		case <-s.kick:
+		default:
+		}
 		s.once()
 		s.mu.Lock()
 		every := s.idleEvery
@@ -124,6 +150,16 @@ func (s *sampler) run() {
 	}
 }
 
+// changed asks for a sample when a replica appeared or went.
+func (s *sampler) changed(key string, deleted bool) {
+	s.mu.Lock()
+	news := s.known[key] == deleted
+	s.mu.Unlock()
+	if news {
+		s.refresh()
+	}
+}
+
 // once takes one sample.
 func (s *sampler) once() {
 	ctx, cancel := context.WithTimeout(context.Background(), gatherLimit)
@@ -143,6 +179,10 @@ func (s *sampler) once() {
 	if err == nil {
 		s.st.pic = pic
 		s.st.hist = appendSample(s.st.hist, pointOf(now, pic), now)
+		s.known = make(map[string]bool, len(pic.Replicas))
+		for _, r := range pic.Replicas {
+			s.known[r.ID] = true
+		}
 	}
 	close(s.gen)
 	s.gen = make(chan struct{})
