@@ -353,6 +353,49 @@ func TestPanel(t *testing.T) {
 		b.must("desktop", look(1280, 800, false))
 	})
 
+	t.Run("logs", func(t *testing.T) {
+		// The hosts view's download: the attach manager's own log, with
+		// the token only.
+		get := func(url, tok string) (*http.Response, string) {
+			req, _ := http.NewRequest("GET", url, nil)
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var sb strings.Builder
+			_, _ = io.Copy(&sb, resp.Body)
+			return resp, sb.String()
+		}
+		if resp, _ := get(base+"/logs/"+hostID, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("log download without the token: %d, want 401", resp.StatusCode)
+		}
+		resp, body := get(base+"/logs/"+hostID, token)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") ||
+			!strings.Contains(body, "replica") {
+			t.Errorf("log download: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Disposition"), body)
+		}
+		// The replica's log, as the log view follows it.
+		var reps struct {
+			Replicas []picture.Replica `json:"replicas"`
+		}
+		if err := json.Unmarshal([]byte(run(t, nil, "replica", "ls", "--json", "--service", demo.EchoService, server, admin)), &reps); err != nil || len(reps.Replicas) == 0 {
+			t.Fatalf("replica ls: %v %+v", err, reps)
+		}
+		rep := reps.Replicas[0].ID
+		resp, body = get(base+"/api/log?host="+hostID+"&replica="+rep+"&offset=0", token)
+		var chunk struct {
+			Text string `json:"text"`
+			End  int64  `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(body), &chunk); resp.StatusCode != http.StatusOK || err != nil || chunk.End != int64(len(chunk.Text)) || !strings.Contains(chunk.Text, "replica ready") {
+			t.Errorf("replica log: %d %v %s", resp.StatusCode, err, body)
+		}
+	})
+
 	t.Run("isolate through the confirm step", func(t *testing.T) {
 		row := `tr[data-host="` + hostID + `"]`
 		b.must("open the hosts view", chromedp.Navigate(base+"/hosts"), live,
