@@ -32,7 +32,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "replica-creds", EnvVars: []string{"MUSTER_REPLICA_CREDS"}, Usage: "NATS credentials `FILE` every replica gets (MUSTER_CREDS) when there is no --replica-signer; default: the manager's own connection settings"},
 			clusterWaitFlag(),
 			logLevelFlag(),
-			httpFlag(""), pprofFlag(),
+			httpFlag(""), pprofFlag(), panelCredsFlag(),
 		),
 		Action: runAttach,
 	}
@@ -94,6 +94,11 @@ func runAttach(c *cli.Context) error {
 	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster attach", c.Duration("cluster-wait")); err != nil {
 		return err
 	}
+	stopPanel, err := daemonPanel(c, web, "muster attach", log)
+	if err != nil {
+		return err
+	}
+	defer stopPanel()
 	replicaCfg := connCfg
 	if f := c.String("replica-creds"); f != "" {
 		replicaCfg.CredsFile = f // the replica role's, not the manager's

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/internal/auth"
+	"github.com/musterhq/muster/internal/panel"
 )
 
 // authCommand is `muster auth`: the keys and credentials of a secured
@@ -77,6 +78,33 @@ func authCommand() *cli.Command {
 						return nil
 					}
 					_, err = c.App.Writer.Write(creds)
+					return err
+				},
+			},
+			{
+				Name:  "panel-token",
+				Usage: "print the control panel's token, derived from admin credentials",
+				Description: "The token of the control panel of a daemon that acts with these admin credentials:\n" +
+					"--dir DIR reads DIR/creds/admin.creds (for `muster up --data DIR`: it rewrites them at each\n" +
+					"start, so the token changes then), --creds FILE the file given to --panel-creds.\n" +
+					"Open http://HOST:PORT/?token=TOKEN, or sign in with it; scripts send \"Authorization: Bearer TOKEN\".",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "dir", Usage: "directory holding creds/admin.creds (`DIR`)"},
+					&cli.StringFlag{Name: "creds", Usage: "admin credentials `FILE`"},
+				},
+				Action: func(c *cli.Context) error {
+					file := c.String("creds")
+					switch {
+					case (file == "") == (c.String("dir") == ""):
+						return errors.New("muster auth panel-token: want --dir DIR or --creds FILE")
+					case file == "":
+						file = filepath.Join(c.String("dir"), "creds", auth.CredsFile(auth.RoleAdmin))
+					}
+					secret, err := panel.SecretFromCreds(file)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(c.App.Writer, panel.Token(secret))
 					return err
 				},
 			},

@@ -44,7 +44,7 @@ func brokerCommand() *cli.Command {
 		Usage: "run a broker against an existing NATS server until SIGINT, SIGTERM or SIGHUP",
 		Description: "Connects to --server (default " + natsconn.DefaultURL + "), which must have JetStream.\n" +
 			"Several brokers may run against one NATS system.\n\n" + exitStatusHelp,
-		Flags:  connFlags(defaultTimeoutFlag(), placementFlag(), clusterWaitFlag(), logLevelFlag(), httpFlag(""), pprofFlag()),
+		Flags:  connFlags(defaultTimeoutFlag(), placementFlag(), clusterWaitFlag(), logLevelFlag(), httpFlag(""), pprofFlag(), panelCredsFlag()),
 		Action: runBroker,
 	}
 }
@@ -73,6 +73,11 @@ func runBroker(c *cli.Context) error {
 	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster broker", c.Duration("cluster-wait")); err != nil {
 		return err
 	}
+	stopPanel, err := daemonPanel(c, web, "muster broker", log)
+	if err != nil {
+		return err
+	}
+	defer stopPanel()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	b, err := broker.Start(sctx, nc, bcfg)
 	cancel()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/musterhq/muster/internal/health"
 	"github.com/musterhq/muster/internal/httpd"
+	"github.com/musterhq/muster/internal/panel"
 )
 
 // defaultUpHTTP is where `muster up` serves /healthz and /metrics unless
@@ -37,8 +38,9 @@ func pprofFlag() cli.Flag {
 // fails at once; they add their checks and metrics as they start, and
 // /healthz answers 503 "starting" until ready.
 type webEndpoint struct {
-	srv *httpd.Server
-	log *slog.Logger
+	srv   *httpd.Server
+	log   *slog.Logger
+	panel *panel.Panel // the control panel at /, if any (panel.go)
 }
 
 // listenHTTP binds --http and serves on it (nothing with --http ""), and
@@ -91,6 +93,9 @@ func (w *webEndpoint) ready() {
 func (w *webEndpoint) close() {
 	if w.srv == nil {
 		return
+	}
+	if w.panel != nil {
+		w.panel.Close() // ends its event streams, which never go idle
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()

@@ -168,6 +168,10 @@ func runUp(c *cli.Context) error {
 	if err := waitJetStream(ctx, nc, c.App.ErrWriter, "muster up", c.Duration("cluster-wait")); err != nil {
 		return err
 	}
+	panelURL, err := upPanel(c, web, connCfg, credsDir, nc, log, &cleanup)
+	if err != nil {
+		return err
+	}
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -235,6 +239,9 @@ func runUp(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "muster up: attach manager %s starts replicas on demand: %s\n", m.ID(), strings.Join(names, ", "))
 	}
 	writeWhere(c.App.ErrWriter, "muster up", upWhere(n, cfg))
+	if panelURL != "" {
+		fmt.Fprintf(c.App.ErrWriter, "muster up: control panel: %s\n", panelURL)
+	}
 	if len(names) > 0 {
 		try := "muster call"
 		if u := serverList(nc, n); u != natsconn.DefaultURL {

@@ -2,7 +2,8 @@
 // broker`, `muster attach`, `muster up` with --http): GET /healthz (200 or
 // 503, see package health), GET /metrics (Prometheus text format, read
 // from the daemon's collectors at scrape time) and, only when asked for,
-// /debug/pprof/. Other paths are 404.
+// /debug/pprof/. A daemon may add more (Handle: the control panel, at /);
+// other paths are 404.
 //
 // A daemon binds its port first (Listen), so a busy one fails before
 // anything else starts, and serves at once: /healthz answers 503
@@ -47,6 +48,7 @@ type Options struct {
 type Server struct {
 	ln   net.Listener
 	srv  *http.Server
+	mux  *http.ServeMux
 	reg  *prometheus.Registry
 	done chan struct{} // closed when the serving goroutine has returned
 
@@ -99,6 +101,11 @@ func (s *Server) Add(checks []health.Check, metrics prometheus.Collector) error 
 	return nil
 }
 
+// Handle serves h for pattern (http.ServeMux patterns) beside the
+// endpoint's own paths, which stay theirs: pattern "/" gets every path
+// they do not match.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // Ready ends the start: from now on /healthz is the components' checks.
 func (s *Server) Ready() {
 	s.mu.Lock()
@@ -124,6 +131,7 @@ func (s *Server) handler(opts Options) http.Handler {
 		popts.ErrorLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)
 	}
 	mux := http.NewServeMux()
+	s.mux = mux
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, popts))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	if opts.Pprof {
