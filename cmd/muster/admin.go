@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/adminops"
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -216,9 +217,9 @@ func replicaCommand() *cli.Command {
 				Flags: connFlags(adminTimeout(), &cli.BoolFlag{Name: "now", Usage: "stop at once (IMMED)"}),
 				Action: func(c *cli.Context) error {
 					if c.Bool("now") {
-						return control(c, "stop", proto.OpImmed, "stopping")
+						return control(c, "stop", true, "stopping")
 					}
-					return control(c, "stop", proto.OpQuiesce, "quiescing")
+					return control(c, "stop", false, "quiescing")
 				},
 			},
 			{
@@ -227,7 +228,7 @@ func replicaCommand() *cli.Command {
 				ArgsUsage:   "ID",
 				Description: "Sends QUIESCE to " + proto.ControlPrefix + "ID.\n\n" + exitStatusHelp,
 				Flags:       connFlags(adminTimeout()),
-				Action:      func(c *cli.Context) error { return control(c, "quiesce", proto.OpQuiesce, "quiescing") },
+				Action:      func(c *cli.Context) error { return control(c, "quiesce", false, "quiescing") },
 			},
 			{
 				Name:        "logs",
@@ -241,15 +242,12 @@ func replicaCommand() *cli.Command {
 	}
 }
 
-// control sends op to the control subject of the replica named by the
-// one argument.
-func control(c *cli.Context, name, op, doing string) error {
+// control stops the replica named by the one argument: QUIESCE, or
+// IMMED with now.
+func control(c *cli.Context, name string, now bool, doing string) error {
 	id, err := oneArg(c, "ID")
 	if err != nil {
 		return err
-	}
-	if err := proto.ValidID(id); err != nil {
-		return fmt.Errorf("replica %q: %v", id, err)
 	}
 	nc, err := connect(c, "muster replica "+name, auth.RoleAdmin)
 	if err != nil {
@@ -258,17 +256,8 @@ func control(c *cli.Context, name, op, doing string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	m := nats.NewMsg(proto.ControlSubject(id))
-	m.Header.Set(proto.HdrOp, op)
-	r, err := nc.RequestMsgWithContext(ctx, m)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("replica %s not found: no live replica with that id (muster replica ls)", id)
-	}
-	if err != nil {
-		return fmt.Errorf("replica %s: %w", id, err)
-	}
-	if e := proto.ErrorFromHeader(r.Header); e != nil {
-		return e
+	if err := adminops.StopReplica(ctx, nc, id, now); err != nil {
+		return err
 	}
 	_, err = fmt.Fprintln(c.App.Writer, "replica "+id+" "+doing)
 	return err

@@ -2,17 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/adminops"
 	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/internal/picture"
 )
@@ -387,13 +385,12 @@ func hostControlCommand(name, op, done, usage string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			r, err := hostControlMsg(c, id, op)
+			ai, err := hostControlInfo(c, id, op)
 			if err != nil {
 				return err
 			}
 			if c.Bool("json") {
-				_, err := c.App.Writer.Write(append(r.Data, '\n'))
-				return err
+				return writeJSON(c.App.Writer, ai)
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "host %s %s\n", id, done)
 			return err
@@ -412,9 +409,6 @@ func logFlags() []cli.Flag {
 // fetchLog prints a log from host (replica "" = the manager's own),
 // following it with --follow.
 func fetchLog(c *cli.Context, host, replica string) error {
-	if err := proto.ValidID(host); err != nil {
-		return fmt.Errorf("host %q: %v", host, err)
-	}
 	nc, err := connect(c, "muster logs", auth.RoleAdmin)
 	if err != nil {
 		return err
@@ -426,27 +420,18 @@ func fetchLog(c *cli.Context, host, replica string) error {
 	}
 	for {
 		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-		body, _ := json.Marshal(proto.LogRequest{Replica: replica, Offset: offset})
-		r, err := nc.RequestWithContext(ctx, proto.AttachLogsSubject(host), body)
+		chunk, err := adminops.ReadLog(ctx, nc, host, replica, offset, 0)
 		cancel()
 		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return fmt.Errorf("host %s not found: no attach manager with that id is online (muster host ls)", host)
-		case c.Context.Err() != nil:
+		case c.Context.Err() != nil && err != nil:
 			return nil // Ctrl-C while following
 		case err != nil:
-			return fmt.Errorf("logs of %s: %w", host, err)
-		}
-		if e := proto.ErrorFromHeader(r.Header); e != nil {
-			return e
-		}
-		if _, err := c.App.Writer.Write(r.Data); err != nil {
 			return err
 		}
-		start, _ := strconv.ParseInt(r.Header.Get(proto.HdrLogOffset), 10, 64)
-		size, _ := strconv.ParseInt(r.Header.Get(proto.HdrLogSize), 10, 64)
-		offset = start + int64(len(r.Data))
-		if offset < size {
+		if _, err := c.App.Writer.Write(chunk.Data); err != nil {
+			return err
+		}
+		if offset = chunk.End(); offset < chunk.Size {
 			continue // more than one message's worth
 		}
 		if !c.Bool("follow") {
@@ -587,8 +572,7 @@ func replicaLogs(c *cli.Context) error {
 	}
 	for _, h := range hosts {
 		err := fetchLog(c, h, id)
-		var pe *proto.Error
-		if errors.As(err, &pe) && pe.Code == proto.CodeParticipantUnknown {
+		if errors.Is(err, adminops.ErrNotFound) {
 			continue
 		}
 		return err
@@ -653,34 +637,21 @@ func convCommand() *cli.Command {
 	}
 }
 
-// hostControl sends op (ISOLATE, RESTORE) to host id's control subject.
+// hostControl isolates (op ISOLATE) or restores (RESTORE) host id.
 func hostControl(c *cli.Context, id, op string) error {
-	_, err := hostControlMsg(c, id, op)
+	_, err := hostControlInfo(c, id, op)
 	return err
 }
 
-func hostControlMsg(c *cli.Context, id, op string) (*nats.Msg, error) {
-	if err := proto.ValidID(id); err != nil {
-		return nil, fmt.Errorf("host %q: %v", id, err)
-	}
+// hostControlInfo is hostControl returning the host's registration after
+// the change.
+func hostControlInfo(c *cli.Context, id, op string) (proto.AttachInfo, error) {
 	nc, err := connect(c, "muster host "+strings.ToLower(op), auth.RoleAdmin)
 	if err != nil {
-		return nil, err
+		return proto.AttachInfo{}, err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	m := nats.NewMsg(proto.AttachControlSubject(id))
-	m.Header.Set(proto.HdrOp, op)
-	r, err := nc.RequestMsgWithContext(ctx, m)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return nil, fmt.Errorf("host %s not found: no attach manager with that id is online (muster host ls)", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("host %s: %w", id, err)
-	}
-	if e := proto.ErrorFromHeader(r.Header); e != nil {
-		return nil, e
-	}
-	return r, nil
+	return adminops.SetIsolation(ctx, nc, id, op == proto.OpIsolate)
 }
