@@ -338,8 +338,8 @@ func TestKeepaliveIsOptIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := open("")
+	opened := time.Now() // before the NEW: the replica's silence clock starts when it accepts it
 	silent := open("500ms")
-	opened := time.Now()
 	ev, err := events.NextMsg(5 * time.Second) // the first conversation to end
 	if err != nil {
 		t.Fatalf("silent conversation still open: %v", err)

@@ -29,7 +29,9 @@ type CleanReport struct {
 // stopped by proc.StopGroup (SIGTERM, up to grace, SIGKILL), all such groups
 // at once, and with no grace once ctx has ended; a PID that is gone, was
 // never started (0) or now names another process is never signalled and
-// the record is reported Stale. Then the record's temp dir (only if it lies
+// the record is reported Stale. A reserved record (PID 0: the manager died
+// between starting the process and recording it) is matched to its process
+// by the replica id in the process's environment (findReplica). Then the record's temp dir (only if it lies
 // under tempRoot) and the record are removed; a group that survives SIGKILL
 // keeps both, for a later try. Nothing else under tempRoot is touched: a
 // manager removes only the temp dirs it recorded.
@@ -48,6 +50,19 @@ func (d Dir) CleanOrphans(ctx context.Context, recs []Record, tempRoot string, g
 	ours := make([]bool, len(recs))
 	var wg sync.WaitGroup
 	for i, r := range recs {
+		if r.PID == 0 {
+			// Reserved: the manager died before it recorded the PID. The
+			// process may have started all the same: find it by the
+			// replica id in its environment.
+			if pid := findReplica(r.ID); pid > 0 {
+				log.Info("replica found by its environment: its manager died before recording it", "replica", r.ID, "pid", pid)
+				recs[i].PID = pid
+				ours[i] = true
+				log.Info("stopping orphaned replica", "replica", r.ID, "service", r.Service, "pid", pid)
+				wg.Go(func() { stopErrs[i] = proc.StopGroup(ctx, pid, grace) })
+				continue
+			}
+		}
 		ok, why := r.Ident().Check()
 		if r.PID == 0 {
 			why = "reserved; its process was never started"
@@ -62,6 +77,7 @@ func (d Dir) CleanOrphans(ctx context.Context, recs []Record, tempRoot string, g
 	}
 	wg.Wait()
 	for i, r := range recs {
+		r = recs[i]
 		switch {
 		case ours[i] && stopErrs[i] != nil:
 			log.Warn("orphaned replica survived", "replica", r.ID, "pid", r.PID, "err", stopErrs[i])

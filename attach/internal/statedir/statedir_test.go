@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/musterhq/muster/attach/internal/proc"
 	"github.com/musterhq/muster/attach/internal/proctest"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/shirou/gopsutil/v3/process"
 )
 
@@ -455,4 +457,45 @@ func TestLock(t *testing.T) {
 		t.Fatalf("Lock after unlock: %v", err)
 	}
 	unlock2()
+}
+
+// A manager killed between starting a replica and recording its PID left
+// a reserved record (PID 0): the next run finds the process by the replica
+// id in its environment and stops it; a reserved record whose process
+// never started stays harmless.
+func TestCleanOrphansFindsUnrecordedReplica(t *testing.T) {
+	s := Dir(filepath.Join(t.TempDir(), "state"))
+	tempRoot := filepath.Join(t.TempDir(), "tmp")
+	id := "unrecorded-" + strconv.Itoa(os.Getpid())
+	spec, log := proctest.Spec(t, "sleep")
+	spec.TempDir = ""
+	spec.Dir = t.TempDir()
+	spec.Env = append(spec.Env, proto.EnvReplicaID+"="+id)
+	p := proctest.Start(t, spec)
+	proctest.WaitLog(t, log, "ready\n")
+	if err := s.Reserve(id, "C/N/S", filepath.Join(tempRoot, id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve("never-started", "C/N/S", filepath.Join(tempRoot, "never-started")); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.CleanOrphans(t.Context(), recs, tempRoot, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unrecorded replica is still running")
+	}
+	if len(rep.Stopped) != 1 || rep.Stopped[0].ID != id || rep.Stopped[0].PID != p.PID() {
+		t.Fatalf("stopped %+v, want the unrecorded replica (pid %d)", rep.Stopped, p.PID())
+	}
+	if len(rep.Stale) != 1 || rep.Stale[0].ID != "never-started" {
+		t.Fatalf("stale %+v, want the reservation that never started", rep.Stale)
+	}
 }
