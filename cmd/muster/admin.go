@@ -249,6 +249,9 @@ func control(c *cli.Context, name string, now bool, doing string) error {
 	if err != nil {
 		return err
 	}
+	if err := proto.ValidID(id); err != nil { // arguments are checked before anything is done
+		return fmt.Errorf("replica %q: %v", id, err)
+	}
 	nc, err := connect(c, "muster replica "+name, auth.RoleAdmin)
 	if err != nil {
 		return err

@@ -409,6 +409,9 @@ func logFlags() []cli.Flag {
 // fetchLog prints a log from host (replica "" = the manager's own),
 // following it with --follow.
 func fetchLog(c *cli.Context, host, replica string) error {
+	if err := proto.ValidID(host); err != nil { // arguments are checked before anything is done
+		return fmt.Errorf("host %q: %v", host, err)
+	}
 	nc, err := connect(c, "muster logs", auth.RoleAdmin)
 	if err != nil {
 		return err
@@ -646,6 +649,9 @@ func hostControl(c *cli.Context, id, op string) error {
 // hostControlInfo is hostControl returning the host's registration after
 // the change.
 func hostControlInfo(c *cli.Context, id, op string) (proto.AttachInfo, error) {
+	if err := proto.ValidID(id); err != nil { // arguments are checked before anything is done
+		return proto.AttachInfo{}, fmt.Errorf("host %q: %v", id, err)
+	}
 	nc, err := connect(c, "muster host "+strings.ToLower(op), auth.RoleAdmin)
 	if err != nil {
 		return proto.AttachInfo{}, err
