@@ -241,8 +241,8 @@ func execAndCall(ctx context.Context, exe string, env []string, subject string, 
 var phaseNames = []string{
 	"queued (call → the broker's \"queued\")",
 	"notified (→ the attach notification, as observed)",
-	"exec + process start (→ the replica's recorded start)",
-	"connect + register (→ its registration seen in KV)",
+	"exec + start + connect (→ the replica's recorded start, taken once it has connected)",
+	"set up + register (JetStream look-ups, subscriptions → its registration seen in KV)",
 	"first pull (→ its \"working\")",
 	"reply (→ the reply)",
 }
