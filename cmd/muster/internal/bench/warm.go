@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/client"
@@ -23,6 +24,7 @@ type pair struct {
 	sys      *system
 	service  string // Muster's echo
 	raw      string // the raw responders' subject
+	micro    string // the NATS micro services' endpoint subject
 	rawNC    *nats.Conn
 	cli      *client.Client
 	stop     context.CancelFunc
@@ -35,7 +37,7 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pair{sys: sys, service: "BENCH/ECHO/" + nuid.Next(), raw: "bench.raw." + nuid.Next()}
+	p := &pair{sys: sys, service: "BENCH/ECHO/" + nuid.Next(), raw: "bench.raw." + nuid.Next(), micro: "bench.micro." + nuid.Next()}
 	defer func() {
 		if retErr != nil {
 			p.close()
@@ -61,6 +63,19 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 			return nil, err
 		}
 		id := nuid.Next()
+		// The second baseline, what a user might pick instead of Muster for
+		// warm calls: a nats.go micro service with the same handler.
+		mnc, err := sys.connect(fmt.Sprintf("bench micro service %d", i), auth.RoleAdmin)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := micro.AddService(mnc, micro.Config{Name: "bench-echo", Version: "1.0.0",
+			Endpoint: &micro.EndpointConfig{Subject: p.micro, Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })}}); err != nil {
+			return nil, err
+		}
+		if err := mnc.Flush(); err != nil {
+			return nil, err
+		}
 		wnc, err := sys.connectReplica(fmt.Sprintf("bench replica %d", i), id, p.service)
 		if err != nil {
 			return nil, err
@@ -138,6 +153,24 @@ func load(n int, d time.Duration, op func() error) (int64, []time.Duration, erro
 	return count.Load(), all, nil
 }
 
+// roundsN alternates the systems of ops, round seconds each, until each
+// had d; it returns each one's count and latencies.
+func roundsN(d time.Duration, n int, names []string, ops ...func() error) ([]int64, [][]time.Duration, error) {
+	round := min(time.Second, d)
+	counts := make([]int64, len(ops))
+	lats := make([][]time.Duration, len(ops))
+	for spent := time.Duration(0); spent < d; spent += round {
+		for i, op := range ops {
+			c, l, err := load(n, round, op)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", names[i], err)
+			}
+			counts[i], lats[i] = counts[i]+c, append(lats[i], l...)
+		}
+	}
+	return counts, lats, nil
+}
+
 // rounds alternates the two systems, round seconds each, until each had d.
 func rounds(d time.Duration, n int, base, muster func() error) (bc, mc int64, bl, ml []time.Duration, err error) {
 	round := time.Second
@@ -167,23 +200,25 @@ func runWarm(ctx context.Context, cfg Config) (*Result, error) {
 	defer p.close()
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	raw := func() error { _, err := p.rawNC.Request(p.raw, payload, 5*time.Second); return err }
+	mic := func() error { _, err := p.rawNC.Request(p.micro, payload, 5*time.Second); return err }
 	must := func() error {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := p.cli.Call(c, p.service, payload)
 		return err
 	}
-	// Warm both up so neither pays first-use costs in the measurement.
-	if _, _, err := load(cfg.Clients, 200*time.Millisecond, raw); err != nil {
-		return nil, err
+	// Warm all up so none pays first-use costs in the measurement.
+	for _, op := range []func() error{raw, mic, must} {
+		if _, _, err := load(cfg.Clients, 200*time.Millisecond, op); err != nil {
+			return nil, err
+		}
 	}
-	if _, _, err := load(cfg.Clients, 200*time.Millisecond, must); err != nil {
-		return nil, err
-	}
-	bc, mc, bl, ml, err := rounds(cfg.Duration, cfg.Clients, raw, must)
+	counts, lats, err := roundsN(cfg.Duration, cfg.Clients, []string{"baseline", "micro baseline", "muster"}, raw, mic, must)
 	if err != nil {
 		return nil, err
 	}
+	bc, mcc, mc := counts[0], counts[1], counts[2]
+	bl, mil, ml := lats[0], lats[1], lats[2]
 	secs := cfg.Duration.Seconds()
 	queued := int64(0)
 	for _, s := range p.sys.broker.Stats(ctx) {
@@ -196,10 +231,12 @@ func runWarm(ctx context.Context, cfg Config) (*Result, error) {
 			ratioFigure("throughput", "calls/s", float64(mc)/secs, float64(bc)/secs, 0.8, true),
 			ratioFigure("p99 latency", "ms", ms(percentile(ml, 99)), ms(percentile(bl, 99)), 1.5, false),
 			{Name: "p50 latency", Unit: "ms", Muster: ms(percentile(ml, 50)), Baseline: ms(percentile(bl, 50)), Ratio: ms(percentile(ml, 50)) / ms(percentile(bl, 50))},
+			ratioFigure("throughput vs a NATS micro service", "calls/s", float64(mc)/secs, float64(mcc)/secs, 0.95, true),
+			{Name: "p99 latency vs micro", Unit: "ms", Muster: ms(percentile(ml, 99)), Baseline: ms(percentile(mil, 99)), Ratio: ms(percentile(ml, 99)) / ms(percentile(mil, 99))},
 		},
 		Notes: []string{
-			fmt.Sprintf("%d clients, %d replicas (capacity %d each) vs %d raw responders, %v each in 1s alternating rounds, 32-byte payload",
-				cfg.Clients, cfg.Replicas, p.capacity, cfg.Replicas, cfg.Duration),
+			fmt.Sprintf("%d clients, %d replicas (capacity %d each) vs %d raw responders and %d nats.go micro services with the same handler, %v each in 1s alternating rounds, 32-byte payload",
+				cfg.Clients, cfg.Replicas, p.capacity, cfg.Replicas, cfg.Replicas, cfg.Duration),
 			fmt.Sprintf("%d of %d Muster calls went through the broker queue (no free replica at that instant)", queued, mc),
 		},
 	}, nil
