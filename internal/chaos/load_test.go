@@ -154,24 +154,30 @@ func (t *tally) String() string {
 		t.calls, t.ok, t.wrong, t.hung, strings.Join(codes, " "), t.other, t.otherText)
 }
 
-// recoveredAfter is how long after at the calls succeed again for good:
-// from at to the start of the first call after which every call that
-// started later succeeded. It is negative if the calls never recovered.
+// recoveredAfter is how long after at the calls succeed again: from at to
+// the start of the first call that begins a run of successes (see below).
+// It is negative if the calls never recovered.
 func (t *tally) recoveredAfter(at time.Time) time.Duration {
 	outs := append([]outcome(nil), t.outs...)
 	sort.Slice(outs, func(i, j int) bool { return outs[i].start.Before(outs[j].start) })
-	firstGood := -1
-	for i := len(outs) - 1; i >= 0; i-- {
-		if !outs[i].ok {
-			break
+	// Serving again: the first call, started after at, that begins a run
+	// of runOK successful calls (by start). A lone late failure (a call
+	// held by a replica on a lost node, or in flight across a cut: both
+	// coded and expected) does not undo a recovery.
+	const runOK = 5
+	for i := range outs {
+		if outs[i].start.Before(at) || i+runOK > len(outs) {
+			continue
 		}
-		firstGood = i
+		good := true
+		for _, o := range outs[i : i+runOK] {
+			good = good && o.ok
+		}
+		if good {
+			return max(outs[i].start.Sub(at), 0)
+		}
 	}
-	if firstGood < 0 {
-		return -1
-	}
-	d := outs[firstGood].start.Sub(at)
-	return max(d, 0)
+	return -1
 }
 
 // duplicates lists request ids executed more than once.
