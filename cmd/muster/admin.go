@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
 	"github.com/musterhq/muster/broker/proto"
@@ -60,18 +55,12 @@ func serviceCommand() *cli.Command {
 	}
 }
 
-// resetResult is the --json output of service reset.
-type resetResult struct {
-	Service string              `json:"service"`
-	Reset   []proto.AttachReset `json:"reset"`
-}
-
 func runServiceReset(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return errors.New("service reset: want SERVICE")
-	}
-	svc, err := proto.ParseService(c.Args().First())
+	svc, err := oneArg(c, "SERVICE")
 	if err != nil {
+		return err
+	}
+	if _, err := proto.ParseService(svc); err != nil { // checked before anything is done
 		return err
 	}
 	nc, err := connect(c, "muster service reset", auth.RoleAdmin)
@@ -81,41 +70,13 @@ func runServiceReset(c *cli.Context) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	want, err := offeringManagers(ctx, nc, svc.String(), time.Now())
+	res, err := adminops.ResetService(ctx, nc, svc)
 	if err != nil {
 		return err
 	}
-	if want == 0 {
-		return fmt.Errorf("no live attach manager offers %s", svc)
+	if len(res.Reset) < res.Offering {
+		fmt.Fprintf(c.App.ErrWriter, "muster: %d of %d attach managers offering %s answered within %v\n", len(res.Reset), res.Offering, res.Service, c.Duration("timeout"))
 	}
-	inbox := nc.NewRespInbox()
-	replies := make(chan *nats.Msg, want)
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(proto.AttachResetSubject(svc), inbox, nil); err != nil {
-		return err
-	}
-	res := resetResult{Service: svc.String(), Reset: []proto.AttachReset{}}
-	for len(res.Reset) < want {
-		select {
-		case m := <-replies:
-			var r proto.AttachReset
-			if err := json.Unmarshal(m.Data, &r); err != nil {
-				return fmt.Errorf("attach manager answered: %w", err)
-			}
-			res.Reset = append(res.Reset, r)
-		case <-ctx.Done():
-			if len(res.Reset) == 0 {
-				return fmt.Errorf("service reset %s: no attach manager answered within %v (%d offer it)", svc, c.Duration("timeout"), want)
-			}
-			fmt.Fprintf(c.App.ErrWriter, "muster: %d of %d attach managers offering %s answered\n", len(res.Reset), want, svc)
-			want = len(res.Reset)
-		}
-	}
-	sort.Slice(res.Reset, func(i, j int) bool { return res.Reset[i].Attach < res.Reset[j].Attach })
 	if c.Bool("json") {
 		return writeJSON(c.App.Writer, res)
 	}
@@ -132,58 +93,6 @@ func runServiceReset(c *cli.Context) error {
 		fmt.Fprintln(c.App.Writer, line)
 	}
 	return nil
-}
-
-// offeringManagers counts the live attach managers whose registration
-// offers svc.
-func offeringManagers(ctx context.Context, nc *nats.Conn, svc string, now time.Time) (int, error) {
-	ams, err := liveAttachManagers(ctx, nc, now)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, a := range ams {
-		if a.Offers(svc) {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// liveAttachManagers reads the attach managers' registrations not expired
-// at now, sorted by id. No bucket means no attach manager ever registered.
-func liveAttachManagers(ctx context.Context, nc *nats.Conn, now time.Time) ([]proto.AttachInfo, error) {
-	out := []proto.AttachInfo{}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := js.KeyValue(ctx, proto.AttachBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", proto.AttachBucket, err)
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil { // all current records seen
-				sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-				return out, nil
-			}
-			if ai, err := proto.DecodeAttachInfo(e.Value()); err == nil && !ai.Expired(now) {
-				out = append(out, ai)
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read bucket %s: %w", proto.AttachBucket, ctx.Err())
-		}
-	}
 }
 
 // replicaCommand is `muster replica ls|show|stop|quiesce|logs`.

@@ -45,7 +45,7 @@ func poolKV(c *cli.Context, name string) (jetstream.KeyValue, *nats.Conn, contex
 
 // updateHost applies f to the pool record of id (a missing record is an
 // error unless create), with a compare-and-set retry.
-func updateHost(c *cli.Context, id, verb string, create bool, f func(*proto.HostSetting) error) error {
+func updateHost(c *cli.Context, id, verb string, create bool, f func(*proto.HostSetting)) error {
 	if err := proto.ValidID(id); err != nil {
 		return fmt.Errorf("host %q: %v", id, err)
 	}
@@ -77,9 +77,7 @@ func updateHost(c *cli.Context, id, verb string, create bool, f func(*proto.Host
 		default:
 			return fmt.Errorf("host pool: %w", err)
 		}
-		if err := f(&h); err != nil {
-			return err
-		}
+		f(&h)
 		b, _ := json.Marshal(h)
 		if rev == 0 {
 			_, err = kv.Create(ctx, key, b)
@@ -98,6 +96,22 @@ func updateHost(c *cli.Context, id, verb string, create bool, f func(*proto.Host
 	return fmt.Errorf("host %s: the pool record kept changing; try again", id)
 }
 
+// hostChange is the action of `muster host VERB HOST`: it applies set to
+// the host's pool record (creating it with create) and says done.
+func hostChange(verb string, create bool, done string, set func(*cli.Context, *proto.HostSetting)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		id, err := oneArg(c, "HOST")
+		if err != nil {
+			return err
+		}
+		if err := updateHost(c, id, verb, create, func(h *proto.HostSetting) { set(c, h) }); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(c.App.Writer, "host %s %s\n", id, done)
+		return err
+	}
+}
+
 // poolCommands are the host pool subcommands of `muster host`.
 func poolCommands() []*cli.Command {
 	flags := func(more ...cli.Flag) []cli.Flag { return connFlags(append([]cli.Flag{adminTimeout()}, more...)...) }
@@ -107,17 +121,7 @@ func poolCommands() []*cli.Command {
 		ArgsUsage:   "HOST",
 		Description: "Writes host.HOST in the " + proto.PoolBucket + " bucket.\n\n" + exitStatusHelp,
 		Flags:       flags(&cli.StringFlag{Name: "note", Usage: "a note shown in host show"}),
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "HOST")
-			if err != nil {
-				return err
-			}
-			err = updateHost(c, id, "add", true, func(h *proto.HostSetting) error { h.Note = c.String("note"); return nil })
-			if err == nil {
-				fmt.Fprintf(c.App.Writer, "host %s added to the pool\n", c.Args().First())
-			}
-			return err
-		},
+		Action:      hostChange("add", true, "added to the pool", func(c *cli.Context, h *proto.HostSetting) { h.Note = c.String("note") }),
 	}, {
 		Name:        "rm",
 		Usage:       "remove a host from the pool (one that registers again is added again)",
@@ -150,34 +154,14 @@ func poolCommands() []*cli.Command {
 		ArgsUsage:   "HOST",
 		Description: exitStatusHelp,
 		Flags:       flags(),
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "HOST")
-			if err != nil {
-				return err
-			}
-			err = updateHost(c, id, "enable", false, func(h *proto.HostSetting) error { h.Disabled = false; return nil })
-			if err == nil {
-				fmt.Fprintf(c.App.Writer, "host %s enabled\n", c.Args().First())
-			}
-			return err
-		},
+		Action:      hostChange("enable", false, "enabled", func(_ *cli.Context, h *proto.HostSetting) { h.Disabled = false }),
 	}, {
 		Name:        "disable",
 		Usage:       "place no new replicas on a host (its running replicas go on; isolate to quiesce them)",
 		ArgsUsage:   "HOST",
 		Description: exitStatusHelp,
 		Flags:       flags(),
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "HOST")
-			if err != nil {
-				return err
-			}
-			err = updateHost(c, id, "disable", false, func(h *proto.HostSetting) error { h.Disabled = true; return nil })
-			if err == nil {
-				fmt.Fprintf(c.App.Writer, "host %s disabled: no new replicas are placed on it\n", c.Args().First())
-			}
-			return err
-		},
+		Action:      hostChange("disable", false, "disabled: no new replicas are placed on it", func(_ *cli.Context, h *proto.HostSetting) { h.Disabled = true }),
 	}, {
 		Name:      "set",
 		Usage:     "change a host's live settings: max_replicas=N, max_users=N (0: the host's config), note=TEXT, enabled=true|false, isolated=true|false",
@@ -225,11 +209,10 @@ func poolCommands() []*cli.Command {
 				}
 			}
 			if len(sets) > 0 {
-				if err := updateHost(c, id, "set", false, func(h *proto.HostSetting) error {
+				if err := updateHost(c, id, "set", false, func(h *proto.HostSetting) {
 					for _, f := range sets {
 						f(h)
 					}
-					return nil
 				}); err != nil {
 					return err
 				}

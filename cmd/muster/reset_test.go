@@ -15,6 +15,7 @@ import (
 
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/adminops"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
 )
@@ -69,7 +70,7 @@ func TestServiceReset(t *testing.T) {
 	if err != nil || string(got) != "back" {
 		t.Fatalf("call after reset: %q %v", got, err)
 	}
-	var res resetResult
+	var res adminops.ResetResult
 	if err := json.Unmarshal([]byte(run(t, nil, "service", "reset", serverFlag(env), "--json", "EXAMPLE/FIX/X")), &res); err != nil {
 		t.Fatal(err)
 	}

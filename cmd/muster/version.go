@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/musterhq/muster/internal/adminops"
 	"github.com/musterhq/muster/internal/auth"
 )
 
@@ -103,7 +104,7 @@ func hostVersions(c *cli.Context) ([]hostVersion, error) {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(c.Context, hostsTimeout)
 	defer cancel()
-	ams, err := liveAttachManagers(ctx, nc, time.Now())
+	ams, err := adminops.LiveAttachManagers(ctx, nc, time.Now())
 	if err != nil {
 		return nil, err
 	}
