@@ -65,29 +65,13 @@ func TestUpSecure(t *testing.T) {
 	}
 
 	// With the client's credentials, snooping is refused by the server.
-	violations := make(chan error, 4)
-	nc, err := natsconn.Config{URL: "nats://" + addr, CredsFile: filepath.Join(creds, "client.creds")}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := nats.Connect("nats://"+addr, append(nc, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, violations := watchedConn(t, "nats://"+addr, filepath.Join(creds, "client.creds"))
 	refused := func(what string, try func() error) {
 		t.Helper()
 		if err := try(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		select {
-		case err := <-violations:
-			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-				t.Errorf("%s: %v", what, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("%s: no permissions violation", what)
-		}
+		expectViolation(t, violations, what)
 	}
 	pub := func(subject string, hdr map[string]string) func() error {
 		return func() error {
@@ -115,6 +99,54 @@ func TestUpSecure(t *testing.T) {
 	}
 }
 
+// credsUser returns the user claims of the .creds file at path.
+func credsUser(t *testing.T, path string) *jwt.UserClaims {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uc
+}
+
+// watchedConn connects to url with the .creds file at path; the server's
+// asynchronous errors (permission violations) arrive on the channel.
+func watchedConn(t *testing.T, url, path string) (*nats.Conn, chan error) {
+	t.Helper()
+	opts, err := natsconn.Config{URL: url, CredsFile: path}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	nc, err := nats.Connect(url, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatalf("connect with %s: %v", path, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// expectViolation waits up to 5s for a permissions violation on errs.
+func expectViolation(t *testing.T, errs chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("%s: %v", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s: allowed, want a permissions violation", what)
+	}
+}
+
 // checkReplicaScoped finds the credentials the attach manager gave the
 // running demo replica (in its temp dir under tmp) and checks they are its
 // own: named after its replica id (the temp dir's name), allowed its own
@@ -135,31 +167,10 @@ func checkReplicaScoped(t *testing.T, url, tmp string) {
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("%s: %v %v, want mode 0600", path, st, err)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if id := filepath.Base(filepath.Dir(path)); uc.Name != id {
+	if uc, id := credsUser(t, path), filepath.Base(filepath.Dir(path)); uc.Name != id {
 		t.Errorf("replica creds name %q, want its replica id %q", uc.Name, id)
 	}
-	opts, err := natsconn.Config{URL: url, CredsFile: path}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 4)
-	nc, err := nats.Connect(url, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
-	if err != nil {
-		t.Fatalf("connect with the replica's creds: %v", err)
-	}
-	defer nc.Close()
+	nc, errs := watchedConn(t, url, path)
 	if _, err := nc.SubscribeSync("muster.held.DEMO.ECHO.ECHO"); err != nil {
 		t.Fatal(err)
 	}
@@ -174,51 +185,20 @@ func checkReplicaScoped(t *testing.T, url, tmp string) {
 	if _, err := nc.SubscribeSync("muster.svc.DEMO.OTHER.ECHO"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-errs:
-		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-			t.Errorf("another service's warm subject: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("the replica's creds may subscribe to another service's warm subject")
-	}
+	expectViolation(t, errs, "the replica's creds subscribing to another service's warm subject")
 }
 
 // checkAttachScoped: the attach manager's credentials are named after its
 // id and may not write another manager's registration record.
 func checkAttachScoped(t *testing.T, url, path string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := jwt.ParseDecoratedJWT(b)
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	uc := credsUser(t, path)
 	if uc.Name == "attach" || uc.Name == "" {
 		t.Fatalf("attach.creds user %q: not named after the manager's id", uc.Name)
 	}
-	opts, err := natsconn.Config{URL: url, CredsFile: path}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 4)
-	nc, err := nats.Connect(url, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, errs := watchedConn(t, url, path)
 	if err := nc.Publish("$KV.muster_attach.not-"+uc.Name, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-errs:
-		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-			t.Errorf("another manager's record: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("attach.creds may write another manager's record")
-	}
+	expectViolation(t, errs, "attach.creds writing another manager's record")
 }
