@@ -30,10 +30,16 @@ import (
 const (
 	// pullHeartbeat is the idle heartbeat the server sends while a pull
 	// request waits (its "idle_heartbeat").
-	pullHeartbeat = 2 * time.Second
+	// A leader that died without a word (its node stopped before its
+	// "409 Server Shutdown" crossed the route) is noticed only by this
+	// silence, so it is short: 2 heartbeats/s per idle replica are cheap
+	// next to a queued call waiting seconds for a lost pull.
+	pullHeartbeat = 500 * time.Millisecond
 	// pullLost is how long a pull may stay without a sign before it is
-	// taken as lost and sent again.
-	pullLost = 2*pullHeartbeat + time.Second
+	// taken as lost and sent again (two heartbeats missed and a margin
+	// for a loaded machine; a pull sent again too early is harmless: the
+	// old one expires or its message is NAKed to another replica).
+	pullLost = 2*pullHeartbeat + 250*time.Millisecond
 	// pullRetryMin and pullRetryMax bound the backoff between pulls the
 	// server refused.
 	pullRetryMin = 50 * time.Millisecond
