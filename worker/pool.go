@@ -7,17 +7,16 @@ import (
 )
 
 // A replica serves with a fixed pool of cfg.capacity worker goroutines
-// (no goroutine per call: see docs/PERFORMANCE.md). A worker takes warm
-// requests straight from the warm subscription's channel and serves them
-// inline, and serves the conversations handed to it from the queue (pull)
-// or by the forwarder. The workers stop with the replica's base context.
+// (no goroutine per call: see docs/PERFORMANCE.md) beside the warm path's
+// dispatcher (dispatch.go). A worker serves the conversations handed to it:
+// NEWs from the dispatcher, queued requests from the pull, warm calls from
+// the stall watch and the forwarder. The workers stop with the replica's
+// base context.
 
 // worker is one of the replica's pool goroutines.
 func (r *replica) worker() {
 	for {
 		select {
-		case nm := <-r.warmCh:
-			r.onWarm(nm)
 		case c := <-r.work:
 			r.serve(c)
 		case <-r.baseCtx.Done():

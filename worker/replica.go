@@ -128,8 +128,9 @@ type replica struct {
 	forwarding map[string]int // guarded by mu: reply subjects of warm requests being handed to the broker
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
+	stallState
 	work    chan *Conv     // hands queued conversations to idle workers
-	warmCh  chan *nats.Msg // the warm subscription delivers here; workers read it
+	warmCh  chan *nats.Msg // the warm subscription delivers here; the dispatcher reads it
 	fullSig chan struct{}  // wakes the forwarder when the replica fills up
 	stop    chan struct{}  // closed when the replica starts to quiesce
 	hbKick  chan struct{}  // asks the heartbeat loop to write now
@@ -143,6 +144,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
+		stallState: stallState{watchKick: make(chan struct{}, 1)},
 	}
 }
 
@@ -217,6 +219,8 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		r.goOwned(&r.pool, r.worker)
 	}
 	r.goOwned(&r.pool, r.forwarder)
+	r.goOwned(&r.pool, r.dispatcher)
+	r.goOwned(&r.pool, r.stallWatch)
 	r.goOwned(&r.helpers, r.heartbeat)
 	connected := r.nc.StatusChanged(nats.CONNECTED)
 	r.goOwned(&r.helpers, func() { r.watchConn(connected) })

@@ -40,12 +40,15 @@ func (r *replica) unsubscribeWarmLocked() {
 	}
 }
 
-// onWarm takes a call or NEW from the warm path on a worker's goroutine.
+// onWarm takes a call or NEW from the warm path on the dispatcher's
+// goroutine: a call is served inline, a conversation by a worker.
 func (r *replica) onWarm(nm *nats.Msg) {
 	c, handled := r.accept(nm, nm.Reply, "")
 	switch {
+	case c != nil && c.call:
+		r.serveInline(c)
 	case c != nil:
-		r.serve(c) // inline: this goroutine is a worker
+		r.handOver(c)
 	case !handled:
 		r.forward(nm)
 	}

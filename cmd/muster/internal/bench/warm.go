@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,42 +155,36 @@ func load(n int, d time.Duration, op func() error) (int64, []time.Duration, erro
 }
 
 // roundsN alternates the systems of ops, round seconds each, until each
-// had d; it returns each one's count and latencies.
-func roundsN(d time.Duration, n int, names []string, ops ...func() error) ([]int64, [][]time.Duration, error) {
+// had d, and returns each one's count, every call's latency and what the
+// process spent (CPU, system calls) while each ran.
+func roundsN(d time.Duration, n int, names []string, ops ...func() error) ([]int64, [][]time.Duration, []cost, error) {
 	round := min(time.Second, d)
 	counts := make([]int64, len(ops))
 	lats := make([][]time.Duration, len(ops))
+	costs := make([]cost, len(ops))
 	for spent := time.Duration(0); spent < d; spent += round {
 		for i, op := range ops {
+			before := costNow()
 			c, l, err := load(n, round, op)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", names[i], err)
+				return nil, nil, nil, fmt.Errorf("%s: %w", names[i], err)
 			}
 			counts[i], lats[i] = counts[i]+c, append(lats[i], l...)
+			costs[i] = costs[i].add(costNow().sub(before))
 		}
 	}
-	return counts, lats, nil
+	return counts, lats, costs, nil
 }
 
-// rounds alternates the two systems, round seconds each, until each had d.
-func rounds(d time.Duration, n int, base, muster func() error) (bc, mc int64, bl, ml []time.Duration, err error) {
-	round := time.Second
-	if d < round {
-		round = d
+// costNote says what each system spent per call (or message), as measured
+// over its rounds: the whole process's CPU time and read/write calls.
+func costNote(unit string, names []string, counts []int64, per int64, costs []cost) string {
+	parts := make([]string, len(names))
+	for i, name := range names {
+		n := max(counts[i]*per, 1)
+		parts[i] = fmt.Sprintf("%s %.1f µs CPU, %.2f syscalls", name, float64(costs[i].cpu.Microseconds())/float64(n), float64(costs[i].syscalls)/float64(n))
 	}
-	for spent := time.Duration(0); spent < d; spent += round {
-		c, l, err := load(n, round, base)
-		if err != nil {
-			return 0, 0, nil, nil, fmt.Errorf("baseline: %w", err)
-		}
-		bc, bl = bc+c, append(bl, l...)
-		c, l, err = load(n, round, muster)
-		if err != nil {
-			return 0, 0, nil, nil, fmt.Errorf("muster: %w", err)
-		}
-		mc, ml = mc+c, append(ml, l...)
-	}
-	return bc, mc, bl, ml, nil
+	return "cost per " + unit + " (whole process: clients, NATS server, responders): " + strings.Join(parts, "; ")
 }
 
 func runWarm(ctx context.Context, cfg Config) (*Result, error) {
@@ -213,7 +208,7 @@ func runWarm(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
-	counts, lats, err := roundsN(cfg.Duration, cfg.Clients, []string{"baseline", "micro baseline", "muster"}, raw, mic, must)
+	counts, lats, costs, err := roundsN(cfg.Duration, cfg.Clients, []string{"baseline", "micro baseline", "muster"}, raw, mic, must)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +233,7 @@ func runWarm(ctx context.Context, cfg Config) (*Result, error) {
 			fmt.Sprintf("%d clients, %d replicas (capacity %d each) vs %d raw responders and %d nats.go micro services with the same handler, %v each in 1s alternating rounds, 32-byte payload",
 				cfg.Clients, cfg.Replicas, p.capacity, cfg.Replicas, cfg.Replicas, cfg.Duration),
 			fmt.Sprintf("%d of %d Muster calls went through the broker queue (no free replica at that instant)", queued, mc),
+			costNote("call", []string{"raw", "micro", "Muster"}, counts, 1, costs),
 		},
 	}, nil
 }
@@ -284,15 +280,17 @@ func runConv(ctx context.Context, cfg Config) (*Result, error) {
 	if _, _, err := load(cfg.Clients, 200*time.Millisecond, must); err != nil {
 		return nil, err
 	}
-	bc, mc, _, _, err := rounds(cfg.Duration, cfg.Clients, raw, must)
+	counts, _, costs, err := roundsN(cfg.Duration, cfg.Clients, []string{"baseline", "muster"}, raw, must)
 	if err != nil {
 		return nil, err
 	}
+	bc, mc := counts[0], counts[1]
 	secs := cfg.Duration.Seconds()
 	return &Result{
 		Figures: []Figure{
 			ratioFigure("messages", "msgs/s", float64(mc*msgs)/secs, float64(bc*msgs)/secs, 0.9, true),
 		},
-		Notes: []string{fmt.Sprintf("%d clients, conversations of %d messages (NEW, 8 OLD, a last OLD the replica ends) vs %d raw requests", cfg.Clients, msgs, msgs)},
+		Notes: []string{fmt.Sprintf("%d clients, conversations of %d messages (NEW, 8 OLD, a last OLD the replica ends) vs %d raw requests", cfg.Clients, msgs, msgs),
+			costNote("message", []string{"raw", "Muster"}, counts, msgs, costs)},
 	}, nil
 }
