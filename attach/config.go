@@ -53,6 +53,7 @@ type ServiceConfig struct {
 	Dir                   string            // "dir": absolute working directory; "" means the replica's temp dir
 	Min                   int               // "min": replicas kept running; default 0
 	Max                   int               // "max": replicas at most; default 1, >= min
+	Standby               int               // "standby": replicas kept started but parked (not serving); default 0, min + standby <= max
 	Capacity              int               // "capacity": concurrent conversations per replica; default 1
 	IdleTimeout           time.Duration     // "idle_timeout": a replica exits after this long unused; default 60s, 0 = never
 	StartTimeout          time.Duration     // "start_timeout": how long a replica may take to register; default 30s

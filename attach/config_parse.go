@@ -24,7 +24,7 @@ var (
 	topFields  = []string{"host", "services"}
 	hostFields = []string{"name", "max_replicas", "max_users", "state_dir", "log_dir", "temp_dir",
 		"log_max_bytes", "log_keep", "log_total_bytes", "heartbeat", "grace"}
-	serviceFields = []string{"service", "program", "args", "env", "dir", "min", "max", "capacity",
+	serviceFields = []string{"service", "program", "args", "env", "dir", "min", "max", "standby", "capacity",
 		"idle_timeout", "start_timeout", "conv_timeout", "restart", "exit_after_conversation"}
 	restartPolicies = []string{RestartOnFailure, RestartAlways, RestartNever}
 )
@@ -137,10 +137,10 @@ func (p *parser) config(root *yaml.Node) *Config {
 	if h.maxReplicasOK {
 		sum := 0
 		for _, s := range c.Services {
-			sum += s.Min
+			sum += s.Min + s.Standby
 		}
 		if c.Host.MaxReplicas < sum {
-			p.errorf(h.maxReplicas, "host.max_replicas", "want at least the sum of the services' min (%d), got %d%s",
+			p.errorf(h.maxReplicas, "host.max_replicas", "want at least the sum of the services' min and standby (%d), got %d%s",
 				sum, c.Host.MaxReplicas, defaultNote(h.maxReplicasSet))
 		}
 	}
@@ -306,6 +306,12 @@ func (p *parser) service(e *yaml.Node, path string) (s ServiceConfig, nameNode *
 			note = ", the default"
 		}
 		p.errorf(e, path, "min (%d) is greater than max (%d%s)", s.Min, s.Max, note)
+	}
+	if v, ok := f["standby"]; ok {
+		var sbOK bool
+		if s.Standby, sbOK = p.integer(v, path+".standby", 0, maxCount, s.Standby); sbOK && minOK && maxOK && s.Min+s.Standby > s.Max {
+			p.errorf(v, path+".standby", "min (%d) + standby (%d) is greater than max (%d): standby replicas are processes of the service too", s.Min, s.Standby, s.Max)
+		}
 	}
 	if v, ok := f["capacity"]; ok {
 		s.Capacity, _ = p.integer(v, path+".capacity", 1, maxCount, s.Capacity)

@@ -326,7 +326,7 @@ func TestParseConfigErrors(t *testing.T) {
 	expand := strings.NewReplacer("{{prog}}", prog, "{{dir}}", dir, "{{file}}", file, "{{noexec}}", noexec).Replace
 
 	const allowedHost = "(allowed: name, max_replicas, max_users, state_dir, log_dir, temp_dir, log_max_bytes, log_keep, log_total_bytes, heartbeat, grace)"
-	const allowedService = "(allowed: service, program, args, env, dir, min, max, capacity, idle_timeout, start_timeout, conv_timeout, restart, exit_after_conversation)"
+	const allowedService = "(allowed: service, program, args, env, dir, min, max, standby, capacity, idle_timeout, start_timeout, conv_timeout, restart, exit_after_conversation)"
 
 	for _, tc := range []struct {
 		name string
@@ -621,6 +621,20 @@ services:
     program: {{prog}}
     min: 2
 `, `{{file}}:3:5: services[0]: min (2) is greater than max (1, the default)`},
+		{"min and standby greater than max", `
+services:
+  - service: A/B/C
+    program: {{prog}}
+    min: 1
+    max: 2
+    standby: 2
+`, `{{file}}:7:14: services[0].standby: min (1) + standby (2) is greater than max (2): standby replicas are processes of the service too`},
+		{"negative standby", `
+services:
+  - service: A/B/C
+    program: {{prog}}
+    standby: -1
+`, `{{file}}:5:14: services[0].standby: want a whole number >= 0, got "-1"`},
 		{"negative min", `
 services:
   - service: A/B/C
@@ -723,14 +737,14 @@ services:
     program: {{prog}}
     min: 2
     max: 4
-`, `{{file}}:3:17: host.max_replicas: want at least the sum of the services' min (4), got 3`},
+`, `{{file}}:3:17: host.max_replicas: want at least the sum of the services' min and standby (4), got 3`},
 		{"default max_replicas below sum of min", `
 services:
   - service: A/B/C
     program: {{prog}}
     min: 65
     max: 65
-`, `{{file}}:2:1: host.max_replicas: want at least the sum of the services' min (65), got 64 (the default)`},
+`, `{{file}}:2:1: host.max_replicas: want at least the sum of the services' min and standby (65), got 64 (the default)`},
 
 		// Every problem is reported, in file order.
 		{"multiple errors", `

@@ -128,8 +128,9 @@ type ServiceCounters struct {
 	StartFailed int64  `json:"start_failed"`
 	Crashed     int64  `json:"crashed"`
 	Hung        int64  `json:"hung"`
-	Pinged      int64  `json:"pinged"` // PINGs sent to replicas whose heartbeats looked stale
-	Fenced      int64  `json:"fenced"` // notifications ignored: from a broker with an older lease epoch (a deposed leader)
+	Pinged      int64  `json:"pinged"`    // PINGs sent to replicas whose heartbeats looked stale
+	Fenced      int64  `json:"fenced"`    // notifications ignored: from a broker with an older lease epoch (a deposed leader)
+	Activated   int64  `json:"activated"` // standbys this manager activated for a notification (SIGUSR1)
 	Exited      int64  `json:"exited"`
 	HighWater   int    `json:"high_water"` // most replicas alive (starting or running) at once
 	LastExit    string `json:"last_exit"`  // how the last replica ended: "exit 3", "signal killed" …
@@ -143,6 +144,7 @@ type replicaRun struct {
 	started      time.Time   // when it was reserved: the start timeout runs from here
 	spawned      time.Time   // when its process started
 	placement    string      // why it was started (ProcInfo.Placement)
+	standby      bool        // started as a standby and not activated yet (standby.go)
 	last         proto.Stats // the counters of its latest registration record
 	active       int         // its open calls and conversations, per that record
 	registered   bool

@@ -80,7 +80,10 @@ func (m *Manager) clampLocked(s *svcRun, n proto.Notification) int {
 		want = 1 // EntireX: an nAttach below 1 counts as 1
 	}
 	want = min(want, maxPerNotification)
-	k := min(want, s.cfg.Max-starting-running, m.maxReplicasLocked()-len(m.reps))
+	// Parked standbys take the work first: no process to start.
+	want -= m.activateLocked(s, want)
+	_, standby := m.standbyLocked(s)
+	k := min(want, s.cfg.Max-starting-running-standby, m.maxReplicasLocked()-len(m.reps))
 	if s.failing != "" {
 		k = min(k, 1) // one probe at a time while failing
 	}
@@ -102,8 +105,8 @@ const untouchedGrace = time.Second
 func (m *Manager) countLocked(s *svcRun) (starting, running int) {
 	now := time.Now()
 	for _, r := range m.reps {
-		if r.svc != s {
-			continue
+		if r.svc != s || r.standby {
+			continue // a standby serves nothing until activated (standbyLocked)
 		}
 		if r.registered && (r.untouched.IsZero() || now.Sub(r.untouched) > untouchedGrace) {
 			running++

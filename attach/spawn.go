@@ -38,6 +38,12 @@ func (m *Manager) reserveLocked(s *svcRun, k int, why string) int {
 // unless the manager stops or the host is isolated. While s is failing, each reservation is a
 // probe and sets the probe schedule.
 func (m *Manager) reserveNowLocked(s *svcRun, k int, why string) int {
+	return m.reserveKindLocked(s, k, why, false)
+}
+
+// reserveKindLocked is reserveNowLocked for serving replicas (standby
+// false) or standby ones.
+func (m *Manager) reserveKindLocked(s *svcRun, k int, why string, standby bool) int {
 	if k <= 0 || m.stopping || m.isolated {
 		return 0 // an isolated host starts nothing, not even min or probes
 	}
@@ -47,7 +53,7 @@ func (m *Manager) reserveNowLocked(s *svcRun, k int, why string) int {
 	}
 	batch := make([]*replicaRun, k)
 	for i := range batch {
-		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{}), placement: why}
+		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{}), placement: why, standby: standby}
 		m.reps[r.id] = r
 		batch[i] = r
 	}
@@ -121,8 +127,15 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 		files = map[string][]byte{ReplicaCredsFile: creds}
 		conn.CredsFile = filepath.Join(tempDir, ReplicaCredsFile)
 	}
+	m.mu.Lock()
+	standby := r.standby
+	m.mu.Unlock()
+	env := m.env(sc, conn, r.id, tempDir)
+	if standby {
+		env = append(env, proto.EnvStandby+"=1")
+	}
 	p, err := proc.Start(proc.Spec{
-		ID: r.id, Path: sc.Program, Args: sc.Args, Env: m.env(sc, conn, r.id, tempDir),
+		ID: r.id, Path: sc.Program, Args: sc.Args, Env: env,
 		Dir: sc.Dir, TempDir: tempDir, Files: files, Log: logf,
 	})
 	if err != nil {

@@ -113,6 +113,7 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 		}
 	}
 	m.keepMinLocked(s)
+	m.keepStandbyLocked(s)
 	m.kickLocked()
 }
 
@@ -155,6 +156,13 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 	info, err := proto.DecodeReplicaInfo(e.Value())
 	if err == nil {
 		r.last, r.active = info.Stats, info.Active
+		if r.standby && info.State != proto.StateStandby {
+			// Activated by work on the standby subject: it serves now,
+			// and checkReplicas starts the next standby behind it.
+			r.standby = false
+			m.log.Info("standby activated by work", "service", r.svc.cfg.Service, "replica", r.id)
+			m.kickLocked()
+		}
 	}
 	untouched := err == nil && info.Active == 0 && info.Stats.Conversations == 0
 	switch {
@@ -238,7 +246,8 @@ func (m *Manager) checkReplicas() {
 	for _, s := range m.svcs {
 		if s.restarts > 0 && !now.Before(s.nextStart) {
 			starting, running := m.countLocked(s)
-			room := s.cfg.Max - starting - running
+			_, standby := m.standbyLocked(s)
+			room := s.cfg.Max - starting - running - standby
 			n := m.reserveLocked(s, min(s.restarts, room, m.maxReplicasLocked()-len(m.reps)), "restart")
 			s.restarts -= n
 			if room <= n {
@@ -246,6 +255,7 @@ func (m *Manager) checkReplicas() {
 			}
 		}
 		m.keepMinLocked(s)
+		m.keepStandbyLocked(s)
 		m.probeIfDueLocked(s, now)
 	}
 }

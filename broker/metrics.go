@@ -32,6 +32,8 @@ func (b *Broker) Collector() prometheus.Collector {
 			func(s proto.ServiceStats) float64 { return float64(s.Replicas) }},
 		{svc("muster_broker_quiescing_replicas", "Registered replicas of the service that are quiescing (finishing their work, taking no new)."), prometheus.GaugeValue,
 			func(s proto.ServiceStats) float64 { return float64(s.Quiescing) }},
+		{svc("muster_broker_standby_replicas", "Standby replicas of the service: started and parked, serving nothing until work arrives (in no other figure)."), prometheus.GaugeValue,
+			func(s proto.ServiceStats) float64 { return float64(s.Standby) }},
 		{svc("muster_broker_capacity", "Conversations the service's replicas that take work can hold at once (the sum of their capacities)."), prometheus.GaugeValue,
 			func(s proto.ServiceStats) float64 { return float64(s.Capacity) }},
 		{svc("muster_broker_active_conversations", "Conversations (calls included) open now at the service's replicas."), prometheus.GaugeValue,

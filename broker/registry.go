@@ -44,7 +44,7 @@ type registry struct {
 
 // figures are the registry's counts for one service.
 type figures struct {
-	Replicas, Quiescing, Capacity, Active int
+	Replicas, Quiescing, Standby, Capacity, Active int
 }
 
 func newRegistry(log *slog.Logger) *registry {
@@ -294,9 +294,13 @@ func (r *registry) figures(svc string, now time.Time) figures {
 		if r.replicaExpiredLocked(ri, now) {
 			continue
 		}
-		if ri.State == proto.StateQuiescing {
+		switch ri.State {
+		case proto.StateQuiescing:
 			f.Quiescing++
-		} else {
+		case proto.StateStandby:
+			f.Standby++ // parked: no slot, no work, in no other figure
+			continue
+		default:
 			f.Replicas++
 			f.Capacity += ri.Capacity
 		}

@@ -57,7 +57,7 @@ func (b *Broker) stats(ctx context.Context) ([]proto.ServiceStats, error) {
 	for svc, st := range b.svcs {
 		fig := b.reg.figures(svc.String(), now)
 		s := &st.stats
-		s.Replicas, s.Quiescing, s.Capacity, s.Active = fig.Replicas, fig.Quiescing, fig.Capacity, fig.Active
+		s.Replicas, s.Quiescing, s.Standby, s.Capacity, s.Active = fig.Replicas, fig.Quiescing, fig.Standby, fig.Capacity, fig.Active
 		s.Pending, s.Missing = pending[svc], st.missing
 		s.ActiveHigh = max(s.ActiveHigh, s.Active)
 		s.PendingHigh = max(s.PendingHigh, s.Pending)

@@ -22,6 +22,7 @@ type config struct {
 	idleTimeout  time.Duration
 	minReplicas  int
 	exitAfterEOC bool
+	standby      bool // MUSTER_STANDBY: start parked on the standby subject (standby.go)
 	convTimeout  time.Duration
 	heartbeat    time.Duration
 	grace        time.Duration
@@ -87,6 +88,14 @@ func WithMinReplicas(n int) Option {
 		c.minReplicas = n
 		return nil
 	})
+}
+
+// WithStandby starts the replica as a standby: connected and parked on the
+// service's standby subject, serving nothing and counting in no figure
+// until a call or NEW arrives there or the process gets SIGUSR1 (from the
+// attach manager that started it); then it serves as any replica.
+func WithStandby(on bool) Option {
+	return overrides(proto.EnvStandby, func(c *config) error { c.standby = on; return nil })
 }
 
 // WithExitAfterConversation makes the replica exit when its first
@@ -211,6 +220,7 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		{proto.EnvIdleTimeout, dur(WithIdleTimeout)},
 		{proto.EnvMinReplicas, num(WithMinReplicas)},
 		{proto.EnvExitAfterEOC, func(v string) Option { return WithExitAfterConversation(v == "1" || v == "true") }},
+		{proto.EnvStandby, func(v string) Option { return WithStandby(v == "1" || v == "true") }},
 		{proto.EnvConvTimeout, dur(WithConvTimeout)},
 		{proto.EnvHeartbeat, dur(WithHeartbeat)},
 		{proto.EnvGrace, dur(WithGrace)},

@@ -40,7 +40,10 @@ func (r *replica) info() proto.ReplicaInfo {
 	msgs := r.stats.msgs.Load()
 	r.mu.Lock()
 	state, active := proto.StateReady, r.active
-	if r.state != stateReady {
+	switch r.state {
+	case stateStandby:
+		state = proto.StateStandby
+	case stateQuiescing:
 		state = proto.StateQuiescing
 	}
 	if msgs != r.lastMsgs {
@@ -86,13 +89,25 @@ func (r *replica) info() proto.ReplicaInfo {
 func (r *replica) heartbeat() {
 	t := time.NewTicker(r.cfg.heartbeat)
 	defer t.Stop()
-	tick := time.NewTicker(progressDelay / 2)
-	defer tick.Stop()
+	// The progress tick runs once the replica serves: a parked standby
+	// wakes only for its heartbeat.
+	var tick *time.Ticker
+	var tickC <-chan time.Time
+	activated := r.activated
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	for {
 		select {
+		case <-activated:
+			tick = time.NewTicker(progressDelay / 2)
+			tickC, activated = tick.C, nil
+			continue
 		case <-r.baseCtx.Done():
 			return
-		case <-tick.C:
+		case <-tickC:
 			r.progressTick()
 			r.pullDue()
 			if !r.dirty.Load() || time.Since(time.Unix(0, r.lastWrite.Load())) < freshRecord {

@@ -18,6 +18,7 @@ import (
 const (
 	stateReady = iota
 	stateQuiescing
+	stateStandby // parked on the standby subject (standby.go)
 )
 
 // Limits and bounds of one replica. Every wait of the replica has one.
@@ -129,23 +130,30 @@ type replica struct {
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
 	stallState
-	work    chan *Conv     // hands queued conversations to idle workers
-	warmCh  chan *nats.Msg // the warm subscription delivers here; the dispatcher reads it
-	fullSig chan struct{}  // wakes the forwarder when the replica fills up
-	stop    chan struct{}  // closed when the replica starts to quiesce
-	hbKick  chan struct{}  // asks the heartbeat loop to write now
+	standbySub *nats.Subscription // the standby subject while parked; guarded by mu
+	activated  chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
+	work       chan *Conv         // hands queued conversations to idle workers
+	warmCh     chan *nats.Msg     // the warm subscription delivers here; the dispatcher reads it
+	fullSig    chan struct{}      // wakes the forwarder when the replica fills up
+	stop       chan struct{}      // closed when the replica starts to quiesce
+	hbKick     chan struct{}      // asks the heartbeat loop to write now
 }
 
 func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &replica{
+	r := &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
 		stallState: stallState{watchKick: make(chan struct{}, 1)},
+		activated:  make(chan struct{}),
 	}
+	if !cfg.standby {
+		close(r.activated)
+	}
+	return r
 }
 
 // start opens the replica's subscriptions (private, control, pull inbox,
@@ -200,7 +208,11 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		r.mu.Unlock()
 	}
 	r.mu.Lock()
-	err = r.subscribeWarmLocked()
+	if r.cfg.standby {
+		err = r.parkLocked()
+	} else {
+		err = r.subscribeWarmLocked()
+	}
 	r.mu.Unlock()
 	if err != nil {
 		return err
@@ -267,12 +279,13 @@ func (r *replica) quiesceLocked(reason string) {
 // stopLocked leaves the ready state: no warm path, no idle timer, no new
 // pulls, and Run learns of it. It reports whether the replica was ready.
 func (r *replica) stopLocked(reason string) bool {
-	if r.state != stateReady {
+	if r.state != stateReady && r.state != stateStandby {
 		return false
 	}
 	r.state = stateQuiescing
 	r.exitReason = reason
 	r.unsubscribeWarmLocked()
+	r.unparkLocked()
 	if r.idle != nil {
 		r.idle.Stop()
 	}

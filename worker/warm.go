@@ -43,6 +43,9 @@ func (r *replica) unsubscribeWarmLocked() {
 // onWarm takes a call or NEW from the warm path on the dispatcher's
 // goroutine: a call is served inline, a conversation by a worker.
 func (r *replica) onWarm(nm *nats.Msg) {
+	if r.isStandby() {
+		r.activate("work on the standby subject")
+	}
 	c, handled := r.accept(nm, nm.Reply, "")
 	switch {
 	case c != nil && c.call:

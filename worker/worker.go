@@ -72,6 +72,15 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		// us gracefully instead.
 		signal.Ignore(syscall.SIGPIPE)
 	}
+	var usr1 chan os.Signal
+	if cfg.signals && cfg.standby {
+		// The attach manager that started this standby activates it (only
+		// once its record says "standby", which start writes: the handler
+		// is in place before that, so the signal cannot kill us).
+		usr1 = make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+	}
 	r := newReplica(cfg, h, nc)
 	if err := r.start(ctx); err != nil {
 		return err
@@ -80,12 +89,19 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	if cfg.ready != nil {
 		cfg.ready()
 	}
-	select {
-	case <-ctx.Done():
-		r.quiesce("context done")
-	case s := <-sig:
-		r.quiesce("signal " + s.String())
-	case <-r.stop:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			r.quiesce("context done")
+		case s := <-sig:
+			r.quiesce("signal " + s.String())
+		case <-usr1:
+			r.activate("SIGUSR1 from the attach manager")
+			continue
+		case <-r.stop:
+		}
+		break wait
 	}
 	r.shutdown(cfg.grace)
 	r.mu.Lock()

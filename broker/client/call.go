@@ -33,13 +33,19 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 	return c.request(ctx, svc, m, watch{})
 }
 
-// request sends m to the warm subject of svc and, on no responders, to the
-// broker, which queues it. It returns the final reply message.
+// request sends m to the warm subject of svc; on no responders (no free
+// replica) to its standby subject (a standby replica takes it and serves
+// from then on); on no responders again to the broker, which queues it.
+// It returns the final reply message.
 func (c *Client) request(ctx context.Context, svc proto.Service, m *nats.Msg, w watch) (*nats.Msg, error) {
 	m.Subject = proto.WarmSubject(svc)
 	m.Header.Set(proto.HdrProgress, "1")
 	w.svc, w.find = svc, true
 	r, err := c.roundTrip(ctx, m, w)
+	if errors.Is(err, errNoResponders) {
+		m.Subject = proto.StandbySubject(svc)
+		r, err = c.roundTrip(ctx, m, w)
+	}
 	if errors.Is(err, errNoResponders) {
 		m.Subject = proto.CallSubject(svc)
 		w.find = false // the broker answers "queued" or an error; a replica that takes it says "working" at once

@@ -67,6 +67,10 @@ func DecodeNotification(b []byte) (Notification, error) {
 const (
 	StateReady     = "ready"
 	StateQuiescing = "quiescing"
+	// StateStandby: started, connected and parked on StandbySubject, not
+	// serving; it counts in no figure until it takes work (it is then
+	// "ready").
+	StateStandby = "standby"
 )
 
 // ReplicaInfo is a replica's registration, kept in ReplicaBucket under its
@@ -173,6 +177,7 @@ type ServiceStats struct {
 	Service        string `json:"service"`
 	Replicas       int    `json:"replicas"`
 	Quiescing      int    `json:"quiescing"`
+	Standby        int    `json:"standby"` // standby replicas: started, parked, counted in no other figure
 	Capacity       int    `json:"capacity"`
 	Active         int    `json:"active"`
 	ActiveHigh     int    `json:"active_high"`

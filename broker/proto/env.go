@@ -29,6 +29,7 @@ const (
 	EnvGrace        = "MUSTER_GRACE"          // quiesce grace period before IMMED (Go duration, default 10s)
 	EnvTempDir      = "MUSTER_TEMP_DIR"       // the replica's own temp dir (removed after it exits)
 	EnvAttachID     = "MUSTER_ATTACH_ID"      // id of the attach manager that started it (recorded in its registration; empty when started by hand)
+	EnvStandby      = "MUSTER_STANDBY"        // "1": start as a standby (parked on the standby subject until work or SIGUSR1 comes)
 )
 
 // EnvPrefix starts every variable of the contract; an attach config may

@@ -16,6 +16,13 @@ const (
 	// WarmQueue is the queue group of the warm subjects.
 	WarmQueue = "muster"
 
+	// StandbyPrefix + CLASS.NAME.SERVICE reaches the service's standby
+	// replicas (queue group WarmQueue): started and connected but not
+	// serving. A call or NEW there, in the warm path's format, makes the
+	// standby that takes it a serving replica, which answers it. A client
+	// tries it after a 503 on the warm subject and before the broker.
+	StandbyPrefix = "muster.standby."
+
 	// CallPrefix + CLASS.NAME.SERVICE is the broker's entry: a request there
 	// is queued durably until a replica takes it, or answered at once with a
 	// coded error (0007/0007 unknown service, 0900/0004 service failing,
@@ -70,6 +77,9 @@ const (
 
 // WarmSubject returns the warm-path subject of s.
 func WarmSubject(s Service) string { return WarmPrefix + s.Tokens() }
+
+// StandbySubject returns the subject of the standby replicas of s.
+func StandbySubject(s Service) string { return StandbyPrefix + s.Tokens() }
 
 // CallSubject returns the broker's queueing entry subject of s.
 func CallSubject(s Service) string { return CallPrefix + s.Tokens() }

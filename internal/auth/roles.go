@@ -73,6 +73,7 @@ var table = map[Role]Perms{
 	RoleClient: {
 		Pub: []Grant{
 			{"muster.svc.>", "warm calls and NEW"},
+			{"muster.standby.>", "calls and NEW to a standby replica (after a 503 on the warm subject)"},
 			{"muster.call.>", "calls through a broker; FIND of a queued request"},
 			{"muster.rep.*", "OLD, EOC, CANCEL, PING to the replica of a conversation"},
 			{"muster.held.>", "FIND and CANCEL of a request held by a replica"},
@@ -101,6 +102,7 @@ var table = map[Role]Perms{
 		},
 		Sub: []Grant{
 			{"muster.svc." + PhService + " muster", "the warm subject, in queue group muster only"},
+			{"muster.standby." + PhService + " muster", "the standby subject, in queue group muster only"},
 			{"muster.held." + PhService, "FIND and CANCEL of held requests"},
 			{"muster.rep." + PhID, "its private subject"},
 			{"muster.ctl." + PhID, "its control subject (QUIESCE, IMMED)"},

@@ -72,6 +72,7 @@ type Service struct {
 	// over brokers).
 	Replicas  int `json:"replicas"`
 	Quiescing int `json:"quiescing"`
+	Standby   int `json:"standby"`
 	Capacity  int `json:"capacity"`
 	Active    int `json:"active"`
 	Pending   int `json:"pending"`
@@ -201,7 +202,7 @@ func (p *Picture) build(now time.Time, brokers []proto.BrokerStats, hosts []prot
 			// Replicas, capacity, active and pending come from shared state
 			// (the buckets, the queue stream): every broker sees the same,
 			// so take the latest view (the largest), not the sum.
-			s.Replicas, s.Quiescing = max(s.Replicas, st.Replicas), max(s.Quiescing, st.Quiescing)
+			s.Replicas, s.Quiescing, s.Standby = max(s.Replicas, st.Replicas), max(s.Quiescing, st.Quiescing), max(s.Standby, st.Standby)
 			s.Capacity, s.Active, s.Pending = max(s.Capacity, st.Capacity), max(s.Active, st.Active), max(s.Pending, st.Pending)
 			s.ActiveHigh, s.PendingHigh = max(s.ActiveHigh, st.ActiveHigh), max(s.PendingHigh, st.PendingHigh)
 			s.Missing += st.Missing

@@ -1,0 +1,134 @@
+//go:build unix
+
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// standbyFigures waits until the brokers see want serving replicas and
+// wantStandby parked ones of svc.
+func standbyFigures(t *testing.T, e *harness.Env, svc string, want, wantStandby int) {
+	t.Helper()
+	ctx := testutil.Context(t, 20*time.Second)
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		for _, s := range e.Broker.Stats(ctx) {
+			if s.Service == svc {
+				if s.Replicas != want || s.Standby != wantStandby {
+					return fmt.Errorf("%d replicas and %d standby, want %d and %d", s.Replicas, s.Standby, want, wantStandby)
+				}
+				return nil
+			}
+		}
+		return errors.New("service not seen")
+	})
+}
+
+// parkedStandby returns the id of the one parked standby of svc.
+func parkedStandby(t *testing.T, m *Manager, svc string) string {
+	t.Helper()
+	var id string
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, r := range m.reps {
+			if r.svc.cfg.Service == svc && r.standby && r.registered {
+				id = r.id
+				return nil
+			}
+		}
+		return errors.New("no parked standby yet")
+	})
+	return id
+}
+
+// A standby is started at once, counts in no figure, serves the first
+// call itself (no process is started for it), and a new standby is
+// started behind it; the activated one exits at its idle timeout like
+// any replica, the standby stays.
+func TestStandbyServesFirstCall(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/SB/CALL"
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 500ms"))
+	standbyFigures(t, e, svc, 0, 1)
+	id := parkedStandby(t, m, svc)
+	if n := m.Counters()[svc].Started; n != 1 {
+		t.Fatalf("%d processes started before any call, want 1 (the standby)", n)
+	}
+	got, err := e.Client.Call(testutil.Context(t, 10*time.Second), svc, []byte("hello"))
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("call: %q %v", got, err)
+	}
+	m.mu.Lock()
+	r := m.reps[id]
+	m.mu.Unlock()
+	if r == nil {
+		t.Fatal("the standby is gone after serving")
+	}
+	standbyFigures(t, e, svc, 1, 1) // it serves; a new standby is parked behind it
+	if next := parkedStandby(t, m, svc); next == id {
+		t.Fatal("the activated replica still counts as the standby")
+	}
+	if n := m.Counters()[svc].Activated; n != 0 {
+		t.Fatalf("%d standbys activated by a notification: the call did not reach the standby subject", n)
+	}
+	if n := m.Counters()[svc].Started; n != 2 {
+		t.Fatalf("%d processes started, want 2 (the standby that served, its successor)", n)
+	}
+	standbyFigures(t, e, svc, 0, 1) // idle timeout: only the standby is left
+}
+
+// A plain NATS client's call through the broker (no standby subject): the
+// broker's notification activates the parked standby (SIGUSR1), which
+// pulls the queued request; no process is started for the work.
+func TestStandbyActivatedByNotification(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/SB/NOTIFY"
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s"))
+	standbyFigures(t, e, svc, 0, 1)
+	id := parkedStandby(t, m, svc)
+	nc := testutil.Connect(t, e.Server)
+	inbox, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := nats.NewMsg(proto.CallSubject(proto.MustService(svc)))
+	req.Reply, req.Data = inbox.Subject, []byte("queued hello")
+	req.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(10*time.Second)))
+	if err := nc.PublishMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := inbox.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no reply: %v", err)
+		}
+		if r.Header.Get(proto.HdrStatus) != "" {
+			continue // queued, working
+		}
+		if string(r.Data) != "queued hello" {
+			t.Fatalf("reply %q (%v)", r.Data, proto.ErrorFromHeader(r.Header))
+		}
+		break
+	}
+	if n := m.Counters()[svc].Activated; n != 1 {
+		t.Fatalf("%d standbys activated by notification, want 1", n)
+	}
+	m.mu.Lock()
+	r := m.reps[id]
+	m.mu.Unlock()
+	if r == nil || r.standby {
+		t.Fatal("the standby did not become the serving replica")
+	}
+	standbyFigures(t, e, svc, 1, 1)
+}

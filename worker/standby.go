@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"fmt"
+
+	"github.com/musterhq/muster/broker/proto"
+)
+
+// Standby replicas (MUSTER_STANDBY=1, WithStandby): an attach manager keeps
+// some replicas of a service started, connected and ready but not serving,
+// so that work finds a process that has already paid for its start. A
+// standby is subscribed only to the service's standby subject (queue group
+// muster, into the same buffer as the warm path) and its own subjects; it
+// is registered with state "standby", which no broker figure counts; it
+// holds no slot, does not pull queued work, has no idle timer and no
+// progress tick, so once parked it uses no CPU but its registration
+// heartbeat.
+//
+// It becomes a serving replica (activate) when a call or NEW arrives on
+// the standby subject (a client tries it after a 503 on the warm subject)
+// or when the attach manager that started it sends SIGUSR1 (the broker
+// asked for a replica: the standby then pulls the queued work). Activation
+// joins the warm path, pulls, arms the idle timer and rewrites the
+// registration as "ready". A standby whose connection drops is
+// re-subscribed by nats.go when it comes back; one whose connection is
+// closed exits, and its manager starts another.
+
+// parkLocked subscribes the standby subject and enters the standby state.
+func (r *replica) parkLocked() error {
+	s, err := r.nc.ChanQueueSubscribe(proto.StandbySubject(r.cfg.service), proto.WarmQueue, r.warmCh)
+	if err != nil {
+		return fmt.Errorf("worker: subscribe standby subject: %w", err)
+	}
+	r.standbySub, r.state = s, stateStandby
+	return nil
+}
+
+// unparkLocked leaves the standby subject; requests already on their way
+// still reach the buffer (drain) and are served or forwarded.
+func (r *replica) unparkLocked() {
+	if r.standbySub != nil {
+		_ = r.standbySub.Drain()
+		r.standbySub = nil
+	}
+}
+
+func (r *replica) isStandby() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state == stateStandby
+}
+
+// activate makes a standby a serving replica. It is idempotent.
+func (r *replica) activate(why string) {
+	r.mu.Lock()
+	if r.state != stateStandby {
+		r.mu.Unlock()
+		return
+	}
+	r.state = stateReady
+	r.unparkLocked()
+	if err := r.subscribeWarmLocked(); err != nil {
+		r.cfg.logger.Error("cannot join the warm path", "err", err)
+	}
+	r.pullLocked()
+	r.armIdleLocked()
+	close(r.activated)
+	r.mu.Unlock()
+	r.cfg.logger.Info("standby activated", "why", why)
+	select { // the registration says "ready" now, not at the next heartbeat
+	case r.hbKick <- struct{}{}:
+	default:
+	}
+}
