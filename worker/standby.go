@@ -67,8 +67,8 @@ func (r *replica) activate(why string) {
 	close(r.activated)
 	r.mu.Unlock()
 	r.cfg.logger.Info("standby activated", "why", why)
-	select { // the registration says "ready" now, not at the next heartbeat
-	case r.hbKick <- struct{}{}:
-	default:
-	}
+	// The registration says "ready" at the next progress tick (≤ 100 ms),
+	// not now: its write (and the new standby the manager then starts)
+	// would compete with the first reply for the CPU.
+	r.dirty.Store(true)
 }

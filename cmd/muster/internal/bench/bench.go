@@ -83,7 +83,7 @@ type Result struct {
 }
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{"warm", "conv", "cold", "burst", "idle", "scale", "placement"}
+var Scenarios = []string{"warm", "conv", "cold", "standby", "burst", "idle", "scale", "placement"}
 
 // Run runs one scenario.
 func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
@@ -100,6 +100,8 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 		res, err = runConv(ctx, cfg)
 	case "cold":
 		res, err = runCold(ctx, cfg)
+	case "standby":
+		res, err = runStandby(ctx, cfg)
 	case "burst":
 		res, err = runBurst(ctx, cfg)
 	case "idle":

@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/musterhq/muster/attach"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/auth"
+)
+
+// runStandby measures a call at zero serving replicas when the service
+// keeps one standby (standby: 1): the Go client's call finds no replica on
+// the warm subject, reaches the parked standby on the standby subject,
+// which becomes the serving replica and answers; the manager starts a new
+// standby behind it. The replica exits after its conversation, so every
+// repetition starts from zero serving replicas and one parked standby.
+// Baseline: the floor of `cold` (exec examples/floor → first reply).
+func runStandby(ctx context.Context, cfg Config) (*Result, error) {
+	bin, err := os.MkdirTemp("", "muster-bench-bin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(bin)
+	floor, workerExe, err := buildExamples(ctx, cfg, bin)
+	if err != nil {
+		return nil, err
+	}
+	mg, err := startManaged(ctx, cfg, "STANDBY", func(s *attach.ServiceConfig) {
+		s.Max, s.Standby, s.Capacity, s.ExitAfterConversation, s.IdleTimeout = 2, 1, 1, true, 0
+		s.Program, s.Args = workerExe, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer mg.close()
+	nc, err := mg.connect("bench standby baseline", auth.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, proto.ReplicaBucket)
+	if err != nil {
+		return nil, err
+	}
+	// parked returns the pid of the service's one parked standby when no
+	// replica of it serves (0 otherwise).
+	parked := func() int {
+		pid, serving := 0, 0
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return 0
+		}
+		for k := range keys.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			ri, err := proto.DecodeReplicaInfo(e.Value())
+			if err != nil || ri.Service != mg.service {
+				continue
+			}
+			if ri.State == proto.StateStandby {
+				pid = ri.PID
+			} else {
+				serving++
+			}
+		}
+		if serving > 0 || mg.m.Info().Replicas != 1 {
+			return 0
+		}
+		return pid
+	}
+	payload := []byte("standby")
+	var ml, bl []time.Duration
+	for i := 0; i < cfg.Reps; i++ {
+		if err := waitFor(ctx, 10*time.Second, func() bool { return parked() != 0 }); err != nil {
+			return nil, fmt.Errorf("no parked standby before round %d: %w", i, err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		start := time.Now()
+		got, err := mg.cli.Call(cctx, mg.service, payload)
+		d := time.Since(start)
+		cancel()
+		if err != nil || string(got) != string(payload) {
+			return nil, fmt.Errorf("call %d: %q %v", i, got, err)
+		}
+		ml = append(ml, d)
+
+		subject := "bench.floor." + nuid.Next()
+		b, err := execAndCall(ctx, floor, append(mg.connCfg(auth.RoleAdmin).Env(), "FLOOR_SUBJECT="+subject), subject, nc)
+		if err != nil {
+			return nil, fmt.Errorf("baseline %d: %w", i, err)
+		}
+		bl = append(bl, b)
+	}
+	// The cost of keeping one: a parked standby's memory and CPU at rest.
+	var pid int
+	if err := waitFor(ctx, 10*time.Second, func() bool { pid = parked(); return pid != 0 }); err != nil {
+		return nil, fmt.Errorf("no parked standby after the rounds: %w", err)
+	}
+	rest := 3 * time.Second
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(rest)
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	rss, err := procRSS(pid)
+	if err != nil {
+		return nil, err
+	}
+	p50, p99 := ms(percentile(ml, 50)), ms(percentile(ml, 99))
+	return &Result{
+		Figures: []Figure{
+			judge(Figure{Name: "p50 zero serving → first reply", Unit: "ms", Muster: p50, Baseline: ms(percentile(bl, 50)), Ratio: p50 / ms(percentile(bl, 50)), Target: "≤ 1 ms"}, p50 <= 1),
+			judge(Figure{Name: "p99 zero serving → first reply", Unit: "ms", Muster: p99, Baseline: ms(percentile(bl, 99)), Ratio: p99 / ms(percentile(bl, 99)), Target: "≤ 3 ms"}, p99 <= 3),
+			{Name: "parked standby RSS", Unit: "MiB", Muster: float64(rss) / (1 << 20)},
+			{Name: "parked standby CPU at rest", Unit: "% of a core", Muster: 100 * (cpu1 - cpu0).Seconds() / rest.Seconds()},
+		},
+		Notes: []string{fmt.Sprintf("%d alternating repetitions; Muster: a Go client's call with no serving replica and one parked standby of examples/echo-worker (standby: 1, exit_after_conversation, so each round starts from zero serving); baseline: the floor, exec examples/floor → first reply (as in cold); standby CPU over %v at rest from /proc", cfg.Reps, rest)},
+	}, nil
+}
+
+// procCPU is a process's user + system CPU time (/proc/PID/stat).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command may contain spaces
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14, utime
+	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15, stime
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat times")
+	}
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// procRSS is a process's resident memory in bytes (/proc/PID/status VmRSS).
+func procRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
