@@ -130,6 +130,7 @@ type replica struct {
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
 	stallState
+	callSeq    uint64             // the last call's number (its id); guarded by mu
 	standbySub *nats.Subscription // the standby subject while parked; guarded by mu
 	activated  chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
 	work       chan *Conv         // hands queued conversations to idle workers

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,11 +67,16 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		}
 	}
 	c = &Conv{
-		r: r, id: convID(), call: op == proto.OpCall, queued: queued,
+		r: r, call: op == proto.OpCall, queued: queued,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
 		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}
 	if c.call {
+		// A call's id never leaves the replica (no message can name a
+		// call: onPrivate refuses calls' ids), so a counter will do: no
+		// random bits per warm call.
+		r.callSeq++
+		c.id = callIDPrefix + strconv.FormatUint(r.callSeq, 36)
 		// A call's handler runs under the replica's own context (cancelled
 		// at IMMED), with a cancel of its own that costs nothing until the
 		// handler asks for Done (callCtx): a context.WithCancel per call
@@ -79,6 +85,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		c.cctx.Context = r.baseCtx
 		c.ctx, c.cancel = &c.cctx, noop
 	} else {
+		c.id = convID()
 		c.ctx, c.cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
 		c.in, c.idleOut = make(chan *nats.Msg, 1), make(chan struct{})
 		if keepalive > 0 {
@@ -180,6 +187,10 @@ func (r *replica) tombLocked(id string, e *proto.Error) {
 		r.tombOrder = r.tombOrder[1:]
 	}
 }
+
+// callIDPrefix starts the ids of calls: shorter than a conversation id,
+// so the two never meet in the replica's map.
+const callIDPrefix = "call."
 
 // convID returns a new conversation id: 128 random bits from crypto/rand
 // in 22 characters of unpadded base64url ([A-Za-z0-9_-], one subject

@@ -20,9 +20,9 @@ func (c *Client) Call(ctx context.Context, service string, data []byte) ([]byte,
 
 // CallMsg is Call with request headers, returning the whole reply message.
 func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr nats.Header) (*nats.Msg, error) {
-	svc, err := proto.ParseService(service)
+	svc, err := c.service(service)
 	if err != nil {
-		return nil, proto.Errorf(proto.CodeBadRequest, "%w", err)
+		return nil, err
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
@@ -37,21 +37,21 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 // replica) to its standby subject (a standby replica takes it and serves
 // from then on); on no responders again to the broker, which queues it.
 // It returns the final reply message.
-func (c *Client) request(ctx context.Context, svc proto.Service, m *nats.Msg, w watch) (*nats.Msg, error) {
-	m.Subject = proto.WarmSubject(svc)
+func (c *Client) request(ctx context.Context, svc *svcNames, m *nats.Msg, w watch) (*nats.Msg, error) {
+	m.Subject = svc.warm
 	m.Header.Set(proto.HdrProgress, "1")
-	w.svc, w.find = svc, true
+	w.svc, w.find = svc.svc, true
 	r, err := c.roundTrip(ctx, m, w)
 	if errors.Is(err, errNoResponders) {
-		m.Subject = proto.StandbySubject(svc)
+		m.Subject = svc.standby
 		r, err = c.roundTrip(ctx, m, w)
 	}
 	if errors.Is(err, errNoResponders) {
-		m.Subject = proto.CallSubject(svc)
+		m.Subject = proto.CallSubject(svc.svc)
 		w.find = false // the broker answers "queued" or an error; a replica that takes it says "working" at once
 		r, err = c.roundTrip(ctx, m, w)
 		if errors.Is(err, errNoResponders) {
-			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no free replica of %s and no broker running", svc)
+			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no free replica of %s and no broker running", svc.svc)
 		}
 	}
 	if err != nil {
@@ -61,4 +61,31 @@ func (c *Client) request(ctx context.Context, svc proto.Service, m *nats.Msg, w 
 		return nil, e
 	}
 	return r, nil
+}
+
+// svcNames is a service and its subjects, parsed and built once per
+// service name a client uses.
+type svcNames struct {
+	svc           proto.Service
+	warm, standby string
+}
+
+// maxNames bounds the cache of parsed service names (a client that calls
+// ever new names parses them each time beyond it).
+const maxNames = 4096
+
+// service parses name, from the client's cache when it can.
+func (c *Client) service(name string) (*svcNames, error) {
+	if v, ok := c.names.Load(name); ok {
+		return v.(*svcNames), nil
+	}
+	svc, err := proto.ParseService(name)
+	if err != nil {
+		return nil, proto.Errorf(proto.CodeBadRequest, "%w", err)
+	}
+	n := &svcNames{svc: svc, warm: proto.WarmSubject(svc), standby: proto.StandbySubject(svc)}
+	if c.nNames.Add(1) <= maxNames {
+		c.names.Store(name, n)
+	}
+	return n, nil
 }

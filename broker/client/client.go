@@ -62,6 +62,9 @@ type Client struct {
 	prevErrHandler nats.ErrHandler
 	inboxDenied    atomic.Pointer[proto.Error]
 
+	names  sync.Map     // service string → *svcNames: parsed once, not per call
+	nNames atomic.Int64 // names stored (at most maxNames)
+
 	next atomic.Uint64 // last waiter token issued
 	done chan struct{} // closed by Close
 

@@ -37,9 +37,9 @@ type Conv struct {
 // returns it with the replica's first reply. If the replica ended the
 // conversation with that reply, the Conv is already Ended.
 func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv, _ []byte, retErr error) {
-	svc, err := proto.ParseService(service)
+	svc, err := c.service(service)
 	if err != nil {
-		return nil, nil, proto.Errorf(proto.CodeBadRequest, "%w", err)
+		return nil, nil, err
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
@@ -62,7 +62,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if err != nil {
 		return nil, nil, err
 	}
-	cv := &Conv{c: c, svc: svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events}
+	cv := &Conv{c: c, svc: svc.svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events}
 	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
 		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
 	}
