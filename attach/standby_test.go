@@ -5,6 +5,7 @@ package attach
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,4 +132,30 @@ func TestStandbyActivatedByNotification(t *testing.T) {
 		t.Fatal("the standby did not become the serving replica")
 	}
 	standbyFigures(t, e, svc, 1, 1)
+}
+
+// A parked standby that dies is replaced by a standby, not restarted as a
+// serving replica.
+func TestDeadStandbyReplacedByStandby(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/SB/DEAD"
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s"))
+	standbyFigures(t, e, svc, 0, 1)
+	id := parkedStandby(t, m, svc)
+	m.mu.Lock()
+	p := m.reps[id].proc
+	m.mu.Unlock()
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if next := parkedStandby(t, m, svc); next == id {
+			return errors.New("the dead standby is still the parked one")
+		}
+		return nil
+	})
+	standbyFigures(t, e, svc, 0, 1)
+	if n := m.Counters()[svc].Started; n != 2 {
+		t.Fatalf("%d processes started, want 2 (the standby and its replacement)", n)
+	}
 }

@@ -97,6 +97,18 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 			log.Warn("replica failed to start")
 		}
 		m.startFailedLocked(s, fmt.Sprintf("replica exited (%s) before it registered", st))
+	case r.standby:
+		// A parked standby that exits is replaced by a standby
+		// (keepStandbyLocked below), not restarted as a serving replica;
+		// a crashing one waits out the backoff like any crash.
+		if st.Code != 0 {
+			s.stats.Crashed++
+			s.crashes++
+			m.backoffLocked(s)
+			log.Warn("standby crashed")
+		} else {
+			log.Info("standby exited")
+		}
 	case st.Code != 0:
 		s.stats.Crashed++
 		log.Warn("replica crashed")

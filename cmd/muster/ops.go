@@ -210,8 +210,8 @@ func runServiceShow(c *cli.Context) error {
 		avg = (time.Duration(s.ProcessingNS / s.Events)).String()
 	}
 	fmt.Fprintf(w, "service %s\n", s.Service)
-	fmt.Fprintf(w, "  replicas %d (quiescing %d), capacity %d, active %d (high %d), pending %d (high %d), missing %d\n",
-		s.Replicas, s.Quiescing, s.Capacity, s.Active, s.ActiveHigh, s.Pending, s.PendingHigh, s.Missing)
+	fmt.Fprintf(w, "  replicas %d (quiescing %d), standby %d, capacity %d, active %d (high %d), pending %d (high %d), missing %d\n",
+		s.Replicas, s.Quiescing, s.Standby, s.Capacity, s.Active, s.ActiveHigh, s.Pending, s.PendingHigh, s.Missing)
 	fmt.Fprintf(w, "  requests %d (warm %d, queued %d), server occupied %d, failed %d, notifications %d\n",
 		s.Requests, s.Warm, s.Queued, s.ServerOccupied, s.Failed, s.Notifications)
 	fmt.Fprintf(w, "  events %d, errors %d, bytes in %s, out %s, processing per event %s\n",
