@@ -53,16 +53,23 @@ func parkedStandby(t *testing.T, m *Manager, svc string) string {
 	return id
 }
 
+// standbySetup starts a broker and a manager whose service svc keeps one
+// standby of the echo worker, and returns them with the parked standby's id.
+func standbySetup(t *testing.T, svc, idle string) (*harness.Env, *Manager, string) {
+	t.Helper()
+	e := harness.Start(t, broker.Config{})
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: "+idle))
+	standbyFigures(t, e, svc, 0, 1)
+	return e, m, parkedStandby(t, m, svc)
+}
+
 // A standby is started at once, counts in no figure, serves the first
 // call itself (no process is started for it), and a new standby is
 // started behind it; the activated one exits at its idle timeout like
 // any replica, the standby stays.
 func TestStandbyServesFirstCall(t *testing.T) {
-	e := harness.Start(t, broker.Config{})
 	const svc = "T/SB/CALL"
-	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 500ms"))
-	standbyFigures(t, e, svc, 0, 1)
-	id := parkedStandby(t, m, svc)
+	e, m, id := standbySetup(t, svc, "500ms")
 	if n := m.Counters()[svc].Started; n != 1 {
 		t.Fatalf("%d processes started before any call, want 1 (the standby)", n)
 	}
@@ -93,11 +100,8 @@ func TestStandbyServesFirstCall(t *testing.T) {
 // broker's notification activates the parked standby (SIGUSR1), which
 // pulls the queued request; no process is started for the work.
 func TestStandbyActivatedByNotification(t *testing.T) {
-	e := harness.Start(t, broker.Config{})
 	const svc = "T/SB/NOTIFY"
-	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s"))
-	standbyFigures(t, e, svc, 0, 1)
-	id := parkedStandby(t, m, svc)
+	e, m, id := standbySetup(t, svc, "10s")
 	nc := testutil.Connect(t, e.Server)
 	inbox, err := nc.SubscribeSync(nats.NewInbox())
 	if err != nil {
@@ -137,11 +141,8 @@ func TestStandbyActivatedByNotification(t *testing.T) {
 // A parked standby that dies is replaced by a standby, not restarted as a
 // serving replica.
 func TestDeadStandbyReplacedByStandby(t *testing.T) {
-	e := harness.Start(t, broker.Config{})
 	const svc = "T/SB/DEAD"
-	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s"))
-	standbyFigures(t, e, svc, 0, 1)
-	id := parkedStandby(t, m, svc)
+	e, m, id := standbySetup(t, svc, "10s")
 	m.mu.Lock()
 	p := m.reps[id].proc
 	m.mu.Unlock()

@@ -140,24 +140,37 @@ func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
 	return nil
 }
 
-func runCold(ctx context.Context, cfg Config) (*Result, error) {
+// startExamples builds the floor and the echo worker and starts a managed
+// system whose one service runs the echo worker, one conversation per
+// replica (set adjusts the service further). close undoes both.
+func startExamples(ctx context.Context, cfg Config, kind string, set func(*attach.ServiceConfig)) (mg *managed, floor string, close func(), err error) {
 	bin, err := os.MkdirTemp("", "muster-bench-bin-")
 	if err != nil {
-		return nil, err
+		return nil, "", nil, err
 	}
-	defer os.RemoveAll(bin)
 	floor, workerExe, err := buildExamples(ctx, cfg, bin)
 	if err != nil {
-		return nil, err
+		_ = os.RemoveAll(bin)
+		return nil, "", nil, err
 	}
-	mg, err := startManaged(ctx, cfg, "COLD", func(s *attach.ServiceConfig) {
+	mg, err = startManaged(ctx, cfg, kind, func(s *attach.ServiceConfig) {
 		s.Max, s.Capacity, s.ExitAfterConversation, s.IdleTimeout = 1, 1, true, 0
 		s.Program, s.Args = workerExe, nil // the replica a user writes
+		set(s)
 	})
+	if err != nil {
+		_ = os.RemoveAll(bin)
+		return nil, "", nil, err
+	}
+	return mg, floor, func() { mg.close(); _ = os.RemoveAll(bin) }, nil
+}
+
+func runCold(ctx context.Context, cfg Config) (*Result, error) {
+	mg, floor, done, err := startExamples(ctx, cfg, "COLD", func(*attach.ServiceConfig) {})
 	if err != nil {
 		return nil, err
 	}
-	defer mg.close()
+	defer done()
 	baseSubject := "bench.floor." + nuid.Next()
 	nc, err := mg.connect("bench cold baseline", auth.RoleAdmin)
 	if err != nil {

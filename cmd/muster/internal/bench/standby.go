@@ -25,23 +25,11 @@ import (
 // repetition starts from zero serving replicas and one parked standby.
 // Baseline: the floor of `cold` (exec examples/floor → first reply).
 func runStandby(ctx context.Context, cfg Config) (*Result, error) {
-	bin, err := os.MkdirTemp("", "muster-bench-bin-")
+	mg, floor, done, err := startExamples(ctx, cfg, "STANDBY", func(s *attach.ServiceConfig) { s.Max, s.Standby = 2, 1 })
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(bin)
-	floor, workerExe, err := buildExamples(ctx, cfg, bin)
-	if err != nil {
-		return nil, err
-	}
-	mg, err := startManaged(ctx, cfg, "STANDBY", func(s *attach.ServiceConfig) {
-		s.Max, s.Standby, s.Capacity, s.ExitAfterConversation, s.IdleTimeout = 2, 1, 1, true, 0
-		s.Program, s.Args = workerExe, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer mg.close()
+	defer done()
 	nc, err := mg.connect("bench standby baseline", auth.RoleAdmin)
 	if err != nil {
 		return nil, err
