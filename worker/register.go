@@ -102,6 +102,9 @@ func (r *replica) heartbeat() {
 	for {
 		select {
 		case <-activated:
+			if r.cfg.standby {
+				r.cfg.logger.Info("standby activated", "why", r.activatedWhy)
+			}
 			tick = time.NewTicker(progressDelay / 2)
 			tickC, activated = tick.C, nil
 			continue

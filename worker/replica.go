@@ -130,14 +130,16 @@ type replica struct {
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
 	stallState
-	callSeq    uint64             // the last call's number (its id); guarded by mu
-	standbySub *nats.Subscription // the standby subject while parked; guarded by mu
-	activated  chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
-	work       chan *Conv         // hands queued conversations to idle workers
-	warmCh     chan *nats.Msg     // the warm subscription delivers here; the dispatcher reads it
-	fullSig    chan struct{}      // wakes the forwarder when the replica fills up
-	stop       chan struct{}      // closed when the replica starts to quiesce
-	hbKick     chan struct{}      // asks the heartbeat loop to write now
+	callSeq      uint64             // the last call's number (its id); guarded by mu
+	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
+	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
+	activatedWhy string             // what activated a standby; written before activated is closed
+	activated    chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
+	work         chan *Conv         // hands queued conversations to idle workers
+	warmCh       chan *nats.Msg     // the warm subscription delivers here; the dispatcher reads it
+	fullSig      chan struct{}      // wakes the forwarder when the replica fills up
+	stop         chan struct{}      // closed when the replica starts to quiesce
+	hbKick       chan struct{}      // asks the heartbeat loop to write now
 }
 
 func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {

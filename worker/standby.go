@@ -32,6 +32,7 @@ func (r *replica) parkLocked() error {
 		return fmt.Errorf("worker: subscribe standby subject: %w", err)
 	}
 	r.standbySub, r.state = s, stateStandby
+	r.parked.Store(true)
 	return nil
 }
 
@@ -44,11 +45,8 @@ func (r *replica) unparkLocked() {
 	}
 }
 
-func (r *replica) isStandby() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.state == stateStandby
-}
+// isStandby costs the warm path an atomic load, not a lock.
+func (r *replica) isStandby() bool { return r.parked.Load() }
 
 // activate makes a standby a serving replica. It is idempotent.
 func (r *replica) activate(why string) {
@@ -58,15 +56,16 @@ func (r *replica) activate(why string) {
 		return
 	}
 	r.state = stateReady
+	r.parked.Store(false)
+	r.activatedWhy = why
 	r.unparkLocked()
 	if err := r.subscribeWarmLocked(); err != nil {
 		r.cfg.logger.Error("cannot join the warm path", "err", err)
 	}
 	r.pullLocked()
 	r.armIdleLocked()
-	close(r.activated)
+	close(r.activated) // the heartbeat loop logs it, off the first request's path
 	r.mu.Unlock()
-	r.cfg.logger.Info("standby activated", "why", why)
 	// The registration says "ready" at the next progress tick (≤ 100 ms),
 	// not now: its write (and the new standby the manager then starts)
 	// would compete with the first reply for the CPU.
