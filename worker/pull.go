@@ -49,7 +49,7 @@ const (
 // pullLocked opens a pull request for one queued request when the replica
 // has a free slot, none is open and no retry is pending.
 func (r *replica) pullLocked() {
-	if r.pulling || r.state != stateReady || r.active >= r.cfg.capacity || r.pullSubj == "" {
+	if r.pulling || r.state != stateReady || r.active >= r.cfg.capacity || r.pullSubj == "" || r.joinPending {
 		return
 	}
 	if time.Now().Before(r.pullAfter) {

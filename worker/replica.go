@@ -134,6 +134,7 @@ type replica struct {
 	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
 	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
 	activatedWhy string             // what activated a standby; written before activated is closed
+	joinPending  bool               // activated by a request that is being served: no warm path or pull until join; guarded by mu
 	activated    chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
 	work         chan *Conv         // hands queued conversations to idle workers
 	warmCh       chan *nats.Msg     // the warm subscription delivers here; the dispatcher reads it

@@ -48,26 +48,49 @@ func (r *replica) unparkLocked() {
 // isStandby costs the warm path an atomic load, not a lock.
 func (r *replica) isStandby() bool { return r.parked.Load() }
 
-// activate makes a standby a serving replica. It is idempotent.
+// activate makes a standby a serving replica and joins it to the warm
+// path and the queue (join). It is idempotent.
 func (r *replica) activate(why string) {
+	if r.activateOnly(why) {
+		r.join()
+	}
+}
+
+// activateOnly makes a standby a serving replica that can accept work,
+// and reports whether it was a standby. The caller joins it (join) once
+// it has served the request in hand: the first reply does not wait for
+// the subscriptions and the pull.
+func (r *replica) activateOnly(why string) bool {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.state != stateStandby {
-		r.mu.Unlock()
-		return
+		return false
 	}
 	r.state = stateReady
 	r.parked.Store(false)
 	r.activatedWhy = why
+	close(r.activated) // the heartbeat loop logs it, off the first request's path
+	r.joinPending = true
+	// The registration says "ready" at the next progress tick (≤ 100 ms),
+	// not now: its write (and the new standby the manager then starts)
+	// would compete with the first reply for the CPU.
+	r.dirty.Store(true)
+	return true
+}
+
+// join leaves the standby subject and takes work as any ready replica:
+// the warm path, the pull, the idle timer (each only if a slot is free).
+func (r *replica) join() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.joinPending = false
+	if r.state != stateReady {
+		return // quiescing already (exit after the first conversation)
+	}
 	r.unparkLocked()
 	if err := r.subscribeWarmLocked(); err != nil {
 		r.cfg.logger.Error("cannot join the warm path", "err", err)
 	}
 	r.pullLocked()
 	r.armIdleLocked()
-	close(r.activated) // the heartbeat loop logs it, off the first request's path
-	r.mu.Unlock()
-	// The registration says "ready" at the next progress tick (≤ 100 ms),
-	// not now: its write (and the new standby the manager then starts)
-	// would compete with the first reply for the CPU.
-	r.dirty.Store(true)
 }

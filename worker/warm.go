@@ -19,7 +19,7 @@ import (
 // acknowledges the hand-over, the caller gets 0215/0148 at once.
 
 func (r *replica) subscribeWarmLocked() error {
-	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity {
+	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity || r.joinPending {
 		return nil
 	}
 	s, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
@@ -43,8 +43,8 @@ func (r *replica) unsubscribeWarmLocked() {
 // onWarm takes a call or NEW from the warm path on the dispatcher's
 // goroutine: a call is served inline, a conversation by a worker.
 func (r *replica) onWarm(nm *nats.Msg) {
-	if r.isStandby() {
-		r.activate("work on the standby subject")
+	if r.isStandby() && r.activateOnly("work on the standby subject") {
+		defer r.join() // after the first reply (or the hand-over of a NEW)
 	}
 	c, handled := r.accept(nm, nm.Reply, "")
 	switch {
