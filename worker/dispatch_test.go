@@ -12,7 +12,7 @@ import (
 )
 
 // A slow warm call, which the dispatcher serves inline, does not hold up
-// the calls that come while it runs: the stall watch hands them to the
+// the calls that come while it runs: the stall timer hands them to the
 // workers, up to the replica's capacity. The slow call is released only
 // after the others were answered, so without the watch they would wait
 // for it and miss their deadline.

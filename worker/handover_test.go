@@ -75,7 +75,7 @@ func TestImmedWhileQueuedRequestWaitsForWorker(t *testing.T) {
 	}, worker.WithConn(rnc), worker.WithService(svc), worker.WithReplicaID("h1"), worker.WithCapacity(1))
 
 	// The first call sticks in the warm dispatcher (it serves calls
-	// inline), the second, taken over by the stall watch, in the only
+	// inline), the second, taken over by the stall timer, in the only
 	// worker.
 	for i := 0; i < 2; i++ {
 		if _, err := nc.Request(proto.WarmSubject(proto.MustService(svc)), []byte("stick"), 5*time.Second); err != nil {

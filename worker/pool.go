@@ -10,7 +10,7 @@ import (
 // (no goroutine per call: see docs/PERFORMANCE.md) beside the warm path's
 // dispatcher (dispatch.go). A worker serves the conversations handed to it:
 // NEWs from the dispatcher, queued requests from the pull, warm calls from
-// the stall watch and the forwarder. The workers stop with the replica's
+// the stall timer and the forwarder. The workers stop with the replica's
 // base context.
 
 // worker is one of the replica's pool goroutines.

@@ -151,12 +151,13 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
-		stallState: stallState{watchKick: make(chan struct{}, 1)},
-		activated:  make(chan struct{}),
+		activated: make(chan struct{}),
 	}
 	if !cfg.standby {
 		close(r.activated)
 	}
+	r.stall = time.AfterFunc(time.Hour, r.onStall)
+	r.stall.Stop()
 	return r
 }
 
@@ -236,7 +237,6 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	}
 	r.goOwned(&r.pool, r.forwarder)
 	r.goOwned(&r.pool, r.dispatcher)
-	r.goOwned(&r.pool, r.stallWatch)
 	r.goOwned(&r.helpers, r.heartbeat)
 	connected := r.nc.StatusChanged(nats.CONNECTED)
 	r.goOwned(&r.helpers, func() { r.watchConn(connected) })

@@ -165,7 +165,7 @@ func TestRequestWaitingForAWorkerIsNotDeclaredDead(t *testing.T) {
 	}, worker.WithService("T/LINGER/X"))
 	ctx := testutil.Context(t, 10*time.Second)
 	// The first lingers in the warm dispatcher (it serves calls inline),
-	// the second, taken over by its stall watch, in the only worker.
+	// the second, taken over by its stall timer, in the only worker.
 	for i := 0; i < 2; i++ {
 		if _, err := e.Client.Call(ctx, "T/LINGER/X", []byte("linger")); err != nil {
 			t.Fatal(err)
