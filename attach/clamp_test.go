@@ -55,7 +55,7 @@ func TestRenotifyWhileFirstReplicaPulls(t *testing.T) {
 	if got := clamp(); got != 1 {
 		t.Fatalf("no replica: clamp = %d, want 1", got)
 	}
-	m.reps["r1"] = &replicaRun{id: "r1", svc: s, started: time.Now()}
+	m.addRepLocked(&replicaRun{id: "r1", svc: s, started: time.Now()})
 	if got := clamp(); got != 0 {
 		t.Fatalf("r1 starting: clamp = %d, want 0", got)
 	}
@@ -72,7 +72,7 @@ func TestRenotifyWhileFirstReplicaPulls(t *testing.T) {
 		t.Errorf("r1 took work before: clamp = %d, want 1", got)
 	}
 
-	m.reps["r2"] = &replicaRun{id: "r2", svc: s, started: time.Now()}
+	m.addRepLocked(&replicaRun{id: "r2", svc: s, started: time.Now()})
 	m.onReplicaRecord(recordOf(t, "r2", 0, 0))
 	if got := clamp(); got != 0 {
 		t.Errorf("r2 registered untouched: clamp = %d, want 0", got)

@@ -120,6 +120,7 @@ type svcRun struct {
 	lastFail  time.Time // the last failed start or crash
 	lastProbe time.Time // the last start while failing (probe schedule, heal.go)
 	stats     ServiceCounters
+	reps      map[string]*replicaRun // its replicas in Manager.reps (addRepLocked), so counting them costs what it has, not what the host has
 }
 
 // ServiceCounters are what a manager counts per service.

@@ -103,9 +103,12 @@ const untouchedGrace = time.Second
 // running: a re-notification in that moment would otherwise start a
 // second replica for one request.
 func (m *Manager) countLocked(s *svcRun) (starting, running int) {
+	if len(s.reps) == 0 {
+		return 0, 0
+	}
 	now := time.Now()
-	for _, r := range m.reps {
-		if r.svc != s || r.standby {
+	for _, r := range s.reps {
+		if r.standby {
 			continue // a standby serves nothing until activated (standbyLocked)
 		}
 		if r.registered && (r.untouched.IsZero() || now.Sub(r.untouched) > untouchedGrace) {
@@ -119,6 +122,9 @@ func (m *Manager) countLocked(s *svcRun) (starting, running int) {
 
 // keepMinLocked reserves replicas until the service has its min.
 func (m *Manager) keepMinLocked(s *svcRun) {
+	if s.cfg.Min == 0 {
+		return
+	}
 	starting, running := m.countLocked(s)
 	m.reserveLocked(s, min(s.cfg.Min-starting-running, m.maxReplicasLocked()-len(m.reps)), "min")
 }

@@ -54,13 +54,29 @@ func (m *Manager) reserveKindLocked(s *svcRun, k int, why string, standby bool) 
 	batch := make([]*replicaRun, k)
 	for i := range batch {
 		r := &replicaRun{id: nuid.Next(), svc: s, started: now, stopReq: make(chan struct{}), placement: why, standby: standby}
-		m.reps[r.id] = r
+		m.addRepLocked(r)
 		batch[i] = r
 	}
 	m.replicas.Add(1)
 	go m.spawnBatch(batch)
 	m.kickLocked()
 	return k
+}
+
+// addRepLocked enters replica r in the manager's replicas and its
+// service's.
+func (m *Manager) addRepLocked(r *replicaRun) {
+	m.reps[r.id] = r
+	if r.svc.reps == nil {
+		r.svc.reps = map[string]*replicaRun{}
+	}
+	r.svc.reps[r.id] = r
+}
+
+// dropRepLocked removes replica r from both.
+func (m *Manager) dropRepLocked(r *replicaRun) {
+	delete(m.reps, r.id)
+	delete(r.svc.reps, r.id)
 }
 
 // spawnBatch spawns a batch of reserved replicas in turn. After a failure
@@ -73,7 +89,7 @@ func (m *Manager) spawnBatch(batch []*replicaRun) {
 		m.mu.Lock()
 		if err != nil {
 			for _, rest := range batch[i:] {
-				delete(m.reps, rest.id)
+				m.dropRepLocked(rest)
 			}
 			if !errors.Is(err, errStopping) {
 				m.startFailedLocked(r.svc, err.Error())

@@ -18,8 +18,8 @@ import (
 // standbyLocked returns the standbys of s that are parked (registered,
 // running, not being stopped) and all of them (parked or still starting).
 func (m *Manager) standbyLocked(s *svcRun) (parked, all int) {
-	for _, r := range m.reps {
-		if r.svc != s || !r.standby {
+	for _, r := range s.reps {
+		if !r.standby {
 			continue
 		}
 		all++
@@ -36,11 +36,11 @@ func (m *Manager) standbyLocked(s *svcRun) (parked, all int) {
 // something.
 func (m *Manager) activateLocked(s *svcRun, k int) int {
 	n := 0
-	for _, r := range m.reps {
+	for _, r := range s.reps {
 		if n >= k {
 			break
 		}
-		if r.svc != s || !r.standby || !r.registered || r.proc == nil || r.stopReason != "" {
+		if !r.standby || !r.registered || r.proc == nil || r.stopReason != "" {
 			continue
 		}
 		if err := r.proc.Signal(syscall.SIGUSR1); err != nil {

@@ -41,7 +41,7 @@ func (m *Manager) supervise(r *replicaRun) {
 		// keep its state record, so the next run tries again.
 		m.log.Error("replica survived SIGKILL; left for the next run", "replica", r.id, "pid", p.PID())
 		m.mu.Lock()
-		delete(m.reps, r.id)
+		m.dropRepLocked(r)
 		m.mu.Unlock()
 		return
 	}
@@ -67,7 +67,7 @@ func (m *Manager) reaped(r *replicaRun, st proc.ExitStatus) {
 	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.reps, r.id)
+	m.dropRepLocked(r)
 	m.retireLocked(r)
 	s := r.svc
 	s.stats.Exited++

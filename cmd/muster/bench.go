@@ -30,15 +30,17 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "clients", Value: d.Clients, Usage: "warm, conv: concurrent callers"},
 			&cli.IntFlag{Name: "replicas", Value: d.Replicas, Usage: "warm, conv: replicas and raw responders"},
 			&cli.IntFlag{Name: "capacity", Usage: "warm, conv: conversations per replica (default: clients)"},
-			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system"},
+			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system; host: load time, and rest time (rounded up to whole heartbeats)"},
 			&cli.IntFlag{Name: "reps", Value: d.Reps, Usage: "cold: repetitions per system"},
 			&cli.StringFlag{Name: "floor", Usage: "cold: the baseline program `FILE` (go build ./examples/floor; default: built from the module)"},
-			&cli.StringFlag{Name: "worker", Usage: "cold: the replica program `FILE` (go build ./examples/echo-worker; default: built from the module)"},
+			&cli.StringFlag{Name: "worker", Usage: "cold, host: the replica program `FILE` (go build ./examples/echo-worker; default: built from the module)"},
 			&cli.IntFlag{Name: "burst", Value: d.Burst, Usage: "burst: concurrent calls"},
 			&cli.IntFlag{Name: "max-replicas", Value: d.MaxReplicas, Usage: "burst: the service's max replicas"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "burst, idle: replicas' idle timeout"},
-			&cli.IntFlag{Name: "services", Value: d.Services, Usage: "scale: services"},
+			&cli.IntFlag{Name: "services", Usage: "scale: services; host: configured services", DefaultText: fmt.Sprintf("%d for scale, %d for host", d.Services, d.HostServices)},
 			&cli.IntFlag{Name: "hosts", Value: d.Hosts, Usage: "scale: simulated attach managers"},
+			&cli.IntFlag{Name: "live", Value: d.Live, Usage: "host: live replicas, one per service (at most 64 per service when there are fewer services)"},
+			&cli.IntFlag{Name: "rate", Value: d.Rate, Usage: "host: calls per second of the paced load"},
 		),
 		Action: runBench,
 	}
@@ -65,11 +67,19 @@ func runBench(c *cli.Context) error {
 		Conn: connConfigFromCLI(c), Executable: exe,
 		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
-		Services: c.Int("services"), Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
+		Services: bench.Defaults().Services, Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
+		HostServices: bench.Defaults().HostServices, Live: c.Int("live"), Rate: c.Int("rate"),
 		Floor: c.String("floor"), Worker: c.String("worker"),
 	}
-	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {
+	if c.IsSet("services") {
+		cfg.Services, cfg.HostServices = c.Int("services"), c.Int("services")
+	}
+	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 ||
+		cfg.Live < 1 || cfg.Rate < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {
 		return fmt.Errorf("bench: counts and durations must be positive")
+	}
+	if cfg.Live > 64*cfg.HostServices {
+		return fmt.Errorf("bench: --live %d on %d services: at most 64 live replicas per service", cfg.Live, cfg.HostServices)
 	}
 	if f := c.String("cpuprofile"); f != "" {
 		out, err := os.Create(f)

@@ -38,13 +38,16 @@ type Config struct {
 	Clients       int           // warm, conv: concurrent callers (16)
 	Replicas      int           // warm, conv: warm replicas and raw responders (2)
 	Capacity      int           // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
-	Duration      time.Duration // warm, conv: measuring time per system (5s)
+	Duration      time.Duration // warm, conv: measuring time per system; host: load time, and rest time rounded up to whole heartbeats (5s)
 	Reps          int           // cold: repetitions per system (30)
 	Burst         int           // burst: concurrent calls (1000)
 	MaxReplicas   int           // burst: the service's max (16)
 	IdleTimeout   time.Duration // burst, idle: replicas' idle timeout (2s)
 	Services      int           // scale: services (10000)
 	Hosts         int           // scale: simulated attach managers (100)
+	HostServices  int           // host: configured services (1000)
+	Live          int           // host: live replicas, one per service while there are enough (200)
+	Rate          int           // host: calls per second of the paced load (1000)
 	Logger        *slog.Logger  // default: discard
 	// Insecure runs the embedded server without credentials. By default
 	// it runs as `muster up` does: operator mode, each participant with
@@ -57,7 +60,8 @@ type Config struct {
 // Defaults returns the documented defaults.
 func Defaults() Config {
 	return Config{Clients: 16, Replicas: 2, Duration: 5 * time.Second, Reps: 30, Burst: 1000, MaxReplicas: 16,
-		IdleTimeout: 2 * time.Second, Services: 10000, Hosts: 100}
+		IdleTimeout: 2 * time.Second, Services: 10000, Hosts: 100,
+		HostServices: 1000, Live: 200, Rate: 1000}
 }
 
 // Figure is one measured quantity: Muster's value, the baseline's (when
@@ -83,7 +87,7 @@ type Result struct {
 }
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{"warm", "conv", "cold", "standby", "burst", "idle", "scale", "placement"}
+var Scenarios = []string{"warm", "conv", "cold", "standby", "burst", "idle", "scale", "host", "placement"}
 
 // Run runs one scenario.
 func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
@@ -108,6 +112,8 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 		res, err = runIdle(ctx, cfg)
 	case "scale":
 		res, err = runScale(ctx, cfg)
+	case "host":
+		res, err = runHost(ctx, cfg)
 	case "placement":
 		res, err = runPlacement(ctx, cfg)
 	default:
@@ -230,6 +236,30 @@ type system struct {
 }
 
 func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
+	s, err := startNATS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.close()
+		}
+	}()
+	nc, err := s.connect("muster-bench broker", auth.RoleBroker)
+	if err != nil {
+		return nil, err
+	}
+	if s.broker, err = broker.Start(ctx, nc, broker.Config{Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startNATS starts the system's NATS server (unless cfg.Conn.URL names
+// one) without a broker: the embedded server, as `muster up` runs it,
+// with the credentials of every role in <dir>/creds and the signing keys
+// (the replica signer's seed among them) in <dir>/keys.
+func startNATS(cfg Config) (_ *system, retErr error) {
 	s := &system{cfg: cfg, url: cfg.Conn.URL}
 	defer func() {
 		if retErr != nil {
@@ -244,7 +274,7 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 		s.dir = dir
 		ecfg := embedded.Config{Listen: "127.0.0.1:-1", StoreDir: dir}
 		if !cfg.Insecure {
-			if s.keys, err = auth.NewKeys(); err != nil {
+			if s.keys, err = auth.LoadOrCreateKeys(filepath.Join(dir, "keys")); err != nil {
 				return nil, err
 			}
 			for _, role := range auth.Roles {
@@ -258,13 +288,6 @@ func startSystem(ctx context.Context, cfg Config) (_ *system, retErr error) {
 			return nil, err
 		}
 		s.url = s.srv.ClientURL()
-	}
-	nc, err := s.connect("muster-bench broker", auth.RoleBroker)
-	if err != nil {
-		return nil, err
-	}
-	if s.broker, err = broker.Start(ctx, nc, broker.Config{Logger: cfg.Logger}); err != nil {
-		return nil, err
 	}
 	return s, nil
 }

@@ -35,22 +35,26 @@ type managed struct {
 // buildExamples returns the floor and echo-worker programs: cfg's, or
 // built with `go build` into dir.
 func buildExamples(ctx context.Context, cfg Config, dir string) (floor, worker string, err error) {
-	floor, worker = cfg.Floor, cfg.Worker
-	for _, b := range []struct {
-		path *string
-		pkg  string
-	}{{&floor, "github.com/musterhq/muster/examples/floor"}, {&worker, "github.com/musterhq/muster/examples/echo-worker"}} {
-		if *b.path != "" {
-			continue
-		}
-		out := filepath.Join(dir, filepath.Base(b.pkg))
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b.pkg)
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("cannot build %s (%v: %s); run the bench inside the muster module, or give --floor and --worker (go build ./examples/floor ./examples/echo-worker)", b.pkg, err, msg)
-		}
-		*b.path = out
+	if floor, err = buildProgram(ctx, cfg.Floor, "github.com/musterhq/muster/examples/floor", dir); err != nil {
+		return "", "", err
+	}
+	if worker, err = buildProgram(ctx, cfg.Worker, "github.com/musterhq/muster/examples/echo-worker", dir); err != nil {
+		return "", "", err
 	}
 	return floor, worker, nil
+}
+
+// buildProgram returns given, or builds pkg with `go build` into dir.
+func buildProgram(ctx context.Context, given, pkg, dir string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("cannot build %s (%v: %s); run the bench inside the muster module, or give --floor and --worker (go build ./examples/floor ./examples/echo-worker)", pkg, err, msg)
+	}
+	return out, nil
 }
 
 func startManaged(ctx context.Context, cfg Config, kind string, svc func(*attach.ServiceConfig)) (_ *managed, retErr error) {
@@ -127,6 +131,11 @@ func (mg *managed) leftovers() (records, dirs int) {
 
 // waitFor polls cond every millisecond until it holds or d passes.
 func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
+	return pollEvery(ctx, d, time.Millisecond, cond)
+}
+
+// pollEvery polls cond every step until it holds or d passes.
+func pollEvery(ctx context.Context, d, step time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -135,7 +144,7 @@ func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(step)
 	}
 	return nil
 }
