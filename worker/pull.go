@@ -27,19 +27,22 @@ import (
 // row) the replica retries after a backoff of pullRetryMin doubling to
 // pullRetryMax.
 
+// leaderElectedPrefix + stream + "." + consumer is JetStream's advisory
+// that a consumer has a new leader.
+const leaderElectedPrefix = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED."
+
 const (
 	// pullHeartbeat is the idle heartbeat the server sends while a pull
 	// request waits (its "idle_heartbeat").
 	// A leader that died without a word (its node stopped before its
-	// "409 Server Shutdown" crossed the route) is noticed only by this
-	// silence, so it is short: 2 heartbeats/s per idle replica are cheap
-	// next to a queued call waiting seconds for a lost pull.
-	pullHeartbeat = 500 * time.Millisecond
+	// "409 Server Shutdown" crossed the route) is noticed by the new
+	// leader's election advisory (onLeaderElected); this silence is the
+	// backstop, so it can be slow: an idle replica wakes for it only every
+	// 2 s.
+	pullHeartbeat = 2 * time.Second
 	// pullLost is how long a pull may stay without a sign before it is
-	// taken as lost and sent again (two heartbeats missed and a margin
-	// for a loaded machine; a pull sent again too early is harmless: the
-	// old one expires or its message is NAKed to another replica).
-	pullLost = 2*pullHeartbeat + 250*time.Millisecond
+	// taken as lost and sent again.
+	pullLost = 2*pullHeartbeat + time.Second
 	// pullRetryMin and pullRetryMax bound the backoff between pulls the
 	// server refused.
 	pullRetryMin = 50 * time.Millisecond
@@ -114,6 +117,15 @@ func (r *replica) watchConn(ch chan nats.Status) {
 			}
 		}
 	}
+}
+
+// onLeaderElected takes JetStream's advisory that the service's queue
+// consumer has a new leader (a NATS cluster lost or moved the old one):
+// the open pull died with the old leader, so pull again at once.
+func (r *replica) onLeaderElected(*nats.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pullAgainLocked()
 }
 
 // onPulled handles what the server sends to the pull inbox: a queued

@@ -166,3 +166,40 @@ func TestReplicaPullsAgainAfterLeaderLoss(t *testing.T) {
 		})
 	}
 }
+
+// JetStream's advisory that the queue consumer has a new leader makes the
+// replica pull again at once: a leader that died without a word took the
+// open pull with it (the silence would be noticed only after pullLost).
+func TestReplicaPullsAgainOnLeaderElectedAdvisory(t *testing.T) {
+	s := testutil.StartNATS(t)
+	svc := proto.MustService("T/LEADER/ADVISORY")
+	nc := testutil.Connect(t, s)
+	ctx := testutil.Context(t, 20*time.Second)
+	js, _ := jetstream.New(nc)
+	stream, err := streams.EnsureQueue(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := streams.QueueConsumer(ctx, stream, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := cons.CachedInfo().Name
+	pulls, err := nc.SubscribeSync("$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	echoReplica(t, testutil.Connect(t, s), svc)
+	if _, err := pulls.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("no first pull: %v", err)
+	}
+	if err := nc.Publish(leaderElectedPrefix+proto.QueueStream+"."+name, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pulls.NextMsg(pullLost / 2); err != nil {
+		t.Fatalf("no new pull after the leader-elected advisory: %v", err)
+	}
+}

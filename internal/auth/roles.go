@@ -106,6 +106,7 @@ var table = map[Role]Perms{
 			{"muster.held." + PhService, "FIND and CANCEL of held requests"},
 			{"muster.rep." + PhID, "its private subject"},
 			{"muster.ctl." + PhID, "its control subject (QUIESCE, IMMED)"},
+			{"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.MUSTER_QUEUE." + PhConsumer, "its consumer's new leader: pull again at once"},
 			{PhInbox + ".>", "its pull inbox and request replies"},
 			{"$SRV.>", "NATS micro discovery"},
 		},
