@@ -34,3 +34,31 @@ func TestStallTimerDisarmedAfterCalls(t *testing.T) {
 }
 
 var errDispatcherBusy = proto.Errorf(proto.CodeServiceError, "dispatcher still in a handler")
+
+// The progress tick stops while the replica has nothing for it, so an
+// idle replica wakes only for its heartbeat; a call starts it again.
+func TestProgressTickParksWhenIdle(t *testing.T) {
+	s := testutil.StartNATS(t)
+	svc := proto.MustService("T/TICK/IDLE")
+	r := echoReplica(t, testutil.Connect(t, s), svc)
+	nc := testutil.Connect(t, s)
+	parked := func() error {
+		if !r.tickParked.Load() {
+			return errTickRunning
+		}
+		return nil
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, parked)
+	r.mu.Lock()
+	r.kickTickLocked() // what accept does
+	r.mu.Unlock()
+	if r.tickParked.Load() {
+		t.Fatal("a kick left the tick parked")
+	}
+	if _, err := nc.Request(proto.WarmSubject(svc), []byte("x"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, parked) // parks again once the record is written
+}
+
+var errTickRunning = proto.Errorf(proto.CodeServiceError, "progress tick still running")

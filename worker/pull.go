@@ -73,6 +73,7 @@ func (r *replica) retryPullLocked() {
 	r.pulling = false
 	r.pullBackoff = min(max(2*r.pullBackoff, pullRetryMin), pullRetryMax)
 	r.pullAfter = time.Now().Add(r.pullBackoff)
+	r.kickTickLocked()
 }
 
 // pullAgainLocked forgets any open pull request and backoff and pulls now:

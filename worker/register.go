@@ -89,30 +89,42 @@ func (r *replica) info() proto.ReplicaInfo {
 func (r *replica) heartbeat() {
 	t := time.NewTicker(r.cfg.heartbeat)
 	defer t.Stop()
-	// The progress tick runs once the replica serves: a parked standby
-	// wakes only for its heartbeat.
-	var tick *time.Ticker
+	// The progress tick runs only while the replica has something for it
+	// (open calls or conversations, a pull to retry, a record to rewrite):
+	// an idle replica, and a parked standby, wake only for the heartbeat.
+	// accept and retryPullLocked restart it (kickTickLocked).
+	tick := time.NewTicker(progressDelay / 2)
+	tick.Stop()
+	defer tick.Stop()
 	var tickC <-chan time.Time
+	r.tickParked.Store(true)
 	activated := r.activated
-	defer func() {
-		if tick != nil {
-			tick.Stop()
-		}
-	}()
 	for {
 		select {
 		case <-activated:
 			if r.cfg.standby {
 				r.cfg.logger.Info("standby activated", "why", r.activatedWhy)
 			}
-			tick = time.NewTicker(progressDelay / 2)
-			tickC, activated = tick.C, nil
+			activated = nil
+			r.tickParked.Store(false)
+			tick.Reset(progressDelay / 2)
+			tickC = tick.C
+			continue
+		case <-r.tickKick:
+			if activated == nil && tickC == nil {
+				tick.Reset(progressDelay / 2)
+				tickC = tick.C
+			}
 			continue
 		case <-r.baseCtx.Done():
 			return
 		case <-tickC:
 			r.progressTick()
 			r.pullDue()
+			if r.parkTick() {
+				tick.Stop()
+				tickC = nil
+			}
 			if !r.dirty.Load() || time.Since(time.Unix(0, r.lastWrite.Load())) < freshRecord {
 				continue
 			}
@@ -139,6 +151,32 @@ func (r *replica) heartbeat() {
 			r.recreateConsumer()
 		}
 		r.pullDue()
+	}
+}
+
+// parkTick reports whether the progress tick can stop: nothing open, no
+// pull retry pending, the record written. It marks the tick parked first,
+// so a concurrent accept or retry (which looks at the mark after changing
+// what this looks at) kicks it again.
+func (r *replica) parkTick() bool {
+	r.tickParked.Store(true)
+	r.mu.Lock()
+	quiet := r.active == 0 && r.pullAfter.IsZero() && !r.dirty.Load() && len(r.convs) == 0
+	r.mu.Unlock()
+	if !quiet {
+		r.tickParked.Store(false)
+	}
+	return quiet
+}
+
+// kickTickLocked restarts a parked progress tick.
+func (r *replica) kickTickLocked() {
+	if r.tickParked.Load() {
+		r.tickParked.Store(false)
+		select {
+		case r.tickKick <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -141,6 +141,10 @@ type replica struct {
 	fullSig      chan struct{}      // wakes the forwarder when the replica fills up
 	stop         chan struct{}      // closed when the replica starts to quiesce
 	hbKick       chan struct{}      // asks the heartbeat loop to write now
+	// tickKick restarts the parked progress tick; tickParked says it is
+	// parked (register.go).
+	tickKick   chan struct{}
+	tickParked atomic.Bool
 }
 
 func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
@@ -150,7 +154,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		baseCtx: ctx, baseCancel: cancel,
 		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
-		stop: make(chan struct{}), hbKick: make(chan struct{}, 1),
+		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), tickKick: make(chan struct{}, 1),
 		activated: make(chan struct{}),
 	}
 	if !cfg.standby {

@@ -56,6 +56,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		return nil, false
 	}
 	r.active++
+	r.kickTickLocked()
 	if r.idle != nil {
 		r.idle.Stop()
 	}
