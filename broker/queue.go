@@ -199,7 +199,7 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	}
 	lead := b.Leading()
 	if lead {
-		st.missing++
+		b.waitingLocked(st, time.Now())
 		b.scheduleLocked(svc, st)
 	}
 	b.mu.Unlock()
