@@ -188,7 +188,7 @@ func (r *replica) heartbeat() {
 func (r *replica) recreateConsumer() {
 	ctx, cancel := context.WithTimeout(r.baseCtx, r.cfg.heartbeat)
 	defer cancel()
-	if _, err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service); err != nil {
+	if err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service); err != nil {
 		r.cfg.logger.Warn("cannot recreate the queue consumer", "err", err)
 		return
 	}

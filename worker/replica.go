@@ -170,11 +170,10 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	// consumer is one look-up while it exists; the registration bucket
 	// none (register.go).
 	r.maxPayload.Store(r.nc.MaxPayload())
-	cons, err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service)
-	if err != nil {
+	if err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service); err != nil {
 		return err
 	}
-	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + cons.CachedInfo().Name
+	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service)
 	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it
 	subjects := map[string]nats.MsgHandler{
 		proto.ReplicaSubject(r.cfg.replicaID): r.onPrivate,

@@ -364,12 +364,11 @@ func TestFindOnly(t *testing.T) {
 	ctx := testutil.Context(t, 10*time.Second)
 	svc := proto.MustService("T/FIND/ONLY")
 	find := streams.Config{FindOnly: true}
-	cons, err := find.EnsureQueueConsumer(ctx, js, svc)
-	if err != nil {
+	if err := find.EnsureQueueConsumer(ctx, js, svc); err != nil {
 		t.Fatal(err)
 	}
-	if name := cons.CachedInfo().Name; name != proto.ConsumerName(svc) {
-		t.Fatalf("consumer %q, want %q", name, proto.ConsumerName(svc))
+	if _, err := js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc)); err != nil {
+		t.Fatalf("consumer not made: %v", err)
 	}
 	if _, err := js.Stream(ctx, proto.QueueStream); err != nil {
 		t.Fatalf("queue stream not made: %v", err)
@@ -386,14 +385,17 @@ func TestFindOnly(t *testing.T) {
 	if _, err := js.CreateOrUpdateConsumer(ctx, proto.QueueStream, old); err != nil {
 		t.Fatal(err)
 	}
-	if cons, err = find.EnsureQueueConsumer(ctx, js, svc); err != nil || cons.CachedInfo().Config.Description != old.Description {
+	if err := find.EnsureQueueConsumer(ctx, js, svc); err != nil {
+		t.Fatal(err)
+	}
+	if cons, err := js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc)); err != nil || cons.CachedInfo().Config.Description != old.Description {
 		t.Fatalf("FindOnly changed an existing consumer (or failed: %v)", err)
 	}
 	s, err := js.Stream(ctx, proto.QueueStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cons, err = streams.QueueConsumer(ctx, s, svc); err != nil || cons.CachedInfo().Config.AckWait != streams.AckWait {
+	if cons, err := streams.QueueConsumer(ctx, s, svc); err != nil || cons.CachedInfo().Config.AckWait != streams.AckWait {
 		t.Fatalf("QueueConsumer did not bring the consumer up to date (%v)", err)
 	}
 }
