@@ -254,8 +254,8 @@ func TestHTTPStartPhases(t *testing.T) {
 	if total <= 0 || math.Abs(sum-total) > 0.002 {
 		t.Errorf("start phases add up to %.4fs, total %.4fs", sum, total)
 	}
-	if n, s, ok := ms.Histogram("muster_broker_notify_delay_seconds", "broker", e.Broker.ID(), "service", svc); n != 1 || s <= 0 || s > total {
-		t.Errorf("muster_broker_notify_delay_seconds after one cold call: count %d sum %v (present %v), want 1 and in (0, %v]", n, s, ok, total)
+	if n, s, ok := ms.Histogram("muster_broker_notify_delay_seconds", "broker", e.Broker.ID(), "service", svc); n != 1 || s <= 0 {
+		t.Errorf("muster_broker_notify_delay_seconds after one cold call: count %d sum %v (present %v), want 1 and > 0", n, s, ok)
 	}
 
 	// A program that exits at once: failed starts, none observed.
