@@ -4,12 +4,16 @@ package attach
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
@@ -19,9 +23,10 @@ import (
 	"github.com/musterhq/muster/internal/testutil"
 )
 
-// serveHTTP serves m's health checks and metrics on a random port, as
-// `muster attach --http` does, and returns the base URL.
-func serveHTTP(t *testing.T, m *Manager) string {
+// serveHTTP serves m's health checks and metrics (and more metrics, if
+// given) on a random port, as `muster attach --http` does, and returns
+// the base URL.
+func serveHTTP(t *testing.T, m *Manager, more ...prometheus.Collector) string {
 	t.Helper()
 	srv, err := httpd.Listen("127.0.0.1:0", httpd.Options{Logger: harness.Quiet})
 	if err != nil {
@@ -34,6 +39,11 @@ func serveHTTP(t *testing.T, m *Manager) string {
 	})
 	if err := srv.Add(m.HealthChecks(), m.Collector()); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range more {
+		if err := srv.Add(nil, c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv.Ready()
 	return srv.URL()
@@ -194,4 +204,77 @@ func TestHTTPHealthAcrossNATSRestart(t *testing.T) {
 	back := time.Now()
 	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error { return healthz(url, http.StatusOK) })
 	t.Logf("/healthz 200 %v after NATS was back", time.Since(back).Round(time.Millisecond))
+}
+
+// TestHTTPStartPhases: a cold call through a broker and the manager adds
+// one observation to each start phase of its service (exec, connect,
+// register) and to the start total, each positive, with the phases adding
+// up to the total, and one to the broker's notification delay. Replicas
+// that exit before registering add nothing: they are failed starts.
+func TestHTTPStartPhases(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc, bad = "T/PHASE/ECHO", "T/PHASE/CRASH"
+	cfg := testConfig(t, 8, svc+" worker-echo max: 1", bad+" worker-crash max: 1")
+	m := startManager(t, e, cfg)
+	url := serveHTTP(t, m, e.Broker.Collector())
+	phases := []string{phaseExec, phaseConnect, phaseRegister}
+	attachLabels := func(s string) []string { return []string{"attach", m.ID(), "service", s} }
+	ms := testutil.Scrape(t, url+"/metrics")
+	for _, s := range []string{svc, bad} { // a series at zero for each configured service from the start
+		for _, ph := range phases {
+			if n, _, ok := ms.Histogram("muster_attach_start_phase_seconds", append(attachLabels(s), "phase", ph)...); !ok || n != 0 {
+				t.Errorf("%s phase %s before any start: count %d (present %v), want 0", s, ph, n, ok)
+			}
+		}
+	}
+
+	ctx := testutil.Context(t, 30*time.Second)
+	if got, err := e.Client.Call(ctx, svc, []byte("hi")); err != nil || string(got) != "hi" {
+		t.Fatalf("call: %q %v", got, err)
+	}
+	// The manager observes when its watch delivers the registration,
+	// which may come after the reply.
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		ms = testutil.Scrape(t, url+"/metrics")
+		if n, _, _ := ms.Histogram("muster_attach_start_seconds", attachLabels(svc)...); n != 1 {
+			return fmt.Errorf("muster_attach_start_seconds count %d after one cold start, want 1", n)
+		}
+		return nil
+	})
+	_, total, _ := ms.Histogram("muster_attach_start_seconds", attachLabels(svc)...)
+	sum := 0.0
+	for _, ph := range phases {
+		n, s, _ := ms.Histogram("muster_attach_start_phase_seconds", append(attachLabels(svc), "phase", ph)...)
+		if n != 1 || s <= 0 {
+			t.Errorf("phase %s after one cold start: count %d sum %v, want 1 and > 0", ph, n, s)
+		}
+		sum += s
+	}
+	// The replica's start is recorded in whole ms: allow that much.
+	if total <= 0 || math.Abs(sum-total) > 0.002 {
+		t.Errorf("start phases add up to %.4fs, total %.4fs", sum, total)
+	}
+	if n, s, ok := ms.Histogram("muster_broker_notify_delay_seconds", "broker", e.Broker.ID(), "service", svc); n != 1 || s <= 0 {
+		t.Errorf("muster_broker_notify_delay_seconds after one cold call: count %d sum %v (present %v), want 1 and > 0", n, s, ok)
+	}
+
+	// A program that exits at once: failed starts, none observed.
+	if _, err := e.Client.Call(ctx, bad, nil); !errors.Is(err, proto.ErrServiceFailing) {
+		t.Fatalf("call of a program that exits at once: %v, want 0900/0004", err)
+	}
+	ms = testutil.Scrape(t, url+"/metrics")
+	if v, _ := ms.Value("muster_attach_replica_start_failures_total", attachLabels(bad)...); v < 1 {
+		t.Errorf("muster_attach_replica_start_failures_total = %v, want at least 1", v)
+	}
+	for _, ph := range phases {
+		if n, _, _ := ms.Histogram("muster_attach_start_phase_seconds", append(attachLabels(bad), "phase", ph)...); n != 0 {
+			t.Errorf("phase %s of a program that exits at once: count %d, want 0", ph, n)
+		}
+	}
+	if n, _, _ := ms.Histogram("muster_attach_start_seconds", attachLabels(bad)...); n != 0 {
+		t.Errorf("muster_attach_start_seconds of a program that exits at once: count %d, want 0", n)
+	}
+	if n, _, _ := ms.Histogram("muster_attach_start_seconds", attachLabels(svc)...); n != 1 {
+		t.Errorf("muster_attach_start_seconds of %s: count %d, want still 1", svc, n)
+	}
 }

@@ -79,6 +79,7 @@ type Manager struct {
 	unlock func() // releases the state dir's lock (nil until taken)
 	log    *slog.Logger
 	start  time.Time
+	starts *startMetrics // the start histograms (phases.go)
 
 	mu         sync.Mutex
 	svcs       map[string]*svcRun
@@ -143,7 +144,7 @@ type replicaRun struct {
 	svc          *svcRun
 	proc         *proc.Proc  // nil while it is being spawned
 	started      time.Time   // when it was reserved: the start timeout runs from here
-	spawned      time.Time   // when its process started
+	spawned      time.Time   // when its process was exec'd (zero until then)
 	placement    string      // why it was started (ProcInfo.Placement)
 	standby      bool        // started as a standby and not activated yet (standby.go)
 	last         proto.Stats // the counters of its latest registration record
@@ -191,7 +192,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	killCtx, kill := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, opts: opts, id: id, nc: nc, state: statedir.Dir(cfg.Host.StateDir),
-		log: opts.Logger.With("attach", id), start: time.Now(),
+		log: opts.Logger.With("attach", id), start: time.Now(), starts: newStartMetrics(id, cfg.Services),
 		svcs: map[string]*svcRun{}, reps: map[string]*replicaRun{}, retired: map[string]proto.Stats{}, kick: make(chan struct{}, 1), cancel: cancel,
 		stopCh: make(chan struct{}), killCtx: killCtx, kill: kill, done: make(chan struct{}),
 	}

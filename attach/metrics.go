@@ -7,7 +7,8 @@ import (
 
 // Collector returns a Prometheus collector of the manager's figures: its
 // host's (those of its registration, Info) and its counters per service
-// (Counters), read when scraped: the manager counts nothing more for it.
+// (Counters), read when scraped, and the histograms of its replicas'
+// start phases (phases.go), the only figures it keeps for metrics alone.
 // Every metric has the label attach (the manager's id);
 // docs/OPERATIONS.md lists them.
 func (m *Manager) Collector() prometheus.Collector {
@@ -145,6 +146,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, t := range c.svcTraffic {
 		ch <- t.desc
 	}
+	c.m.starts.phase.Describe(ch)
+	c.m.starts.total.Describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -184,6 +187,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(s.desc, s.kind, s.value(counts), svc)
 		}
 	}
+	c.m.starts.phase.Collect(ch)
+	c.m.starts.total.Collect(ch)
 }
 
 func b2f(b bool) float64 {

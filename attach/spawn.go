@@ -159,6 +159,12 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 		_ = m.state.Remove(r.id)
 		return nil, fmt.Errorf("cannot start %s: %w", sc.Program, err)
 	}
+	// Taken now, not at the commit: a replica may register before its
+	// state record is saved, and its start phases run from here.
+	exec := time.Now()
+	m.mu.Lock()
+	r.spawned = exec
+	m.mu.Unlock()
 	id := p.Ident()
 	if err := m.state.Save(statedir.Record{
 		ID: r.id, Service: sc.Service, PID: id.PID, StartTicks: id.StartTicks, BootID: id.BootID,
@@ -172,7 +178,7 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 // commitLocked records that reserved replica r runs as p and hands it to
 // its supervisor. During a shutdown the supervisor stops it at once.
 func (m *Manager) commitLocked(r *replicaRun, p *proc.Proc) {
-	r.proc, r.spawned = p, time.Now()
+	r.proc = p
 	s := r.svc
 	s.stats.Started++
 	starting, running := m.countLocked(s)

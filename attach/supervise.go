@@ -184,6 +184,7 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 		r.untouched = time.Now()
 	}
 	if !r.registered {
+		m.observeStartLocked(r, info, err, time.Now())
 		// A replica that registers proves the program starts: the service
 		// is healthy again, whatever crashed before.
 		r.registered = true

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/placement"
@@ -92,8 +93,9 @@ type Broker struct {
 	routines   *routines
 	stopOnce   sync.Once
 
-	started time.Time
-	lease   *lease // leadership of notifications (lead.go)
+	started     time.Time
+	lease       *lease                   // leadership of notifications (lead.go)
+	notifyDelay *prometheus.HistogramVec // queued → notification sent, per service (metrics.go)
 
 	lastQueueErrLog atomic.Int64 // Unix ns of the last log of a queue stream that refuses requests
 }
@@ -114,7 +116,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (_ *Broker, retErr er
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, nc: nc, js: js, queue: q, log: cfg.Logger.With("broker", cfg.ID), started: time.Now(),
-		svcs: map[proto.Service]*svcState{}, runCtx: runCtx, cancel: cancel, routines: newRoutines()}
+		svcs: map[proto.Service]*svcState{}, runCtx: runCtx, cancel: cancel, routines: newRoutines(),
+		notifyDelay: newNotifyDelay(cfg.ID)}
 	b.lease = &lease{b: b, readable: time.Now()}
 	defer func() {
 		if retErr != nil {

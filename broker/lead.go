@@ -281,7 +281,7 @@ func (b *Broker) onHint(m *nats.Msg) {
 	}
 	b.mu.Lock()
 	st := b.stateLocked(svc)
-	st.missing++
+	b.waitingLocked(st, time.Now())
 	b.scheduleLocked(svc, st)
 	b.mu.Unlock()
 }

@@ -14,9 +14,10 @@ import (
 const scrapeTimeout = time.Second
 
 // Collector returns a Prometheus collector of the broker's figures per
-// service (the figures of Stats), read when scraped: the broker counts
-// nothing more for it. Every metric has the label broker (the broker's
-// id); docs/OPERATIONS.md lists them.
+// service (the figures of Stats), read when scraped, and the histogram of
+// its notification delays (newNotifyDelay), the only figure it keeps for
+// metrics alone. Every metric has the label broker (the broker's id);
+// docs/OPERATIONS.md lists them.
 func (b *Broker) Collector() prometheus.Collector {
 	c := &collector{b: b}
 	labels := prometheus.Labels{"broker": b.cfg.ID}
@@ -57,6 +58,30 @@ func (b *Broker) Collector() prometheus.Collector {
 	return c
 }
 
+// delayBuckets are the buckets of the notification delay, in seconds:
+// half a millisecond to ten seconds, as the attach manager's start phases.
+var delayBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// newNotifyDelay makes the histogram of the time from the first request
+// queued since a service's last notification (by this broker, or by
+// another whose hint reached it) to the next notification sent to an
+// attach manager: what the leading broker adds to a cold start before a
+// manager hears of it (the queue-depth look-up included). Only the leader
+// observes it; re-notifications while the same work waits are not
+// observed, nor notifications that found the work already taken.
+//
+// The time a request then waits in the queue until a replica takes it is
+// not observed here: the replica pulls it from JetStream without the
+// broker, which would need a message per request to learn of it.
+func newNotifyDelay(id string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:        "muster_broker_notify_delay_seconds",
+		Help:        "Time from the first request queued for the service since its last attach notification (or that request's hint from another broker) to the next notification sent to an attach manager.",
+		Buckets:     delayBuckets,
+		ConstLabels: prometheus.Labels{"broker": id},
+	}, []string{"service"})
+}
+
 // serviceMetric is one per-service metric and how to read it.
 type serviceMetric struct {
 	desc  *prometheus.Desc
@@ -81,6 +106,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
 	ch <- c.pendingHigh
 	ch <- c.lastNotified
+	c.b.notifyDelay.Describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -101,6 +127,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.lastNotified, prometheus.GaugeValue, float64(s.LastNotifiedMS)/1000, s.Service)
 		}
 	}
+	c.b.notifyDelay.Collect(ch)
 }
 
 func b2f(b bool) float64 {

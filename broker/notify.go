@@ -32,6 +32,16 @@ func (b *Broker) scheduleLocked(svc proto.Service, st *svcState) {
 	}
 }
 
+// waitingLocked counts one more request queued for the service of st (by
+// this broker, or by another that hinted it) since its last notification.
+// The caller holds b.mu.
+func (b *Broker) waitingLocked(st *svcState, now time.Time) {
+	st.missing++
+	if st.waitSince.IsZero() {
+		st.waitSince = now
+	}
+}
+
 // recheckWaiting looks at every service whose work waits in the queue: it
 // fails the queued requests of a service that cannot start, and schedules
 // another notification for the others once RenotifyInterval has passed.
@@ -84,7 +94,7 @@ func (b *Broker) notify(svc proto.Service) {
 		// Deposed since this was scheduled: the new leader notifies.
 		b.mu.Lock()
 		st := b.stateLocked(svc)
-		st.scheduled, st.missing = false, 0
+		st.scheduled, st.missing, st.waitSince = false, 0, time.Time{}
 		b.mu.Unlock()
 		return
 	}
@@ -94,8 +104,8 @@ func (b *Broker) notify(svc proto.Service) {
 	b.mu.Lock()
 	st := b.stateLocked(svc)
 	st.scheduled = false
-	missing := st.missing
-	st.missing = 0
+	missing, waitSince := st.missing, st.waitSince
+	st.missing, st.waitSince = 0, time.Time{}
 	if err != nil || pending == 0 {
 		b.mu.Unlock() // a replica took it: nothing to start
 		return
@@ -126,6 +136,8 @@ func (b *Broker) notify(svc proto.Service) {
 	if ok {
 		if err := b.nc.Publish(proto.AttachSubject(ch.attach.ID), body); err != nil {
 			b.log.Warn("notification not sent", "service", svc.String(), "target", ch.attach.ID, "err", err)
+		} else if !waitSince.IsZero() {
+			b.notifyDelay.WithLabelValues(svc.String()).Observe(time.Since(waitSince).Seconds())
 		}
 	}
 	_ = b.nc.Publish(proto.NotifySubject(svc), body) // for observers

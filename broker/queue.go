@@ -193,13 +193,16 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	}
 	b.mu.Lock()
 	st := b.stateLocked(svc)
+	if !st.consumer {
+		st.consumer = b.routines.start(func() { b.syncConsumer(svc) })
+	}
 	st.stats.TotalRequests++
 	if live > 0 {
 		st.stats.ServerOccupied++
 	}
 	lead := b.Leading()
 	if lead {
-		st.missing++
+		b.waitingLocked(st, time.Now())
 		b.scheduleLocked(svc, st)
 	}
 	b.mu.Unlock()
@@ -254,6 +257,20 @@ func (b *Broker) pendingFiltered(ctx context.Context, filter string) (map[proto.
 		}
 	}
 	return out, nil
+}
+
+// syncConsumer creates svc's queue consumer or brings it up to date, once
+// per broker run, when the broker first queues work for svc (off the
+// request's path). Replicas only look their consumer up, creating it when
+// it is missing: a look-up costs their cold start far less than a create
+// or update. A failure is logged and not retried in this run (replicas
+// still create a missing consumer; the next broker run tries again).
+func (b *Broker) syncConsumer(svc proto.Service) {
+	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
+	defer cancel()
+	if _, err := streams.QueueConsumer(ctx, b.queue, svc); err != nil && b.runCtx.Err() == nil {
+		b.log.Warn("queue consumer not brought up to date", "service", svc.String(), "err", err)
+	}
 }
 
 // failQueued answers every queued request of svc with e and removes it:

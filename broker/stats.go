@@ -17,6 +17,8 @@ import (
 type svcState struct {
 	stats     proto.ServiceStats
 	missing   int       // requests queued since the last notification
+	waitSince time.Time // when the first of them was queued (or its hint came); zero if none
+	consumer  bool      // its queue consumer was brought up to date in this run, or is being, or that failed (syncConsumer)
 	scheduled bool      // a notification is scheduled (a routine or timer of b.routines)
 	followUp  bool      // a re-check while work waits is scheduled (a timer of b.routines)
 	lastSent  time.Time // when the last notification went out

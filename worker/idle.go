@@ -55,14 +55,18 @@ func (r *replica) onIdle() {
 func (r *replica) amongOldest(n int) bool {
 	ctx, cancel := context.WithTimeout(r.baseCtx, 5*time.Second)
 	defer cancel()
-	lister, err := r.kv.ListKeys(ctx)
+	kv, err := r.bucket(ctx)
 	if err != nil {
 		return true // cannot tell: stay, the safe side of a minimum
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return true
 	}
 	var live []proto.ReplicaInfo
 	now := time.Now()
 	for k := range lister.Keys() {
-		e, err := r.kv.Get(ctx, k)
+		e, err := kv.Get(ctx, k)
 		if err != nil {
 			continue
 		}

@@ -90,7 +90,7 @@ func TestReplicaRecreatesDeletedConsumer(t *testing.T) {
 	t.Cleanup(func() { r.shutdown(0) })
 	name := proto.ConsumerName(cfg.service)
 	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		info, err := r.stream.Consumer(ctx, name)
+		info, err := r.js.Consumer(ctx, proto.QueueStream, name)
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func TestReplicaRecreatesDeletedConsumer(t *testing.T) {
 		}
 		return nil
 	})
-	if err := r.stream.DeleteConsumer(ctx, name); err != nil {
+	if err := r.js.DeleteConsumer(ctx, proto.QueueStream, name); err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
@@ -108,7 +108,7 @@ func TestReplicaRecreatesDeletedConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		_, err := r.stream.Consumer(ctx, name)
+		_, err := r.js.Consumer(ctx, proto.QueueStream, name)
 		return err
 	})
 	q := nats.NewMsg(proto.QueueSubject(cfg.service))

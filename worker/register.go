@@ -3,19 +3,27 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/musterhq/muster/broker/proto"
-	"github.com/musterhq/muster/internal/streams"
 )
 
 // The registration: a replica keeps a record of itself (proto.ReplicaInfo)
 // in the proto.ReplicaBucket bucket. Brokers and attach managers read it
 // to know who serves what. The heartbeat rewrites it, and soon after
 // conversations end (freshRecord), and shutdown deletes it.
+//
+// Writes are what a KV put and delete are on the wire, a JetStream
+// publish to the record's subject (PROTOCOL §9.2), so they need no handle
+// on the bucket: none is looked up at start, the round trip a cold start
+// would wait for. Reading the bucket (idle.go) binds it when first needed.
 
 // freshRecord is how stale the registration may get while conversations
 // come and go: listings and the broker's figures follow within it (the
@@ -30,10 +38,61 @@ func (r *replica) register(ctx context.Context) error {
 	r.lastWrite.Store(time.Now().UnixNano())
 	r.dirty.Store(false)
 	b, _ := json.Marshal(r.info())
-	if _, err := r.kv.Put(ctx, r.cfg.replicaID, b); err != nil {
+	m := nats.NewMsg(r.recordSubject())
+	m.Data = b
+	if err := r.writeRecord(ctx, m); err != nil {
 		return fmt.Errorf("worker: register %s: %w", r.cfg.replicaID, err)
 	}
 	return nil
+}
+
+// hdrKVOperation marks a KV delete: a record with it and no body (as
+// nats.go's KeyValue.Delete writes).
+const hdrKVOperation = "KV-Operation"
+
+// deregister deletes the registration record.
+func (r *replica) deregister(ctx context.Context) error {
+	m := nats.NewMsg(r.recordSubject())
+	m.Header.Set(hdrKVOperation, "DEL")
+	return r.writeRecord(ctx, m)
+}
+
+// recordSubject is the subject of the replica's record in the bucket.
+func (r *replica) recordSubject() string {
+	return "$KV." + proto.ReplicaBucket + "." + r.cfg.replicaID
+}
+
+// writeRecord publishes m to the bucket and waits for the stream's
+// acknowledgement. When no stream answers, the bucket is missing (or
+// JetStream not ready): it is found or created, then m is sent again.
+func (r *replica) writeRecord(ctx context.Context, m *nats.Msg) error {
+	_, err := r.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return err
+	}
+	if _, err := r.assets().EnsureBucket(ctx, r.js, proto.ReplicaBucket); err != nil {
+		return err
+	}
+	_, err = r.js.PublishMsg(ctx, m)
+	return err
+}
+
+// bucket returns the registration bucket, looked up at the first call.
+func (r *replica) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	r.mu.Lock()
+	kv := r.kv
+	r.mu.Unlock()
+	if kv != nil {
+		return kv, nil
+	}
+	kv, err := r.assets().EnsureBucket(ctx, r.js, proto.ReplicaBucket)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.kv = kv
+	r.mu.Unlock()
+	return kv, nil
 }
 
 func (r *replica) info() proto.ReplicaInfo {
@@ -187,7 +246,7 @@ func (r *replica) kickTickLocked() {
 func (r *replica) recreateConsumer() {
 	ctx, cancel := context.WithTimeout(r.baseCtx, r.cfg.heartbeat)
 	defer cancel()
-	if _, err := streams.QueueConsumer(ctx, r.stream, r.cfg.service); err != nil {
+	if err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service); err != nil {
 		r.cfg.logger.Warn("cannot recreate the queue consumer", "err", err)
 		return
 	}

@@ -83,9 +83,9 @@ type replica struct {
 	cfg      *config
 	h        Handler
 	nc       *nats.Conn
-	kv       jetstream.KeyValue
-	pullSubj string // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
-	stream   jetstream.Stream
+	kv       jetstream.KeyValue // the registration bucket for reads, bound when first read (bucket); guarded by mu
+	pullSubj string             // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
+	js       jetstream.JetStream
 	started  time.Time
 	stats    counters
 	// maxPayload is the server's limit, refreshed at every heartbeat rather
@@ -178,25 +178,19 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 			r.abandon()
 		}
 	}()
-	js, err := jetstream.New(r.nc)
-	if err != nil {
+	var err error
+	if r.js, err = jetstream.New(r.nc); err != nil {
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
 	// A replica finds the assets (creating the missing ones) but leaves
-	// their settings to the brokers and attach managers.
-	assets := streams.Config{FindOnly: true, Logger: r.cfg.logger}
-	if r.stream, err = assets.EnsureQueue(ctx, js); err != nil {
-		return err
-	}
+	// their settings to the brokers and attach managers: its queue
+	// consumer is one look-up while it exists; the registration bucket
+	// none (register.go).
 	r.maxPayload.Store(r.nc.MaxPayload())
-	cons, err := streams.QueueConsumer(ctx, r.stream, r.cfg.service)
-	if err != nil {
+	if err := r.assets().EnsureQueueConsumer(ctx, r.js, r.cfg.service); err != nil {
 		return err
 	}
-	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + cons.CachedInfo().Name
-	if r.kv, err = assets.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
-		return err
-	}
+	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service)
 	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it
 	subjects := map[string]nats.MsgHandler{
 		proto.ReplicaSubject(r.cfg.replicaID): r.onPrivate,
@@ -227,13 +221,12 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
-	// Registered means reachable: the server has the subscriptions first.
+	// Registered means reachable: the server has the subscriptions first,
+	// as it reads what a connection sends in order, and the registration
+	// (a request on the same connection) follows them: no flush needed.
 	// Nothing is served before the registration is written (warm requests
 	// wait in the buffer), so an attach manager never sees a replica that
 	// served work as one that failed to start.
-	if err := r.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("worker: flush: %w", err)
-	}
 	if err := r.register(ctx); err != nil {
 		return err
 	}
@@ -250,6 +243,12 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	r.armIdleLocked()
 	r.mu.Unlock()
 	return nil
+}
+
+// assets is how a replica finds the JetStream assets: it creates the
+// missing ones but never changes an existing one.
+func (r *replica) assets() streams.Config {
+	return streams.Config{FindOnly: true, Logger: r.cfg.logger}
 }
 
 // abandon undoes a start that failed. Nothing was served: no grace, no
@@ -344,7 +343,7 @@ func (r *replica) shutdown(grace time.Duration) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 	defer cancel()
-	if err := r.kv.Delete(ctx, r.cfg.replicaID); err != nil {
+	if err := r.deregister(ctx); err != nil {
 		r.cfg.logger.Warn("deregister failed", "err", err)
 	}
 	_ = r.nc.FlushWithContext(ctx)

@@ -37,7 +37,7 @@ func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
 	}
 	t.Cleanup(func() { r.shutdown(0) })
 	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		c, err := r.stream.Consumer(ctx, proto.ConsumerName(svc))
+		c, err := r.js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc))
 		if err != nil {
 			return err
 		}

@@ -353,3 +353,49 @@ func TestAssetsTwoNodeCluster(t *testing.T) {
 	assets(t, streams.Config{}, js, svc)
 	wantCopies(t, js, svc, 2)
 }
+
+// A replica (FindOnly) finds the assets with one look-up each and creates
+// only the missing ones: on an empty server its queue consumer (and with
+// it the queue stream) and its bucket are made; a consumer that exists
+// is found as it is, never updated (the brokers do that).
+func TestFindOnly(t *testing.T) {
+	nc := testutil.Connect(t, testutil.StartNATS(t))
+	js, _ := jetstream.New(nc)
+	ctx := testutil.Context(t, 10*time.Second)
+	svc := proto.MustService("T/FIND/ONLY")
+	find := streams.Config{FindOnly: true}
+	if err := find.EnsureQueueConsumer(ctx, js, svc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc)); err != nil {
+		t.Fatalf("consumer not made: %v", err)
+	}
+	if _, err := js.Stream(ctx, proto.QueueStream); err != nil {
+		t.Fatalf("queue stream not made: %v", err)
+	}
+	if _, err := find.EnsureBucket(ctx, js, proto.ReplicaBucket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.KeyValue(ctx, proto.ReplicaBucket); err != nil {
+		t.Fatalf("bucket not made: %v", err)
+	}
+
+	old := jetstream.ConsumerConfig{Durable: proto.ConsumerName(svc), Description: "an older Muster",
+		FilterSubject: proto.QueueSubject(svc), AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxWaiting: 4096}
+	if _, err := js.CreateOrUpdateConsumer(ctx, proto.QueueStream, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := find.EnsureQueueConsumer(ctx, js, svc); err != nil {
+		t.Fatal(err)
+	}
+	if cons, err := js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc)); err != nil || cons.CachedInfo().Config.Description != old.Description {
+		t.Fatalf("FindOnly changed an existing consumer (or failed: %v)", err)
+	}
+	s, err := js.Stream(ctx, proto.QueueStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cons, err := streams.QueueConsumer(ctx, s, svc); err != nil || cons.CachedInfo().Config.AckWait != streams.AckWait {
+		t.Fatalf("QueueConsumer did not bring the consumer up to date (%v)", err)
+	}
+}

@@ -63,10 +63,37 @@ type Metrics map[string]*dto.MetricFamily
 // Value returns the value of the counter or gauge name whose labels
 // include labels (name=value pairs), and whether there is one.
 func (ms Metrics) Value(name string, labels ...string) (float64, bool) {
+	for _, m := range ms.find(name, labels) {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// Histogram returns the count and sum of the histogram name whose labels
+// include labels (name=value pairs), and whether there is one.
+func (ms Metrics) Histogram(name string, labels ...string) (count uint64, sum float64, ok bool) {
+	for _, m := range ms.find(name, labels) {
+		if h := m.GetHistogram(); h != nil {
+			return h.GetSampleCount(), h.GetSampleSum(), true
+		}
+	}
+	return 0, 0, false
+}
+
+// find returns the series of name whose labels include labels.
+func (ms Metrics) find(name string, labels []string) []*dto.Metric {
 	f := ms[name]
 	if f == nil {
-		return 0, false
+		return nil
 	}
+	var out []*dto.Metric
 next:
 	for _, m := range f.GetMetric() {
 		for i := 0; i+1 < len(labels); i += 2 {
@@ -80,14 +107,7 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
+		out = append(out, m)
 	}
-	return 0, false
+	return out
 }

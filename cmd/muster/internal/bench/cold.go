@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/musterhq/muster/attach"
 	"github.com/musterhq/muster/broker/client"
@@ -214,6 +215,11 @@ func runCold(ctx context.Context, cfg Config) (*Result, error) {
 	for k, name := range phaseNames {
 		figs = append(figs, Figure{Name: "phase p50: " + name, Unit: "ms", Muster: ms(percentile(phases[k], 50))})
 	}
+	daemons, err := mg.daemonPhases()
+	if err != nil {
+		return nil, err
+	}
+	figs = append(figs, daemons...)
 	return &Result{
 		Figures: figs,
 		Notes:   []string{fmt.Sprintf("%d alternating repetitions; Muster: a call at zero replicas through broker and attach manager, which exec's examples/echo-worker; baseline (the floor): exec examples/floor (NATS only: connect, subscribe, answer), request its subject until it answers", cfg.Reps)},
@@ -267,6 +273,53 @@ var phaseNames = []string{
 	"set up + register (JetStream look-ups, subscriptions → its registration seen in KV)",
 	"first pull (→ its \"working\")",
 	"reply (→ the reply)",
+}
+
+// daemonNames name the start histograms the broker and the attach
+// manager keep (docs/OPERATIONS.md, "Start phases"), by metric and phase.
+var daemonNames = []struct{ metric, phase, name string }{
+	{"muster_broker_notify_delay_seconds", "", "notify (broker: queued → notification sent)"},
+	{"muster_attach_start_phase_seconds", "exec", "exec (attach: notified → process exec'd)"},
+	{"muster_attach_start_phase_seconds", "connect", "connect (→ the replica connected)"},
+	{"muster_attach_start_phase_seconds", "register", "register (→ its registration seen by the manager)"},
+	{"muster_attach_start_seconds", "", "start total (attach: notified → registration seen)"},
+}
+
+// daemonPhases returns the means of the broker's and the attach manager's
+// start histograms for the bench's service, as /metrics serves them: the
+// same cold starts seen from inside.
+func (mg *managed) daemonPhases() ([]Figure, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{mg.m.Collector(), mg.broker.Collector()} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var out []Figure
+	for _, d := range daemonNames {
+		for _, f := range fams {
+			if f.GetName() != d.metric {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				h := m.GetHistogram()
+				if labels["service"] != mg.service || labels["phase"] != d.phase || h.GetSampleCount() == 0 {
+					continue
+				}
+				out = append(out, Figure{Name: "phase mean, daemons: " + d.name, Unit: "ms",
+					Muster: h.GetSampleSum() / float64(h.GetSampleCount()) * 1000})
+			}
+		}
+	}
+	return out, nil
 }
 
 // coldCall makes one cold call as a plain NATS client does (on
