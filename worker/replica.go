@@ -197,7 +197,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		proto.ControlSubject(r.cfg.replicaID): r.onControl,
 		proto.HeldSubject(r.cfg.service):      r.onHeld,
 		r.pullInbox:                           r.onPulled,
-		leaderElectedPrefix + proto.QueueStream + "." + cons.CachedInfo().Name: r.onLeaderElected,
+		leaderElectedPrefix + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service): r.onLeaderElected,
 	}
 	for _, subject := range discoverySubjects(r.discoveryName(), r.cfg.replicaID) {
 		subjects[subject] = r.onDiscovery
