@@ -39,6 +39,10 @@ type Conv struct {
 	// message for it came (UnixNano).
 	keepalive time.Duration
 	heard     atomic.Int64
+	// stepping is set while onPrivate waits for the handler's reply to
+	// the OLD it handed over; turn gives it back (turn.go).
+	stepping atomic.Bool
+	turn     chan struct{}
 
 	mu        sync.Mutex
 	first     *Message // the opening message, until Receive takes it
@@ -52,6 +56,7 @@ type Conv struct {
 	waitSince time.Time     // when Receive began waiting for the client (zero while not waiting)
 	idleOut   chan struct{} // closed when the conversation timed out (CONV-NONACT)
 	working   bool          // the "working" status went out
+	slowTurn  bool          // the last wait for a reply timed out (turn.go)
 }
 
 // ID returns the conversation id ("" for a call).
@@ -157,6 +162,7 @@ func (c *Conv) Reply(data []byte) error { return c.reply(data, c.call) }
 func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
 
 func (c *Conv) reply(data []byte, end bool) error {
+	defer c.endTurn()
 	m, err := c.replyMsg(data, end)
 	if err != nil || m == nil {
 		return err
@@ -304,6 +310,7 @@ func (c *Conv) timeOut() {
 // finish runs when the handler returns: an unanswered message gets an
 // answer, and a client still in the conversation learns it is over.
 func (c *Conv) finish(herr error) {
+	defer c.endTurn()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var e *proto.Error
