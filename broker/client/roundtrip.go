@@ -20,9 +20,13 @@ type watch struct {
 	// cancels it. The subject is built only then, not for every call.
 	svc  proto.Service
 	find bool // FIND while the holder is unknown (the warm attempt only)
+	// token and ch are a waiter the caller keeps from one round trip to
+	// the next (a conversation's event token, rearmed); "" for a fresh one.
+	token string
+	ch    chan *nats.Msg
 }
 
-// roundTrip publishes m with a fresh reply token and waits for the final
+// roundTrip publishes m with a fresh reply token (or the one in w) and waits for the final
 // message: a reply, an error reply, a 503, a conversation event, a dead
 // replica, the deadline or Close, whichever comes first.
 //
@@ -41,11 +45,14 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	}
 	dl, _ := ctx.Deadline()
 	m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	token, ch, err := c.register(w.replica != "" || w.svc.Class != "", m.Subject)
-	if err != nil {
-		return nil, err
+	token, ch := w.token, w.ch
+	if token == "" {
+		var err error
+		if token, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject); err != nil {
+			return nil, err
+		}
+		defer c.unregister(token)
 	}
-	defer c.unregister(token)
 	// FIND and CANCEL use reply, not m.Reply: reading m's fields into
 	// what they send would make the compiler move every request's headers
 	// and data to the heap.
