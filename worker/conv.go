@@ -163,8 +163,8 @@ func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
 
 func (c *Conv) reply(data []byte, end bool) error {
 	defer c.endTurn()
-	m, err := c.replyMsg(data, end)
-	if err != nil || m == nil {
+	to, m, err := c.replyMsg(data, end)
+	if err != nil {
 		return err
 	}
 	if end {
@@ -173,18 +173,23 @@ func (c *Conv) reply(data []byte, end bool) error {
 		c.r.release(c)
 	}
 	c.r.stats.bytesOut.Add(int64(len(data)))
+	if m == nil {
+		return c.r.nc.Publish(to, data)
+	}
 	return c.r.nc.PublishMsg(m)
 }
 
-// replyMsg builds the reply to the pending message and marks it answered.
-func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
+// replyMsg marks the pending message answered and returns where its reply
+// goes, and the reply with its headers when it needs any (nil for the
+// bare payload).
+func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
 		if c.ended != nil {
-			return nil, c.ended // cancelled or ended meanwhile
+			return "", nil, c.ended // cancelled or ended meanwhile
 		}
-		return nil, ErrReplied
+		return "", nil, ErrReplied
 	}
 	to := c.replyTo
 	c.pending, c.replyTo = nil, ""
@@ -192,7 +197,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
 		c.endLocked(e)
 		c.r.replyError(to, e)
-		return nil, e
+		return "", nil, e
 	}
 	if end {
 		c.endLocked(proto.ErrEOC)
@@ -200,11 +205,11 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	if c.call {
 		// A call's successful reply is the bare payload: nothing for the
 		// caller to parse on the hot path.
-		return &nats.Msg{Subject: to, Data: data}, nil
+		return to, nil, nil
 	}
 	if c.seq > 1 && !end {
 		// The client knows the conversation and replica already.
-		return &nats.Msg{Subject: to, Data: data}, nil
+		return to, nil, nil
 	}
 	m := nats.NewMsg(to)
 	m.Data = data
@@ -213,7 +218,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	if end {
 		m.Header.Set(proto.HdrStatus, proto.StatusEOC)
 	}
-	return m, nil
+	return to, m, nil
 }
 
 // takeLocked makes m the message awaiting a reply.

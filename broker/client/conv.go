@@ -39,6 +39,11 @@ type Conv struct {
 	// token, as a concurrent exchange does.
 	busy  atomic.Bool
 	fresh atomic.Bool
+	// msg is the message the holder of busy sends, reused with its
+	// header; dl is the deadline its header holds (formatted once per
+	// deadline, not per message).
+	msg *nats.Msg
+	dl  time.Time
 
 	mu    sync.Mutex
 	ended *proto.Error
@@ -162,13 +167,11 @@ func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error
 // exchange sends one message to the replica's private subject and waits
 // for the answer, watching the replica's liveness and conversation events.
 func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg, error) {
-	m := &nats.Msg{Subject: cv.subject, Data: data, Header: nats.Header{}}
-	m.Header.Set(proto.HdrOp, op)
-	m.Header.Set(proto.HdrConv, cv.id)
 	if cv.ka != nil {
 		cv.ka.last.Store(time.Now().UnixNano()) // this message keeps it alive too
 	}
 	w := watch{replica: cv.replica, conv: cv.id, events: cv.events}
+	var m *nats.Msg
 	if !cv.fresh.Load() && cv.busy.CompareAndSwap(false, true) {
 		defer cv.busy.Store(false)
 		if !cv.c.rearm(cv.token, cv.subject) {
@@ -182,6 +185,13 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 		// Its events come on the same channel: a reply is what comes
 		// first, an "ended" event an error reply.
 		w.token, w.ch, w.events = cv.token, cv.events, nil
+		m = cv.reuseMsg(ctx, op, data)
+		w.dlSet, w.reply = true, m.Reply
+		defer func() { m.Data = nil }() // hold no caller's data
+	} else {
+		m = &nats.Msg{Subject: cv.subject, Data: data, Header: nats.Header{}}
+		m.Header.Set(proto.HdrOp, op)
+		m.Header.Set(proto.HdrConv, cv.id)
 	}
 	r, err := cv.c.roundTrip(ctx, m, w)
 	if err != nil && w.token != "" {
@@ -203,6 +213,27 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 		return nil, err
 	}
 	return r, nil
+}
+
+// reuseMsg readies the conversation's own message (the caller holds
+// busy) for op with data and ctx's deadline. Its header values are its
+// own, so they are written in place.
+func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte) *nats.Msg {
+	dl, _ := ctx.Deadline()
+	if cv.msg == nil {
+		cv.msg = &nats.Msg{Subject: cv.subject, Reply: cv.c.prefix + cv.token, Header: nats.Header{
+			proto.HdrOp: {op}, proto.HdrConv: {cv.id}, proto.HdrDeadline: {proto.FormatDeadline(dl)},
+		}}
+		cv.dl = dl
+	}
+	m := cv.msg
+	m.Header[proto.HdrOp][0] = op
+	if !dl.Equal(cv.dl) {
+		m.Header[proto.HdrDeadline][0] = proto.FormatDeadline(dl)
+		cv.dl = dl
+	}
+	m.Data = data
+	return m
 }
 
 // usable returns the error a Send on an ended conversation gets.
