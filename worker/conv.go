@@ -99,11 +99,8 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 	}
 	c.waitSince = time.Now() // the replica's tick ends it after convTimeout (CONV-NONACT)
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.waitSince = time.Time{}
-		c.mu.Unlock()
-	}()
+	// Every way out takes c.mu: it stops waiting there (waitSince), in the
+	// same step as it takes the message or the end.
 	for {
 		select {
 		case nm := <-c.in:
@@ -112,6 +109,7 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			case proto.OpOld:
 				m, _ := c.r.message(nm)
 				c.mu.Lock()
+				c.waitSince = time.Time{}
 				if c.ended != nil { // it ended as the message came
 					e, reason := c.ended, c.reasonLocked()
 					c.mu.Unlock()
@@ -123,34 +121,39 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 				return m, nil
 			case proto.OpEOC:
 				c.mu.Lock()
+				c.waitSince = time.Time{}
 				c.endLocked(proto.ErrEOC)
 				c.mu.Unlock()
 				c.r.ack(nm.Reply, c.id)
 				return nil, proto.ErrEOC
 			}
 		case <-c.idleOut:
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			return nil, e
+			return nil, c.stopWaiting(nil)
 		case <-c.ctx.Done():
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			if e == nil {
-				e = proto.ErrShutdownImmed
-			}
-			return nil, e
+			return nil, c.stopWaiting(proto.ErrShutdownImmed)
 		case <-ctx.Done():
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			if e != nil { // the conversation's own end (CANCEL, IMMED) is the better answer
+			// The conversation's own end (CANCEL, IMMED) is the better answer.
+			if e := c.stopWaiting(nil); e != nil {
 				return nil, e
 			}
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// stopWaiting ends Receive's wait and returns why the conversation ended,
+// or def if it has not.
+func (c *Conv) stopWaiting(def *proto.Error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waitSince = time.Time{}
+	if c.ended != nil {
+		return c.ended
+	}
+	if def == nil {
+		return nil
+	}
+	return def
 }
 
 // Reply answers the message last returned by Receive; the conversation goes
