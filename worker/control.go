@@ -53,10 +53,13 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 	}
 	c.mu.Lock()
 	answer := c.routeLocked(op, nm)
+	turn := answer == nil && op == proto.OpOld && c.startTurnLocked()
 	c.mu.Unlock()
 	switch {
 	case answer != nil:
 		r.replyError(nm.Reply, answer)
+	case turn:
+		c.awaitTurn() // its reply leaves in the same write as the others (turn.go)
 	case op == proto.OpPing:
 		r.ack(nm.Reply, id)
 	case op == proto.OpCancel:

@@ -39,6 +39,10 @@ type Conv struct {
 	// message for it came (UnixNano).
 	keepalive time.Duration
 	heard     atomic.Int64
+	// stepping is set while onPrivate waits for the handler's reply to
+	// the OLD it handed over; turn gives it back (turn.go).
+	stepping atomic.Bool
+	turn     chan struct{}
 
 	mu        sync.Mutex
 	first     *Message // the opening message, until Receive takes it
@@ -52,6 +56,7 @@ type Conv struct {
 	waitSince time.Time     // when Receive began waiting for the client (zero while not waiting)
 	idleOut   chan struct{} // closed when the conversation timed out (CONV-NONACT)
 	working   bool          // the "working" status went out
+	slowTurn  bool          // the last wait for a reply timed out (turn.go)
 }
 
 // ID returns the conversation id ("" for a call).
@@ -94,11 +99,8 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 	}
 	c.waitSince = time.Now() // the replica's tick ends it after convTimeout (CONV-NONACT)
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.waitSince = time.Time{}
-		c.mu.Unlock()
-	}()
+	// Every way out takes c.mu: it stops waiting there (waitSince), in the
+	// same step as it takes the message or the end.
 	for {
 		select {
 		case nm := <-c.in:
@@ -107,6 +109,7 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			case proto.OpOld:
 				m, _ := c.r.message(nm)
 				c.mu.Lock()
+				c.waitSince = time.Time{}
 				if c.ended != nil { // it ended as the message came
 					e, reason := c.ended, c.reasonLocked()
 					c.mu.Unlock()
@@ -118,34 +121,39 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 				return m, nil
 			case proto.OpEOC:
 				c.mu.Lock()
+				c.waitSince = time.Time{}
 				c.endLocked(proto.ErrEOC)
 				c.mu.Unlock()
 				c.r.ack(nm.Reply, c.id)
 				return nil, proto.ErrEOC
 			}
 		case <-c.idleOut:
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			return nil, e
+			return nil, c.stopWaiting(nil)
 		case <-c.ctx.Done():
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			if e == nil {
-				e = proto.ErrShutdownImmed
-			}
-			return nil, e
+			return nil, c.stopWaiting(proto.ErrShutdownImmed)
 		case <-ctx.Done():
-			c.mu.Lock()
-			e := c.ended
-			c.mu.Unlock()
-			if e != nil { // the conversation's own end (CANCEL, IMMED) is the better answer
+			// The conversation's own end (CANCEL, IMMED) is the better answer.
+			if e := c.stopWaiting(nil); e != nil {
 				return nil, e
 			}
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// stopWaiting ends Receive's wait and returns why the conversation ended,
+// or def if it has not.
+func (c *Conv) stopWaiting(def *proto.Error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waitSince = time.Time{}
+	if c.ended != nil {
+		return c.ended
+	}
+	if def == nil {
+		return nil
+	}
+	return def
 }
 
 // Reply answers the message last returned by Receive; the conversation goes
@@ -157,8 +165,9 @@ func (c *Conv) Reply(data []byte) error { return c.reply(data, c.call) }
 func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
 
 func (c *Conv) reply(data []byte, end bool) error {
-	m, err := c.replyMsg(data, end)
-	if err != nil || m == nil {
+	defer c.endTurn()
+	to, m, err := c.replyMsg(data, end)
+	if err != nil {
 		return err
 	}
 	if end {
@@ -167,18 +176,23 @@ func (c *Conv) reply(data []byte, end bool) error {
 		c.r.release(c)
 	}
 	c.r.stats.bytesOut.Add(int64(len(data)))
+	if m == nil {
+		return c.r.nc.Publish(to, data)
+	}
 	return c.r.nc.PublishMsg(m)
 }
 
-// replyMsg builds the reply to the pending message and marks it answered.
-func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
+// replyMsg marks the pending message answered and returns where its reply
+// goes, and the reply with its headers when it needs any (nil for the
+// bare payload).
+func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
 		if c.ended != nil {
-			return nil, c.ended // cancelled or ended meanwhile
+			return "", nil, c.ended // cancelled or ended meanwhile
 		}
-		return nil, ErrReplied
+		return "", nil, ErrReplied
 	}
 	to := c.replyTo
 	c.pending, c.replyTo = nil, ""
@@ -186,7 +200,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
 		c.endLocked(e)
 		c.r.replyError(to, e)
-		return nil, e
+		return "", nil, e
 	}
 	if end {
 		c.endLocked(proto.ErrEOC)
@@ -194,11 +208,11 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	if c.call {
 		// A call's successful reply is the bare payload: nothing for the
 		// caller to parse on the hot path.
-		return &nats.Msg{Subject: to, Data: data}, nil
+		return to, nil, nil
 	}
 	if c.seq > 1 && !end {
 		// The client knows the conversation and replica already.
-		return &nats.Msg{Subject: to, Data: data}, nil
+		return to, nil, nil
 	}
 	m := nats.NewMsg(to)
 	m.Data = data
@@ -207,7 +221,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (*nats.Msg, error) {
 	if end {
 		m.Header.Set(proto.HdrStatus, proto.StatusEOC)
 	}
-	return m, nil
+	return to, m, nil
 }
 
 // takeLocked makes m the message awaiting a reply.
@@ -304,6 +318,7 @@ func (c *Conv) timeOut() {
 // finish runs when the handler returns: an unanswered message gets an
 // answer, and a client still in the conversation learns it is over.
 func (c *Conv) finish(herr error) {
+	defer c.endTurn()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var e *proto.Error

@@ -88,7 +88,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	} else {
 		c.id = convID()
 		c.ctx, c.cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
-		c.in, c.idleOut = make(chan *nats.Msg, 1), make(chan struct{})
+		c.in, c.idleOut, c.turn = make(chan *nats.Msg, 1), make(chan struct{}), make(chan struct{}, 1)
 		if keepalive > 0 {
 			c.heard.Store(c.started.UnixNano())
 		}

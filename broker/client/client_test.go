@@ -344,3 +344,52 @@ func brokerStats(t *testing.T, e *harness.Env, svc string) proto.ServiceStats {
 	}
 	return proto.ServiceStats{Service: svc}
 }
+
+// A conversation's messages take their replies on the conversation's own
+// token while their exchanges succeed. After one that timed out, its late
+// reply must not be taken for the reply to the next message.
+func TestLateReplyIsNotTheNextOne(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	release, replied := make(chan struct{}), make(chan struct{})
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		for {
+			m, err := c.Receive(ctx)
+			if err != nil {
+				return nil
+			}
+			if string(m.Data) == "late" {
+				<-release
+			}
+			if err := c.Reply(m.Data); err != nil {
+				return err
+			}
+			if string(m.Data) == "late" {
+				close(replied)
+			}
+		}
+	}, worker.WithService("T/LATE/X"))
+	ctx := testutil.Context(t, 10*time.Second)
+	cv, _, err := e.Client.Open(ctx, "T/LATE/X", []byte("open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cv.Send(ctx, []byte("before")); err != nil || string(got) != "before" {
+		t.Fatalf("before: %q %v", got, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = cv.Send(short, []byte("late"))
+	cancel()
+	if !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("late: %v, want 0074/0074 (no reply within the deadline)", err)
+	}
+	close(release)
+	<-replied // the late reply is on its way, ahead of the next one
+	for _, want := range []string{"next", "after"} {
+		if got, err := cv.Send(ctx, []byte(want)); err != nil || string(got) != want {
+			t.Fatalf("%s: %q %v", want, got, err)
+		}
+	}
+	if err := cv.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

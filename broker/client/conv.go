@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,9 +26,24 @@ type Conv struct {
 	svc     proto.Service
 	id      string
 	replica string
+	subject string         // the replica's private subject
 	token   string         // event inbox token (a waiter of c)
 	events  chan *nats.Msg // events on it, "ended" being the last
 	ka      *keepalive     // nil without keepalives
+	// The conversation's messages ask for their replies on its event
+	// token too, so a message costs no waiter of its own and the replica
+	// answers to a subject it has used before (the NATS server caches its
+	// permission check per subject). busy is held by the exchange using
+	// it; fresh is set after an exchange that failed (a late reply to it
+	// could still come there), and from then on every message gets a new
+	// token, as a concurrent exchange does.
+	busy  atomic.Bool
+	fresh atomic.Bool
+	// msg is the message the holder of busy sends, reused with its
+	// header; dl is the deadline its header holds (formatted once per
+	// deadline, not per message).
+	msg *nats.Msg
+	dl  time.Time
 
 	mu    sync.Mutex
 	ended *proto.Error
@@ -66,6 +82,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
 		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
 	}
+	cv.subject = proto.ReplicaSubject(cv.replica)
 	// An abandoned Conv must not keep its waiter for ever. The cleanup
 	// holds the client and the token, not cv, so cv can become unreachable;
 	// its keepalives stop with the waiter.
@@ -150,13 +167,36 @@ func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error
 // exchange sends one message to the replica's private subject and waits
 // for the answer, watching the replica's liveness and conversation events.
 func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg, error) {
-	m := &nats.Msg{Subject: proto.ReplicaSubject(cv.replica), Data: data, Header: nats.Header{}}
-	m.Header.Set(proto.HdrOp, op)
-	m.Header.Set(proto.HdrConv, cv.id)
 	if cv.ka != nil {
 		cv.ka.last.Store(time.Now().UnixNano()) // this message keeps it alive too
 	}
-	r, err := cv.c.roundTrip(ctx, m, watch{replica: cv.replica, conv: cv.id, events: cv.events})
+	w := watch{replica: cv.replica, conv: cv.id, events: cv.events}
+	var m *nats.Msg
+	if !cv.fresh.Load() && cv.busy.CompareAndSwap(false, true) {
+		defer cv.busy.Store(false)
+		if !cv.c.rearm(cv.token, cv.subject) {
+			// The waiter is gone: the conversation ended (its event is
+			// waiting to be read) or the client closed.
+			if err := cv.usable(); err != nil {
+				return nil, err
+			}
+			return nil, closedError()
+		}
+		// Its events come on the same channel: a reply is what comes
+		// first, an "ended" event an error reply.
+		w.token, w.ch, w.events = cv.token, cv.events, nil
+		m = cv.reuseMsg(ctx, op, data)
+		w.dlSet, w.reply = true, m.Reply
+		defer func() { m.Data = nil }() // hold no caller's data
+	} else {
+		m = &nats.Msg{Subject: cv.subject, Data: data, Header: nats.Header{}}
+		m.Header.Set(proto.HdrOp, op)
+		m.Header.Set(proto.HdrConv, cv.id)
+	}
+	r, err := cv.c.roundTrip(ctx, m, w)
+	if err != nil && w.token != "" {
+		cv.fresh.Store(true) // a late reply may still come to the event token
+	}
 	if errors.Is(err, errNoResponders) {
 		err = proto.Errorf(proto.CodeLoggedOff, "replica %s is gone", cv.replica)
 	}
@@ -173,6 +213,27 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 		return nil, err
 	}
 	return r, nil
+}
+
+// reuseMsg readies the conversation's own message (the caller holds
+// busy) for op with data and ctx's deadline. Its header values are its
+// own, so they are written in place.
+func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte) *nats.Msg {
+	dl, _ := ctx.Deadline()
+	if cv.msg == nil {
+		cv.msg = &nats.Msg{Subject: cv.subject, Reply: cv.c.prefix + cv.token, Header: nats.Header{
+			proto.HdrOp: {op}, proto.HdrConv: {cv.id}, proto.HdrDeadline: {proto.FormatDeadline(dl)},
+		}}
+		cv.dl = dl
+	}
+	m := cv.msg
+	m.Header[proto.HdrOp][0] = op
+	if !dl.Equal(cv.dl) {
+		m.Header[proto.HdrDeadline][0] = proto.FormatDeadline(dl)
+		cv.dl = dl
+	}
+	m.Data = data
+	return m
 }
 
 // usable returns the error a Send on an ended conversation gets.

@@ -20,9 +20,16 @@ type watch struct {
 	// cancels it. The subject is built only then, not for every call.
 	svc  proto.Service
 	find bool // FIND while the holder is unknown (the warm attempt only)
+	// token and ch are a waiter the caller keeps from one round trip to
+	// the next (a conversation's event token, rearmed), reply its subject;
+	// "" for a fresh one.
+	token, reply string
+	ch           chan *nats.Msg
+	// dlSet: the caller has written the deadline header already.
+	dlSet bool
 }
 
-// roundTrip publishes m with a fresh reply token and waits for the final
+// roundTrip publishes m with a fresh reply token (or the one in w) and waits for the final
 // message: a reply, an error reply, a 503, a conversation event, a dead
 // replica, the deadline or Close, whichever comes first.
 //
@@ -39,17 +46,25 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	if err := c.checkSize(m); err != nil {
 		return nil, err
 	}
-	dl, _ := ctx.Deadline()
-	m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	token, ch, err := c.register(w.replica != "" || w.svc.Class != "", m.Subject)
-	if err != nil {
-		return nil, err
+	if !w.dlSet {
+		dl, _ := ctx.Deadline()
+		m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
 	}
-	defer c.unregister(token)
+	token, ch := w.token, w.ch
+	if token == "" {
+		var err error
+		if token, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject); err != nil {
+			return nil, err
+		}
+		defer c.unregister(token)
+	}
 	// FIND and CANCEL use reply, not m.Reply: reading m's fields into
 	// what they send would make the compiler move every request's headers
 	// and data to the heap.
-	reply := c.prefix + token
+	reply := w.reply
+	if reply == "" {
+		reply = c.prefix + token
+	}
 	m.Reply = reply
 	cuts := c.cuts.Load()
 	var tr *Trace

@@ -93,6 +93,38 @@ func (c *Client) keepAlive(token string, ka *keepalive) {
 	}
 }
 
+// rearm readies the waiter of a conversation's event token for the reply
+// to a message sent to subject: the sweeper nudges it one ping interval
+// from now, a refused publish to subject ends it, and what the channel
+// holds that is not an event (a nudge from an earlier exchange) is
+// dropped. It reports false when the waiter is gone: the conversation
+// ended, or the client closed.
+func (c *Client) rearm(token, subject string) bool {
+	wake := c.now.Load() + int64(c.ping)
+	c.mu.Lock()
+	w, ok := c.waiters[token]
+	if ok {
+		w.wake, w.subject = wake, subject
+		c.waiters[token] = w
+	}
+	c.mu.Unlock()
+	for ok {
+		select {
+		case m := <-w.ch:
+			if m != nudge {
+				select { // an event: it stays for the round trip
+				case w.ch <- m:
+				default:
+				}
+				return true
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // unregister removes the waiter of token, if it is still there.
 func (c *Client) unregister(token string) {
 	c.mu.Lock()
