@@ -192,7 +192,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	killCtx, kill := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, opts: opts, id: id, nc: nc, state: statedir.Dir(cfg.Host.StateDir),
-		log: opts.Logger.With("attach", id), start: time.Now(), starts: newStartMetrics(id, cfg.Services),
+		log: opts.Logger.With("attach", id), start: time.Now(), starts: newStartMetrics(id),
 		svcs: map[string]*svcRun{}, reps: map[string]*replicaRun{}, retired: map[string]proto.Stats{}, kick: make(chan struct{}, 1), cancel: cancel,
 		stopCh: make(chan struct{}), killCtx: killCtx, kill: kill, done: make(chan struct{}),
 	}

@@ -7,7 +7,9 @@
 //	MUSTER_URL=nats://127.0.0.1:4222 FLOOR_SUBJECT=floor.x go run ./examples/floor
 //
 // It reads MUSTER_URL and, when set, MUSTER_CREDS (a .creds file) — the
-// variables an attach manager passes — and FLOOR_SUBJECT. It imports
+// variables an attach manager passes — and FLOOR_SUBJECT. With FLOOR_STAY=1
+// it answers until killed instead (`muster bench standby` times a request
+// to it after it sat idle: the floor of a parked process). It imports
 // nothing but nats.go.
 package main
 
@@ -55,6 +57,9 @@ func main() {
 	if err := nc.Flush(); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
+	}
+	if os.Getenv("FLOOR_STAY") == "1" {
+		select {} // until killed
 	}
 	<-done
 	_ = nc.Flush() // the reply out before the process goes (Drain would not wait)
