@@ -45,4 +45,3 @@ func prefault() {
 		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), madvPopulateRead)
 	}
 }
-
