@@ -170,12 +170,24 @@ func (c *Conv) reply(data []byte, end bool) error {
 	if err != nil {
 		return err
 	}
+	c.r.stats.bytesOut.Add(int64(len(data)))
+	if end && c.r.cfg.exitAfterEOC {
+		// This replica takes no next request: the reply first, then the
+		// release that quiesces it (its unsubscribes, its log line).
+		err := c.publishReply(to, m, data)
+		c.r.release(c)
+		return err
+	}
 	if end {
 		// Free the slot before the reply leaves, so the caller's next
 		// request finds the replica free (the handler may still be returning).
 		c.r.release(c)
 	}
-	c.r.stats.bytesOut.Add(int64(len(data)))
+	return c.publishReply(to, m, data)
+}
+
+// publishReply sends a reply: m when it has headers, else the bare data.
+func (c *Conv) publishReply(to string, m *nats.Msg, data []byte) error {
 	if m == nil {
 		return c.r.nc.Publish(to, data)
 	}
