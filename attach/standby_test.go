@@ -160,3 +160,55 @@ func TestDeadStandbyReplacedByStandby(t *testing.T) {
 		t.Fatalf("%d processes started, want 2 (the standby and its replacement)", n)
 	}
 }
+
+// A broker notifies the host that has a parked standby of the service,
+// whatever its placement scheme: of two hosts offering it, only the one
+// with the standby serves plain clients' calls through the broker, by
+// activating standbys; the other starts nothing.
+func TestPlacementPrefersParkedStandby(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/SB/PLACE"
+	a := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 2, standby: 1, exit_after_conversation: true"))
+	b := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 2"))
+	nc := testutil.Connect(t, e.Server)
+	for i := 0; i < 3; i++ {
+		standbyFigures(t, e, svc, 0, 1)
+		parkedStandby(t, a, svc)
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error { // the broker sees it in a's record
+			if c, ok := e.Broker.ChooseAttach(svc); !ok || c != a.ID() {
+				return fmt.Errorf("broker would notify %q", c)
+			}
+			return nil
+		})
+		inbox, err := nc.SubscribeSync(nats.NewInbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := nats.NewMsg(proto.CallSubject(proto.MustService(svc)))
+		req.Reply, req.Data = inbox.Subject, []byte("placed")
+		req.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(10*time.Second)))
+		if err := nc.PublishMsg(req); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			r, err := inbox.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("call %d: no reply: %v", i, err)
+			}
+			if r.Header.Get(proto.HdrStatus) != "" {
+				continue
+			}
+			if string(r.Data) != "placed" {
+				t.Fatalf("call %d: reply %q (%v)", i, r.Data, proto.ErrorFromHeader(r.Header))
+			}
+			break
+		}
+		_ = inbox.Unsubscribe()
+	}
+	if n := a.Counters()[svc].Activated; n != 3 {
+		t.Errorf("host with the standby activated %d standbys, want 3", n)
+	}
+	if n := b.Counters()[svc].Started; n != 0 {
+		t.Errorf("host without a standby started %d replicas, want 0", n)
+	}
+}

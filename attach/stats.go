@@ -126,6 +126,12 @@ func (m *Manager) maxUsers() int {
 func (m *Manager) figuresLocked(ai *proto.AttachInfo) {
 	for _, r := range m.reps {
 		ai.Users += r.active
+		if r.standby && r.registered && r.proc != nil && r.stopReason == "" {
+			if ai.Standby == nil {
+				ai.Standby = map[string]int{}
+			}
+			ai.Standby[r.svc.cfg.Service]++
+		}
 	}
 	ai.MaxUsers = m.maxUsers()
 	ai.EventsPerSec, ai.BytesPerSec = m.sample0.eventsPerSec, m.sample0.bytesPerSec

@@ -218,6 +218,16 @@ func (r *registry) choose(svc string, now time.Time, failingToo, count bool) (ch
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].ID < cands[j].ID }) // map order is random
 	scheme := r.schemeLocked(svc)
+	// A host with a parked standby of the service starts nothing: its
+	// manager activates the standby. It goes first, whatever the scheme.
+	if parked := r.withStandbyLocked(svc, cands); len(parked) > 0 {
+		i, why := r.pool.chooser.Choose(scheme, parked)
+		ai := r.attach[parked[i].ID]
+		if count {
+			r.pool.last[svc] = lastPlacement{host: ai.ID, at: now}
+		}
+		return choice{attach: ai, why: "standby: " + ai.ID + " has a parked standby (" + why + ")", offered: true}, true
+	}
 	if lp, ok := r.pool.last[svc]; count && ok && now.Sub(lp.at) < stickFor && !r.lastReg[svc].After(lp.at) {
 		for _, c := range cands {
 			if c.ID == lp.host {
@@ -239,6 +249,18 @@ func (r *registry) choose(svc string, now time.Time, failingToo, count bool) (ch
 		r.pool.last[svc] = lastPlacement{host: ai.ID, at: now}
 	}
 	return choice{attach: ai, why: why, offered: true}, true
+}
+
+// withStandbyLocked returns the candidates whose manager reports a parked
+// standby of svc.
+func (r *registry) withStandbyLocked(svc string, cands []placement.Candidate) []placement.Candidate {
+	var out []placement.Candidate
+	for _, c := range cands {
+		if r.attach[c.ID].Standby[svc] > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Placement returns the scheme svc is placed by.

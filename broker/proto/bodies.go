@@ -236,6 +236,10 @@ type AttachInfo struct {
 	// no replica of it runs, brokers answer its callers 0900/0004 with the
 	// reason instead of letting them wait.
 	Failing map[string]string `json:"failing,omitempty"`
+	// Standby maps a service to its standby replicas parked on this host
+	// (PROTOCOL §6.13): placement prefers such a host, whose manager
+	// activates one instead of starting a process. Omitted when empty.
+	Standby map[string]int `json:"standby,omitempty"`
 
 	// Host figures, for placement and for operators.
 	Replicas    int     `json:"replicas"`     // replica processes running or starting
