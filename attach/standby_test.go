@@ -63,6 +63,36 @@ func standbySetup(t *testing.T, svc, idle string) (*harness.Env, *Manager, strin
 	return e, m, parkedStandby(t, m, svc)
 }
 
+// brokerCall calls svc as a plain NATS client does through the broker
+// (muster.call, no standby subject) and checks the echo.
+func brokerCall(t *testing.T, nc *nats.Conn, svc, data string) {
+	t.Helper()
+	inbox, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = inbox.Unsubscribe() }()
+	req := nats.NewMsg(proto.CallSubject(proto.MustService(svc)))
+	req.Reply, req.Data = inbox.Subject, []byte(data)
+	req.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(10*time.Second)))
+	if err := nc.PublishMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := inbox.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("call %q: no reply: %v", data, err)
+		}
+		if r.Header.Get(proto.HdrStatus) != "" {
+			continue // queued, working
+		}
+		if string(r.Data) != data {
+			t.Fatalf("call %q: reply %q (%v)", data, r.Data, proto.ErrorFromHeader(r.Header))
+		}
+		return
+	}
+}
+
 // A standby is started at once, counts in no figure, serves the first
 // call itself (no process is started for it), and a new standby is
 // started behind it; the activated one exits at its idle timeout like
@@ -102,30 +132,7 @@ func TestStandbyServesFirstCall(t *testing.T) {
 func TestStandbyActivatedByNotification(t *testing.T) {
 	const svc = "T/SB/NOTIFY"
 	e, m, id := standbySetup(t, svc, "10s")
-	nc := testutil.Connect(t, e.Server)
-	inbox, err := nc.SubscribeSync(nats.NewInbox())
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := nats.NewMsg(proto.CallSubject(proto.MustService(svc)))
-	req.Reply, req.Data = inbox.Subject, []byte("queued hello")
-	req.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(10*time.Second)))
-	if err := nc.PublishMsg(req); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		r, err := inbox.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatalf("no reply: %v", err)
-		}
-		if r.Header.Get(proto.HdrStatus) != "" {
-			continue // queued, working
-		}
-		if string(r.Data) != "queued hello" {
-			t.Fatalf("reply %q (%v)", r.Data, proto.ErrorFromHeader(r.Header))
-		}
-		break
-	}
+	brokerCall(t, testutil.Connect(t, e.Server), svc, "queued hello")
 	if n := m.Counters()[svc].Activated; n != 1 {
 		t.Fatalf("%d standbys activated by notification, want 1", n)
 	}
@@ -180,30 +187,7 @@ func TestPlacementPrefersParkedStandby(t *testing.T) {
 			}
 			return nil
 		})
-		inbox, err := nc.SubscribeSync(nats.NewInbox())
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := nats.NewMsg(proto.CallSubject(proto.MustService(svc)))
-		req.Reply, req.Data = inbox.Subject, []byte("placed")
-		req.Header.Set(proto.HdrDeadline, proto.FormatDeadline(time.Now().Add(10*time.Second)))
-		if err := nc.PublishMsg(req); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			r, err := inbox.NextMsg(10 * time.Second)
-			if err != nil {
-				t.Fatalf("call %d: no reply: %v", i, err)
-			}
-			if r.Header.Get(proto.HdrStatus) != "" {
-				continue
-			}
-			if string(r.Data) != "placed" {
-				t.Fatalf("call %d: reply %q (%v)", i, r.Data, proto.ErrorFromHeader(r.Header))
-			}
-			break
-		}
-		_ = inbox.Unsubscribe()
+		brokerCall(t, nc, svc, fmt.Sprintf("placed %d", i))
 	}
 	if n := a.Counters()[svc].Activated; n != 3 {
 		t.Errorf("host with the standby activated %d standbys, want 3", n)
