@@ -318,6 +318,14 @@ func credsWhere(n *node) string {
 // cluster the other nodes' client URLs as nc learnt them, so a client
 // survives the loss of any one node.
 func serverList(nc *nats.Conn, n *node) string {
+	if n.clustered() {
+		// The other nodes' client URLs come with the server's INFO a moment
+		// after their routes: wait a little for all of them.
+		deadline := time.Now().Add(2 * time.Second)
+		for len(nc.DiscoveredServers())+1 < len(n.status().Connected) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	urls := []string{nc.ConnectedUrlRedacted()}
 	if n.clustered() {
 		for _, u := range nc.DiscoveredServers() {
