@@ -42,9 +42,14 @@ func TestEmbeddedCluster(t *testing.T) {
 	if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
 		t.Fatalf("stream cluster info %+v, want a leader and 2 other replicas", info.Cluster)
 	}
-	if _, err := js.Publish(ctx, "r3.a", []byte("before")); err != nil {
-		t.Fatal(err)
-	}
+	// A stream just created may take a moment before its leader takes
+	// messages ("no response from stream"): that is setup, not the test.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		defer pcancel()
+		_, err := js.Publish(pctx, "r3.a", []byte("before"), jetstream.WithMsgID("before")) // a retry is not stored twice
+		return err
+	})
 	leader := c.Index(info.Cluster.Leader)
 	c.Stop(leader)
 	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
