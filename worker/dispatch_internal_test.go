@@ -59,6 +59,15 @@ func TestProgressTickParksWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, parked) // parks again once the record is written
+	// A refused pull is retried by the tick, which parks again once the
+	// retry went out.
+	r.mu.Lock()
+	r.retryPullLocked()
+	r.mu.Unlock()
+	if r.tickParked.Load() {
+		t.Fatal("a pull retry left the tick parked")
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, parked)
 }
 
 var errTickRunning = proto.Errorf(proto.CodeServiceError, "progress tick still running")

@@ -216,13 +216,14 @@ func (r *replica) heartbeat() {
 }
 
 // parkTick reports whether the progress tick can stop: nothing open, no
-// pull retry pending, the record written. It marks the tick parked first,
+// pull waiting to be sent (a retry after a refusal), the record written. It marks the tick parked first,
 // so a concurrent accept or retry (which looks at the mark after changing
 // what this looks at) kicks it again.
 func (r *replica) parkTick() bool {
 	r.tickParked.Store(true)
 	r.mu.Lock()
-	quiet := r.active == 0 && r.pullAfter.IsZero() && !r.dirty.Load() && len(r.convs) == 0
+	pullOwed := !r.pulling && r.state == stateReady && r.active < r.cfg.capacity && r.pullSubj != "" && !r.joinPending
+	quiet := r.active == 0 && !pullOwed && !r.dirty.Load() && len(r.convs) == 0
 	r.mu.Unlock()
 	if !quiet {
 		r.tickParked.Store(false)

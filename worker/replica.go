@@ -236,9 +236,6 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	r.goOwned(&r.pool, r.forwarder)
 	r.goOwned(&r.pool, r.dispatcher)
 	r.goOwned(&r.helpers, r.heartbeat)
-	if r.cfg.standby {
-		go prefault() // while parked: the first request finds its code mapped
-	}
 	connected := r.nc.StatusChanged(nats.CONNECTED)
 	r.goOwned(&r.helpers, func() { r.watchConn(connected) })
 	r.mu.Lock()
@@ -280,11 +277,7 @@ func (r *replica) quiesceLocked(reason string) {
 	if !r.stopLocked(reason) {
 		return
 	}
-	// Logged by another goroutine: this may run under the lock on the way
-	// to a reply (exit after the conversation), and a log line is a write
-	// to a pipe the reply would wait for.
-	open := r.active
-	go r.cfg.logger.Info("quiescing", "reason", reason, "open", open)
+	r.cfg.logger.Info("quiescing", "reason", reason, "open", r.active)
 	select { // publish the quiescing state at once, not at the next heartbeat
 	case r.hbKick <- struct{}{}:
 	default:
