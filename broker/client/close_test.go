@@ -30,10 +30,14 @@ func holdingReplica(e *harness.Env, svc string, took chan<- struct{}, opts ...wo
 			return err
 		}
 		took <- struct{}{}
-		if string(m.Data) != "hold" {
-			if err := c.Reply(m.Data); err != nil {
-				return err
-			}
+		if string(m.Data) == "hold" {
+			// Never answered (a second Receive would end a call at once
+			// with ErrNotReplied): hold it until the replica stops.
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		if err := c.Reply(m.Data); err != nil {
+			return err
 		}
 		_, err = c.Receive(ctx) // until the conversation ends
 		return err
