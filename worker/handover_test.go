@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,7 +171,9 @@ func TestRunWaitsForItsForwards(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		if err := nc.PublishRequest(warm, nats.NewInbox(), []byte("x")); err != nil {
+		// With a header: a bare request is bounced (503), not forwarded.
+		m := &nats.Msg{Subject: warm, Reply: nats.NewInbox(), Data: []byte("x"), Header: nats.Header{proto.HdrProgress: {"1"}}}
+		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -188,4 +192,77 @@ func TestRunWaitsForItsForwards(t *testing.T) {
 	if acked < received {
 		t.Fatalf("Run returned with %d of %d forwards still waiting for the broker", received-acked, received)
 	}
+}
+
+// TestFullReplicaBouncesBareRequests: a bare warm request (no headers, as
+// the Go client sends its calls) that reaches a full replica gets a
+// no-responders status, which nats.go reports as ErrNoResponders, and is
+// not forwarded to the broker; a request with headers is forwarded.
+func TestFullReplicaBouncesBareRequests(t *testing.T) {
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s)
+	svc := "T/BOUNCE/X"
+	var fwd atomic.Int64
+	if _, err := nc.Subscribe(proto.ForwardSubject(proto.MustService(svc)), func(m *nats.Msg) {
+		fwd.Add(1)
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	done := runReplica(t, ctx, func(ctx context.Context, c *worker.Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		if string(m.Data) == "block" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return c.Reply(m.Data)
+	}, worker.WithURL(s.ClientURL()), worker.WithService(svc), worker.WithCapacity(1), worker.WithGrace(0))
+	warm := proto.WarmSubject(proto.MustService(svc))
+	// Publish the blocking request and the bare one in one write, so the
+	// bare one reaches the replica before the server sees its unsubscribe.
+	inbox := nats.NewInbox()
+	replies := make(chan *nats.Msg, 4)
+	if _, err := nc.ChanSubscribe(inbox+".*", replies); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(warm, inbox+".block", []byte("block")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(warm, inbox+".bare", []byte("bare")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-replies:
+		if r.Subject != inbox+".bare" || r.Header.Get("Status") != "503" || len(r.Data) != 0 {
+			t.Fatalf("bare request to a full replica: got %q on %s (headers %v), want an empty 503 status", r.Data, r.Subject, r.Header)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bare request got no answer")
+	}
+	// What a nats.go requester sees from a full replica: no responders.
+	// (The replica left the queue group, so the server may say so itself;
+	// either way a bare request never reaches the broker.)
+	if _, err := nc.Request(warm, []byte("bare2"), 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("bare request to a full replica: %v, want no responders", err)
+	}
+	if n := fwd.Load(); n != 0 {
+		t.Fatalf("%d bare requests forwarded to the broker, want 0", n)
+	}
+	close(release)
+	if r := <-replies; r.Subject != inbox+".block" || string(r.Data) != "block" {
+		t.Fatalf("blocked call: %q on %s", r.Data, r.Subject)
+	}
+	cancel()
+	waitRun(t, done, 20*time.Second)
 }

@@ -16,7 +16,9 @@ import (
 // arrive; those, and warm requests still buffered at shutdown, are
 // forwarded to the broker with the caller's reply subject in Muster-Reply,
 // so they are queued and the caller never notices. If no broker
-// acknowledges the hand-over, the caller gets 0215/0148 at once.
+// acknowledges the hand-over, the caller gets 0215/0148 at once. A bare
+// request (no headers) is bounced with a no-responders status instead
+// (forward): its caller goes to the broker itself.
 
 func (r *replica) subscribeWarmLocked() error {
 	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity || r.joinPending {
@@ -102,12 +104,26 @@ func (r *replica) forwardBuffered() {
 
 // forward hands a request the replica cannot take to the broker without
 // holding up the calling goroutine; shutdown waits for the hand-over.
+//
+// A bare request (no headers at all: a CALL with no deadline and no
+// progress asked for, as the Go client sends its warm calls) is not
+// forwarded: it gets what an empty queue group gives, a no-responders
+// status (Status: 503), and its caller goes to the broker itself, with
+// the deadline the broker needs. A plain NATS client sees "no
+// responders", which the warm subject's contract tells it to handle.
 func (r *replica) forward(nm *nats.Msg) {
 	if nm.Reply == "" {
 		return // nobody waits for an answer
 	}
+	if len(nm.Header) == 0 {
+		_ = r.nc.PublishMsg(&nats.Msg{Subject: nm.Reply, Header: nats.Header{proto.HdrNATSStatus: noResponders}})
+		return
+	}
 	r.goOwned(&r.helpers, func() { r.forwardNow(nm) })
 }
+
+// noResponders is the value of a bounced bare request's Status header.
+var noResponders = []string{"503"}
 
 // forwardNow hands nm to the broker and waits (up to forwardTimeout) for
 // the broker's acknowledgement; without one the caller gets 0215/0148.

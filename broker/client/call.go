@@ -26,9 +26,12 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
-	m := &nats.Msg{Data: data, Header: nats.Header{}}
-	for k, v := range hdr {
-		m.Header[k] = v
+	m := &nats.Msg{Data: data}
+	if len(hdr) > 0 {
+		m.Header = make(nats.Header, len(hdr)+2)
+		for k, v := range hdr {
+			m.Header[k] = v
+		}
 	}
 	return c.request(ctx, svc, m, watch{})
 }
@@ -37,14 +40,31 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 // replica) to its standby subject (a standby replica takes it and serves
 // from then on); on no responders again to the broker, which queues it.
 // It returns the final reply message.
+//
+// A call without headers (m.Header nil) goes to the warm and standby
+// subjects bare: no deadline, no progress asked for. Any header costs
+// every party a header block to write, route and parse, about a tenth of
+// a warm call's CPU (docs/PERFORMANCE.md), and a warm call needs neither:
+// the client keeps its own deadline (and CANCELs the call at the replica
+// when it passes), and learns who holds a slow call by FIND. A replica
+// that cannot take a bare request bounces it with a 503 rather than
+// forwarding it, so it reaches the broker from here, with the headers
+// the broker needs.
 func (c *Client) request(ctx context.Context, svc *svcNames, m *nats.Msg, w watch) (*nats.Msg, error) {
 	m.Subject = svc.warm
-	m.Header.Set(proto.HdrProgress, "1")
 	w.svc, w.find = svc.svc, true
+	w.bare = m.Header == nil
+	if !w.bare {
+		m.Header.Set(proto.HdrProgress, "1")
+	}
 	r, err := c.roundTrip(ctx, m, w)
 	if errors.Is(err, errNoResponders) {
 		m.Subject = svc.standby
 		r, err = c.roundTrip(ctx, m, w)
+	}
+	if errors.Is(err, errNoResponders) && w.bare {
+		m.Header = nats.Header{proto.HdrProgress: {"1"}}
+		w.bare = false
 	}
 	if errors.Is(err, errNoResponders) {
 		m.Subject = proto.CallSubject(svc.svc)

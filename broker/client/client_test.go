@@ -393,3 +393,40 @@ func TestLateReplyIsNotTheNextOne(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBareCallCancelledAtItsDeadline: the Go client sends a warm call
+// bare (no deadline header), so when its deadline passes it cancels the
+// call at the replica: the handler's context ends, and the handler saw no
+// deadline of its own.
+func TestBareCallCancelledAtItsDeadline(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/BARE/DL"
+	ended := make(chan error, 1)
+	headers := make(chan int, 1)
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		headers <- len(m.Header)
+		select {
+		case <-ctx.Done():
+			ended <- ctx.Err()
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("handler not cancelled within 10s")
+		}
+		return ctx.Err()
+	}, worker.WithService(svc))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := e.Client.Call(ctx, svc, []byte("x"))
+	if !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("call past its deadline: %v, want 0007", err)
+	}
+	if n := <-headers; n != 0 {
+		t.Fatalf("warm call arrived with %d headers, want a bare request", n)
+	}
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler: %v, want its context cancelled", err)
+	}
+}

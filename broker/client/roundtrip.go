@@ -27,6 +27,9 @@ type watch struct {
 	ch           chan *nats.Msg
 	// dlSet: the caller has written the deadline header already.
 	dlSet bool
+	// bare: a CALL sent with no headers at all (call.go): no deadline
+	// header, no statuses; cancelled at the replica when ctx ends.
+	bare bool
 }
 
 // roundTrip publishes m with a fresh reply token (or the one in w) and waits for the final
@@ -41,12 +44,13 @@ type watch struct {
 // answer, 0003/0012 for one that is gone or a request nobody holds.
 //
 // When ctx is cancelled (not at its deadline: the replica knows that one
-// itself), a CALL or NEW is cancelled at the replica that holds it.
+// itself, unless the call went bare), a CALL or NEW is cancelled at the
+// replica that holds it.
 func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg, error) {
 	if err := c.checkSize(m); err != nil {
 		return nil, err
 	}
-	if !w.dlSet {
+	if !w.dlSet && !w.bare {
 		dl, _ := ctx.Deadline()
 		m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
 	}
@@ -68,7 +72,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	m.Reply = reply
 	cuts := c.cuts.Load()
 	var tr *Trace
-	if m.Header.Get(proto.HdrProgress) == "1" { // calls and NEWs: a trace is asked for in ctx
+	if w.bare || m.Header.Get(proto.HdrProgress) == "1" { // calls and NEWs: a trace is asked for in ctx
 		if tr = traceOf(ctx); tr != nil && tr.Sent.IsZero() {
 			tr.Sent = time.Now()
 		}
@@ -129,7 +133,8 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		case <-c.done:
 			return nil, closedError()
 		case <-ctx.Done():
-			if w.svc.Class != "" && errors.Is(ctx.Err(), context.Canceled) {
+			// At its deadline too when the replica does not know it.
+			if w.svc.Class != "" && (w.bare || errors.Is(ctx.Err(), context.Canceled)) {
 				c.cancelHeld(proto.HeldSubject(w.svc), reply)
 			}
 			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", ctx.Err())
