@@ -62,11 +62,10 @@ func (c *Client) request(ctx context.Context, svc *svcNames, m *nats.Msg, w watc
 		m.Subject = svc.standby
 		r, err = c.roundTrip(ctx, m, w)
 	}
-	if errors.Is(err, errNoResponders) && w.bare {
-		m.Header = nats.Header{proto.HdrProgress: {"1"}}
-		w.bare = false
-	}
 	if errors.Is(err, errNoResponders) {
+		if w.bare { // the broker needs the deadline; statuses tell the client who holds it
+			m.Header, w.bare = nats.Header{proto.HdrProgress: {"1"}}, false
+		}
 		m.Subject = proto.CallSubject(svc.svc)
 		w.find = false // the broker answers "queued" or an error; a replica that takes it says "working" at once
 		r, err = c.roundTrip(ctx, m, w)
