@@ -191,6 +191,11 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 		st.Header.Set(proto.HdrSeq, strconv.FormatUint(ack.Sequence, 10))
 		_ = b.nc.PublishMsg(st)
 	}
+	if ack.Duplicate {
+		// A caller's repeat (Muster-Once) of a request the stream holds or
+		// held: counted and notified when it was first queued.
+		return
+	}
 	b.mu.Lock()
 	st := b.stateLocked(svc)
 	if !st.consumer {
@@ -223,6 +228,9 @@ func queued(m *nats.Msg, svc proto.Service, replyTo string, dl, now time.Time) *
 		}
 	}
 	q.Header.Set(proto.HdrReply, replyTo)
+	if m.Header.Get(proto.HdrOnce) == "1" {
+		q.Header.Set(jetstream.MsgIDHeader, replyTo) // a repeat within DedupWindow is not queued again
+	}
 	q.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
 	q.Header.Del(proto.HdrTimeout)
 	q.Header.Set(proto.HdrEnqueued, proto.FormatDeadline(now))

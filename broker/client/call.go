@@ -67,7 +67,9 @@ func (c *Client) request(ctx context.Context, svc *svcNames, m *nats.Msg, w watc
 			m.Header, w.bare = nats.Header{proto.HdrProgress: {"1"}}, false
 		}
 		m.Subject = proto.CallSubject(svc.svc)
+		m.Header.Set(proto.HdrOnce, "1")
 		w.find = false // the broker answers "queued" or an error; a replica that takes it says "working" at once
+		w.resend = true
 		r, err = c.roundTrip(ctx, m, w)
 		if errors.Is(err, errNoResponders) {
 			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no free replica of %s and no broker running", svc.svc)

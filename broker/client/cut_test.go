@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -12,8 +13,10 @@ import (
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
+	"github.com/musterhq/muster/worker"
 )
 
 // TestCutConnectionIsNotBlamedOnTheReplica: a warm request that nobody
@@ -240,4 +243,75 @@ func clientID(t *testing.T, nc *nats.Conn) uint64 {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestBrokerLostBeforeQueued: a call sent to the brokers whose broker dies
+// before it says a word (no "queued", no error) is sent again once a ping
+// interval has passed, and reaches a live broker: the caller gets its
+// reply, not a wait to its deadline. The dead broker is a subscriber in
+// the brokers' queue group that swallows the request; the live one starts
+// after it is gone.
+func TestBrokerLostBeforeQueued(t *testing.T) {
+	s := testutil.StartNATS(t)
+	sink := testutil.Connect(t, s)
+	took := make(chan struct{}, 1)
+	sub, err := sink.QueueSubscribe(proto.CallSubject(proto.MustService(demo.EchoService)), proto.BrokerQueue, func(m *nats.Msg) {
+		if m.Header.Get(proto.HdrOnce) != "1" {
+			t.Errorf("request to the brokers without %s: 1", proto.HdrOnce)
+		}
+		select {
+		case took <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, testutil.Connect(t, s))
+	type result struct {
+		reply []byte
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := c.Call(testutil.Context(t, 30*time.Second), demo.EchoService, []byte("once"))
+		done <- result{r, err}
+	}()
+	select {
+	case <-took:
+	case r := <-done:
+		t.Fatalf("call ended before the broker took it: %q %v", r.reply, r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the swallowing broker did not get the call")
+	}
+	if err := sub.Unsubscribe(); err != nil { // the broker is gone
+		t.Fatal(err)
+	}
+	if err := sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := broker.Start(ctx, testutil.Connect(t, s), broker.Config{Logger: harness.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	})
+	e := &harness.Env{T: t, Server: s, NC: testutil.Connect(t, s), Broker: b}
+	e.StartReplica(demo.Echo, worker.WithService(demo.EchoService))
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.reply) != "once" {
+			t.Fatalf("call: %q %v; want the echo", r.reply, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("call still waiting 15s after its broker died with the request")
+	}
 }

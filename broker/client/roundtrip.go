@@ -30,7 +30,16 @@ type watch struct {
 	// bare: a CALL sent with no headers at all (call.go): no deadline
 	// header, no statuses; cancelled at the replica when ctx ends.
 	bare bool
+	// resend: m goes to a broker with Muster-Once, so it may be sent again
+	// while no broker has said a word about it.
+	resend bool
 }
+
+// brokerSilence is how long a caller sends a request to the brokers again
+// (once per ping interval) while none says a word about it: a broker
+// answers within its 5 s queue timeout, so past this none will. Well
+// inside proto.DedupWindow.
+const brokerSilence = 10 * time.Second
 
 // roundTrip publishes m with a fresh reply token (or the one in w) and waits for the final
 // message: a reply, an error reply, a 503, a conversation event, a dead
@@ -79,6 +88,10 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	}
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, transportError(err)
+	}
+	var sent time.Time
+	if w.resend {
+		sent = time.Now()
 	}
 	var tick <-chan time.Time
 	var ticker *time.Ticker
@@ -147,6 +160,20 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		cut := c.cuts.Load() != cuts
 		askHeld := cut && w.replica != "" && w.svc.Class != ""
 		switch {
+		case w.resend && !queued && w.replica == "":
+			// Sent to a broker, and not a word back in a ping interval:
+			// the broker may have died with it (before or after it
+			// queued it), or our connection dropped. Send it again: with
+			// Muster-Once the brokers queue it at most once, and a live
+			// one answers at once ("queued" with the first copy's
+			// sequence if it has it).
+			if time.Since(sent) < brokerSilence {
+				if err := c.nc.PublishMsg(m); err != nil {
+					return nil, transportError(err)
+				}
+				continue
+			}
+			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no broker answered the request within %v; it may or may not have been queued", brokerSilence)
 		case w.replica != "" && !askHeld:
 			err = c.pingReplica(ctx, w)
 		case cut && queued && w.replica == "" && qseq != "":

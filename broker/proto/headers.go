@@ -60,9 +60,20 @@ const (
 	// sequence in the queue stream, which a caller that lost its
 	// connection asks about (FIND on the broker subject).
 	HdrSeq = "Muster-Seq"
+	// HdrOnce "1" on a CALL or NEW sent to the broker says its reply
+	// subject names this request alone: the broker queues it at most once
+	// per reply subject within the queue stream's duplicate window
+	// (DedupWindow), so a caller that heard nothing back may send it
+	// again. The broker answers a repeat with the first copy's "queued".
+	HdrOnce = "Muster-Once"
 	// HdrNATSStatus is the header NATS itself uses for status (503 = no responders).
 	HdrNATSStatus = "Status"
 )
+
+// DedupWindow is the queue stream's duplicate window: how long the broker
+// remembers the reply subject of a request sent with HdrOnce. A caller
+// resends only well within it.
+const DedupWindow = 2 * time.Minute
 
 // Operations (values of HdrOp).
 const (

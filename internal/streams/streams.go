@@ -92,6 +92,7 @@ func queueConfig() jetstream.StreamConfig {
 		AllowMsgTTL: true,
 		Discard:     jetstream.DiscardNew,
 		MaxBytes:    1 << 30,
+		Duplicates:  proto.DedupWindow, // requests sent with Muster-Once are queued once per reply subject
 	}
 }
 
