@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -24,8 +26,18 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := c.withDeadline(ctx)
-	defer cancel()
+	var w watch
+	if _, ok := ctx.Deadline(); !ok {
+		// The client's default timeout, kept by a pooled timer rather
+		// than a derived context: a warm call then allocates none.
+		t := deadlineTimers.Get().(*time.Timer)
+		t.Reset(c.timeout)
+		defer func() {
+			t.Stop() // since Go 1.23 no stale tick survives Stop and Reset
+			deadlineTimers.Put(t)
+		}()
+		w.dl, w.expire = time.Now().Add(c.timeout), t.C
+	}
 	m := &nats.Msg{Data: data}
 	if len(hdr) > 0 {
 		m.Header = make(nats.Header, len(hdr)+2)
@@ -33,8 +45,15 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 			m.Header[k] = v
 		}
 	}
-	return c.request(ctx, svc, m, watch{})
+	return c.request(ctx, svc, m, w)
 }
+
+// deadlineTimers are the stopped timers of finished calls, for reuse.
+var deadlineTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // request sends m to the warm subject of svc; on no responders (no free
 // replica) to its standby subject (a standby replica takes it and serves

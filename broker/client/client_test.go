@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
@@ -397,36 +398,93 @@ func TestLateReplyIsNotTheNextOne(t *testing.T) {
 // TestBareCallCancelledAtItsDeadline: the Go client sends a warm call
 // bare (no deadline header), so when its deadline passes it cancels the
 // call at the replica: the handler's context ends, and the handler saw no
-// deadline of its own.
+// deadline of its own. The deadline is the context's, or, for a context
+// without one, the client's default timeout (WithTimeout), which a pooled
+// timer keeps.
 func TestBareCallCancelledAtItsDeadline(t *testing.T) {
+	for _, byCtx := range []bool{true, false} {
+		t.Run(map[bool]string{true: "context deadline", false: "client default timeout"}[byCtx], func(t *testing.T) {
+			e := harness.Start(t, broker.Config{})
+			const svc = "T/BARE/DL"
+			ended := make(chan error, 1)
+			headers := make(chan int, 1)
+			e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+				m, err := c.Receive(ctx)
+				if err != nil {
+					return err
+				}
+				headers <- len(m.Header)
+				select {
+				case <-ctx.Done():
+					ended <- ctx.Err()
+				case <-time.After(10 * time.Second):
+					ended <- errors.New("handler not cancelled within 10s")
+				}
+				return ctx.Err()
+			}, worker.WithService(svc))
+			ctx, c := context.Background(), e.Client
+			if byCtx {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+			} else {
+				var err error
+				if c, err = client.New(e.NC, client.WithTimeout(300*time.Millisecond)); err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+			}
+			start := time.Now()
+			_, err := c.Call(ctx, svc, []byte("x"))
+			if !errors.Is(err, proto.ErrWaitTimeout) {
+				t.Fatalf("call past its deadline: %v, want 0074", err)
+			}
+			if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
+				t.Fatalf("call ended %v after it started; want at its deadline, 300ms", took)
+			}
+			if n := <-headers; n != 0 {
+				t.Fatalf("warm call arrived with %d headers, want a bare request", n)
+			}
+			if err := <-ended; !errors.Is(err, context.Canceled) {
+				t.Fatalf("handler: %v, want its context cancelled", err)
+			}
+		})
+	}
+}
+
+// TestQueuedCallKeepsTheDefaultTimeout: a call whose context has no
+// deadline takes the client's default timeout (WithTimeout) to the broker
+// as its Muster-Deadline, and ends with 0074/0074 at it while queued.
+func TestQueuedCallKeepsTheDefaultTimeout(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
-	const svc = "T/BARE/DL"
-	ended := make(chan error, 1)
-	headers := make(chan int, 1)
-	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
-		m, err := c.Receive(ctx)
-		if err != nil {
-			return err
-		}
-		headers <- len(m.Header)
-		select {
-		case <-ctx.Done():
-			ended <- ctx.Err()
-		case <-time.After(10 * time.Second):
-			ended <- errors.New("handler not cancelled within 10s")
-		}
-		return ctx.Err()
-	}, worker.WithService(svc))
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	_, err := e.Client.Call(ctx, svc, []byte("x"))
+	const svc = "T/DEFAULT/DL"
+	harness.RegisterAttach(t, e, "dl-attach", svc) // attachable, never starts anything
+	spy, err := e.NC.SubscribeSync(proto.QueueSubject(proto.MustService(svc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(e.NC, client.WithTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Call(context.Background(), svc, []byte("x"))
 	if !errors.Is(err, proto.ErrWaitTimeout) {
-		t.Fatalf("call past its deadline: %v, want 0007", err)
+		t.Fatalf("queued call past its deadline: %v, want 0074", err)
 	}
-	if n := <-headers; n != 0 {
-		t.Fatalf("warm call arrived with %d headers, want a bare request", n)
+	if took := time.Since(start); took < time.Second || took > 5*time.Second {
+		t.Fatalf("call ended %v after it started; want at its deadline, 1s", took)
 	}
-	if err := <-ended; !errors.Is(err, context.Canceled) {
-		t.Fatalf("handler: %v, want its context cancelled", err)
+	q, err := spy.NextMsg(time.Second)
+	if err != nil {
+		t.Fatalf("no queued copy seen: %v", err)
+	}
+	dl, err := proto.ParseDeadline(q.Header, start)
+	if err != nil || dl.Before(start.Add(900*time.Millisecond)) || dl.After(start.Add(1500*time.Millisecond)) {
+		t.Fatalf("queued copy's deadline %v (%v); want about 1s after the call started", dl.Sub(start), err)
 	}
 }

@@ -59,7 +59,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
-	token, events, err := c.register(false, "")
+	token, _, events, err := c.register(false, "")
 	if err != nil {
 		return nil, nil, err
 	}

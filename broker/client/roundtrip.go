@@ -33,6 +33,11 @@ type watch struct {
 	// resend: m goes to a broker with Muster-Once, so it may be sent again
 	// while no broker has said a word about it.
 	resend bool
+	// dl and expire are the call's deadline when its ctx has none (the
+	// client's default timeout, call.go): a pooled timer fires expire at
+	// dl, so a call costs no derived context. Zero and nil otherwise.
+	dl     time.Time
+	expire <-chan time.Time
 }
 
 // brokerSilence is how long a caller sends a request to the brokers again
@@ -60,23 +65,22 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		return nil, err
 	}
 	if !w.dlSet && !w.bare {
-		dl, _ := ctx.Deadline()
-		m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
-	}
-	token, ch := w.token, w.ch
-	if token == "" {
-		var err error
-		if token, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject); err != nil {
-			return nil, err
+		dl := w.dl
+		if dl.IsZero() {
+			dl, _ = ctx.Deadline()
 		}
-		defer c.unregister(token)
+		m.Header.Set(proto.HdrDeadline, proto.FormatDeadline(dl))
 	}
 	// FIND and CANCEL use reply, not m.Reply: reading m's fields into
 	// what they send would make the compiler move every request's headers
 	// and data to the heap.
-	reply := w.reply
-	if reply == "" {
-		reply = c.prefix + token
+	token, reply, ch := w.token, w.reply, w.ch
+	if token == "" {
+		var err error
+		if token, reply, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject); err != nil {
+			return nil, err
+		}
+		defer c.release(token, ch)
 	}
 	m.Reply = reply
 	cuts := c.cuts.Load()
@@ -109,6 +113,13 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			if r == nudge {
 				ticker = time.NewTicker(c.ping)
 				tick = ticker.C
+				if !w.dl.IsZero() {
+					// A slow call: its checks need a context that ends at
+					// its deadline.
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithDeadline(ctx, w.dl)
+					defer cancel()
+				}
 				break // check at once
 			}
 			if r.Header.Get(proto.HdrNATSStatus) == "503" {
@@ -145,6 +156,11 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 			continue
 		case <-c.done:
 			return nil, closedError()
+		case <-w.expire:
+			if w.svc.Class != "" && w.bare {
+				c.cancelHeld(proto.HeldSubject(w.svc), reply)
+			}
+			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", context.DeadlineExceeded)
 		case <-ctx.Done():
 			// At its deadline too when the replica does not know it.
 			if w.svc.Class != "" && (w.bare || errors.Is(ctx.Err(), context.Canceled)) {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,43 +44,73 @@ type keepalive struct {
 // unanswered after one ping interval. It never leaves the process.
 var nudge = &nats.Msg{Subject: "nudge"}
 
-// dispatch hands a message on the reply inbox to its waiter.
+// dispatch hands a message on the reply inbox to its waiter. The send is
+// made under c.mu (it never blocks), so once a waiter is removed nothing
+// more reaches its channel: a request's channel can be reused (release).
 func (c *Client) dispatch(m *nats.Msg) {
 	token := m.Subject[len(c.prefix):]
 	c.mu.Lock()
 	ch := c.waiters[token].ch
-	if ch != nil && m.Header.Get(proto.HdrStatus) == proto.StatusEnded {
-		delete(c.waiters, token) // a conversation's last event: nothing follows
+	if ch != nil {
+		if m.Header.Get(proto.HdrStatus) == proto.StatusEnded {
+			delete(c.waiters, token) // a conversation's last event: nothing follows
+		}
+		select {
+		case ch <- m:
+		default: // a waiter takes one final message; anything beyond is noise
+		}
 	}
 	c.mu.Unlock()
-	if ch == nil {
-		return // a late reply to a request that gave up
-	}
-	select {
-	case ch <- m:
-	default: // a waiter takes one final message; anything beyond is noise
-	}
+	// ch nil: a late reply to a request that gave up
 }
 
-// register adds a waiter under a fresh token; it fails once the client is
-// closed. With watch, the sweeper nudges the waiter once, about one ping
-// interval from now.
-func (c *Client) register(watch bool, subject string) (string, chan *nats.Msg, error) {
+// waiterChans holds the channels of finished requests for reuse: a call
+// then allocates no channel.
+var waiterChans = sync.Pool{New: func() any { return make(chan *nats.Msg, 8) }}
+
+// register adds a waiter under a fresh token and returns the token, the
+// reply subject (the token is its tail: one string for both) and the
+// channel; it fails once the client is closed. With watch, the sweeper
+// nudges the waiter once, about one ping interval from now.
+func (c *Client) register(watch bool, subject string) (token, reply string, ch chan *nats.Msg, err error) {
 	if e := c.inboxDenied.Load(); e != nil {
-		return "", nil, e
+		return "", "", nil, e
 	}
-	token := strconv.FormatUint(c.next.Add(1), 36)
-	w := waiter{ch: make(chan *nats.Msg, 8), subject: subject}
+	var buf [64]byte
+	reply = string(strconv.AppendUint(append(buf[:0], c.prefix...), c.next.Add(1), 36))
+	token = reply[len(c.prefix):]
+	w := waiter{ch: waiterChans.Get().(chan *nats.Msg), subject: subject}
 	if watch {
 		w.wake = c.now.Load() + int64(c.ping)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return "", nil, closedError()
+		waiterChans.Put(w.ch)
+		return "", "", nil, closedError()
 	}
 	c.waiters[token] = w
-	return token, w.ch, nil
+	return token, reply, w.ch, nil
+}
+
+// release removes a request's waiter and keeps its channel for reuse.
+// After the removal nothing more is sent to the channel (dispatch, the
+// sweeper and denied send under c.mu), so what it holds is drained and
+// the channel goes back empty. Only for waiters that nobody else holds
+// (not a conversation's event token).
+func (c *Client) release(token string, ch chan *nats.Msg) {
+	c.mu.Lock()
+	delete(c.waiters, token) // a no-op on the nil map of a closed client
+	c.mu.Unlock()
+	for {
+		select {
+		case <-ch:
+			continue
+		default:
+		}
+		break
+	}
+	waiterChans.Put(ch)
 }
 
 // keepAlive makes the sweeper keep the conversation with event token
