@@ -37,7 +37,7 @@ func TestQueuedRequestRunsOnlyAfterConfirmedAck(t *testing.T) {
 		t.Fatalf("unconfirmed ack: accept = %v, %v; want nil, true (not run)", c, handled)
 	}
 	r.mu.Lock()
-	active, convs := r.active, len(r.convs)
+	active, convs := r.active, len(r.convs)+len(r.calls)
 	r.mu.Unlock()
 	if active != 0 || convs != 0 {
 		t.Fatalf("slot not given back: active %d, %d conversations", active, convs)

@@ -113,12 +113,13 @@ func (r *replica) onHeld(nm *nats.Msg) {
 	}
 	var held *Conv
 	r.mu.Lock()
-	for _, c := range r.convs { // at most capacity entries, and FIND is rare
+	r.eachLocked(func(c *Conv) bool { // at most capacity entries, and FIND is rare
 		if c.firstTo == to {
 			held = c
-			break
+			return false
 		}
-	}
+		return true
+	})
 	waiting := held == nil && (r.forwarding[to] > 0 || len(r.warmCh) > 0)
 	r.mu.Unlock()
 	switch {

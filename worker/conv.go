@@ -50,7 +50,8 @@ type Conv struct {
 	pending   *Message // received and not yet replied
 	replyTo   string   // where the pending message's reply goes
 	ended     *proto.Error
-	released  bool // slot given back (guarded by replica.mu)
+	released  bool   // slot given back (guarded by replica.mu)
+	num       uint64 // a call's key in replica.calls (0 for a conversation)
 	seq       int
 	started   time.Time     // when the opening message was accepted
 	waitSince time.Time     // when Receive began waiting for the client (zero while not waiting)

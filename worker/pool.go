@@ -45,8 +45,10 @@ func (r *replica) refuse(c *Conv) {
 }
 
 // serve runs the handler for one conversation and frees its slot.
-func (r *replica) serve(c *Conv) {
-	start := time.Now()
+func (r *replica) serve(c *Conv) { r.serveFrom(c, time.Now()) }
+
+// serveFrom runs c's handler, counting its time from start.
+func (r *replica) serveFrom(c *Conv, start time.Time) {
 	err := safeServe(r.h, c)
 	r.stats.procNS.Add(int64(time.Since(start)))
 	if err != nil {

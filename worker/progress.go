@@ -23,12 +23,14 @@ func (r *replica) progressTick() {
 	r.offline = !connected
 	var slow, idle, lost []*Conv
 	r.mu.Lock()
-	for _, c := range r.convs {
+	for _, c := range r.calls {
 		if c.progress && now.Sub(c.started) >= progressDelay { // sendWorking skips those already told
 			slow = append(slow, c)
 		}
-		if c.call {
-			continue
+	}
+	for _, c := range r.convs {
+		if c.progress && now.Sub(c.started) >= progressDelay {
+			slow = append(slow, c)
 		}
 		if c.keepalive > 0 {
 			switch {

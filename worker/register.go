@@ -113,20 +113,21 @@ func (r *replica) info() proto.ReplicaInfo {
 	lastActive := r.lastActive
 	var convs []proto.ConvInfo
 	omitted := 0
-	for _, c := range r.convs {
+	r.eachLocked(func(c *Conv) bool {
 		if c.released {
-			continue // answered; its handler may still be finishing
+			return true // answered; its handler may still be finishing
 		}
 		if len(convs) == proto.MaxConvInfos {
 			omitted++
-			continue
+			return true
 		}
 		c.mu.Lock() // lock order: replica.mu before Conv.mu
 		n := max(c.seq, 1)
 		c.mu.Unlock()
 		convs = append(convs, proto.ConvInfo{Client: proto.ClientOfInbox(c.firstTo), Call: c.call, Queued: c.queued,
 			Started: c.started.UnixMilli(), Messages: n})
-	}
+		return true
+	})
 	r.mu.Unlock()
 	sort.Slice(convs, func(i, j int) bool { return convs[i].Started < convs[j].Started })
 	return proto.ReplicaInfo{
@@ -223,7 +224,7 @@ func (r *replica) parkTick() bool {
 	r.tickParked.Store(true)
 	r.mu.Lock()
 	pullOwed := !r.pulling && r.state == stateReady && r.active < r.cfg.capacity && r.pullSubj != "" && !r.joinPending
-	quiet := r.active == 0 && !pullOwed && !r.dirty.Load() && len(r.convs) == 0
+	quiet := r.active == 0 && !pullOwed && !r.dirty.Load() && len(r.convs) == 0 && len(r.calls) == 0
 	r.mu.Unlock()
 	if !quiet {
 		r.tickParked.Store(false)

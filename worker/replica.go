@@ -106,7 +106,8 @@ type replica struct {
 	mu          sync.Mutex
 	state       int
 	active      int // slots taken
-	convs       map[string]*Conv
+	convs       map[string]*Conv // conversations by id
+	calls       map[uint64]*Conv // calls by number (callSeq): no id string per call
 	tombs       map[string]*proto.Error
 	tombOrder   []string
 	warm        *nats.Subscription
@@ -130,7 +131,7 @@ type replica struct {
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
 	stallState
-	callSeq      uint64             // the last call's number (its id); guarded by mu
+	callSeq      uint64             // the last call's number (its key in calls); guarded by mu
 	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
 	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
 	activatedWhy string             // what activated a standby; written before activated is closed
@@ -152,7 +153,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	r := &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
-		convs: map[string]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
+		convs: map[string]*Conv{}, calls: map[uint64]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), tickKick: make(chan struct{}, 1),
 		activated: make(chan struct{}),
@@ -318,10 +319,8 @@ func (r *replica) shutdown(grace time.Duration) {
 	handlersDone := r.wait(&r.serving, grace)
 	if !handlersDone {
 		r.mu.Lock()
-		open := make([]*Conv, 0, len(r.convs))
-		for _, c := range r.convs {
-			open = append(open, c)
-		}
+		open := make([]*Conv, 0, len(r.convs)+len(r.calls))
+		r.eachLocked(func(c *Conv) bool { open = append(open, c); return true })
 		r.mu.Unlock()
 		r.cfg.logger.Info("ending open conversations", "open", len(open))
 		for _, c := range open {

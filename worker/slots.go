@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,11 +72,11 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
 	}
 	if c.call {
-		// A call's id never leaves the replica (no message can name a
-		// call: onPrivate refuses calls' ids), so a counter will do: no
-		// random bits per warm call.
+		// A call has no id (no message can name a call: its caller
+		// finds it by reply subject), only a number for the calls map:
+		// no random bits and no string per warm call.
 		r.callSeq++
-		c.id = callIDPrefix + strconv.FormatUint(r.callSeq, 36)
+		c.num = r.callSeq
 		// A call's handler runs under the replica's own context (cancelled
 		// at IMMED), with a cancel of its own that costs nothing until the
 		// handler asks for Done (callCtx): a context.WithCancel per call
@@ -93,7 +92,11 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 			c.heard.Store(c.started.UnixNano())
 		}
 	}
-	r.convs[c.id] = c // calls too, so IMMED can answer them
+	if c.call {
+		r.calls[c.num] = c // so IMMED, FIND and the progress tick find it
+	} else {
+		r.convs[c.id] = c
+	}
 	r.serving.addLocked()
 	r.mu.Unlock()
 
@@ -162,8 +165,10 @@ func (r *replica) releaseLocked(c *Conv) {
 		return // already freed when its last reply went out
 	}
 	c.released = true
-	delete(r.convs, c.id)
-	if !c.call {
+	if c.call {
+		delete(r.calls, c.num)
+	} else {
+		delete(r.convs, c.id)
 		r.tombLocked(c.id, c.endReason())
 	}
 	r.active--
@@ -189,9 +194,20 @@ func (r *replica) tombLocked(id string, e *proto.Error) {
 	}
 }
 
-// callIDPrefix starts the ids of calls: shorter than a conversation id,
-// so the two never meet in the replica's map.
-const callIDPrefix = "call."
+// eachLocked calls f for every call and conversation the replica holds
+// (calls first) until f returns false. The caller holds r.mu.
+func (r *replica) eachLocked(f func(c *Conv) bool) {
+	for _, c := range r.calls {
+		if !f(c) {
+			return
+		}
+	}
+	for _, c := range r.convs {
+		if !f(c) {
+			return
+		}
+	}
+}
 
 // convID returns a new conversation id: 128 random bits from crypto/rand
 // in 22 characters of unpadded base64url ([A-Za-z0-9_-], one subject

@@ -104,7 +104,10 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.cli, err = client.New(cnc); err != nil {
+	// Every call has 5 s, as every baseline request has (nc.Request's
+	// timeout): the client's default, for calls whose context has no
+	// deadline.
+	if p.cli, err = client.New(cnc, client.WithTimeout(5*time.Second)); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -196,12 +199,7 @@ func runWarm(ctx context.Context, cfg Config) (*Result, error) {
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	raw := func() error { _, err := p.rawNC.Request(p.raw, payload, 5*time.Second); return err }
 	mic := func() error { _, err := p.rawNC.Request(p.micro, payload, 5*time.Second); return err }
-	must := func() error {
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := p.cli.Call(c, p.service, payload)
-		return err
-	}
+	must := func() error { _, err := p.cli.Call(ctx, p.service, payload); return err } // 5 s: the client's default
 	// Warm all up so none pays first-use costs in the measurement.
 	for _, op := range []func() error{raw, mic, must} {
 		if _, _, err := load(cfg.Clients, 200*time.Millisecond, op); err != nil {
