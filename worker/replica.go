@@ -105,7 +105,7 @@ type replica struct {
 
 	mu          sync.Mutex
 	state       int
-	active      int // slots taken
+	active      int              // slots taken
 	convs       map[string]*Conv // conversations by id
 	calls       map[uint64]*Conv // calls by number (callSeq): no id string per call
 	tombs       map[string]*proto.Error
