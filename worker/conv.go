@@ -50,8 +50,9 @@ type Conv struct {
 	pending   *Message // received and not yet replied
 	replyTo   string   // where the pending message's reply goes
 	ended     *proto.Error
-	released  bool   // slot given back (guarded by replica.mu)
-	num       uint64 // a call's key in replica.calls (0 for a conversation)
+	released  bool    // slot given back (guarded by replica.mu)
+	num       uint64  // a call's key in replica.calls (0 for a conversation)
+	firstMsg  Message // what first points to at the start (kept in the Conv: one allocation less)
 	seq       int
 	started   time.Time     // when the opening message was accepted
 	waitSince time.Time     // when Receive began waiting for the client (zero while not waiting)

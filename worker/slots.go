@@ -31,7 +31,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	if err == nil && op != proto.OpCall && op != proto.OpNew {
 		err = fmt.Errorf("%w: %s %s belongs on the replica subject", proto.ErrBadHeader, proto.HdrOp, op)
 	}
-	m, err2 := r.message(nm)
+	m, err2 := r.messageValue(nm)
 	if err == nil {
 		err = err2
 	}
@@ -69,8 +69,9 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	c = &Conv{
 		r: r, call: op == proto.OpCall, queued: queued,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
-		first: m, firstTo: replyTo, started: time.Now(), keepalive: keepalive,
+		firstTo: replyTo, started: time.Now(), keepalive: keepalive, firstMsg: m,
 	}
+	c.first = &c.firstMsg // one allocation for both
 	if c.call {
 		// A call has no id (no message can name a call: its caller
 		// finds it by reply subject), only a number for the calls map:

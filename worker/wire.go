@@ -12,10 +12,20 @@ import (
 // message converts a NATS message into a Message, counting it; the error
 // is a malformed deadline header.
 func (r *replica) message(nm *nats.Msg) (*Message, error) {
+	m, err := r.messageValue(nm)
+	return &m, err
+}
+
+// messageValue is message without the allocation: accept keeps the first
+// message of a call or conversation inside its Conv.
+func (r *replica) messageValue(nm *nats.Msg) (Message, error) {
 	r.stats.msgs.Add(1)
 	r.stats.bytesIn.Add(int64(len(nm.Data)))
+	if len(nm.Header) == 0 { // a bare request: no deadline, and no clock read for it
+		return Message{Data: nm.Data, Header: nm.Header}, nil
+	}
 	dl, err := proto.ParseDeadline(nm.Header, time.Now())
-	return &Message{Data: nm.Data, Header: nm.Header, Deadline: dl}, err
+	return Message{Data: nm.Data, Header: nm.Header, Deadline: dl}, err
 }
 
 // replyError sends the coded error e to a caller. It takes no lock.
