@@ -203,11 +203,6 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 					c.holder(&w, r)
 				}
 			}
-		case cut && !queued && !w.find && w.replica == "":
-			// Sent to a broker, then cut off before any status came: the
-			// request may or may not be queued, and without its queue
-			// sequence nobody can say. Two such checks end the call.
-			err = errNotHeld
 		case askHeld || (w.find && !queued):
 			var r *nats.Msg
 			if r, err = c.findHolder(ctx, proto.HeldSubject(w.svc), reply); r != nil {
