@@ -181,6 +181,12 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()
 	ack, err := b.js.PublishMsg(ctx, queued(m, svc, replyTo, dl, now))
+	if dupInProcess(err) {
+		// A repeat (Muster-Once) of a request whose first copy a publish
+		// (this broker's or another's) is still storing: that one answers,
+		// and if its broker dies the caller sends it again.
+		return
+	}
 	if err != nil {
 		b.replyError(replyTo, b.queueError(err))
 		return
@@ -341,7 +347,15 @@ func (b *Broker) queueError(err error) *proto.Error {
 const (
 	jsErrHeaderTooBig = 10097 // header size exceeds maximum allowed of 64k
 	jsErrStoreFailed  = 10077 // store failed: maximum bytes or messages exceeded (the queue is full)
+	jsErrDupInProcess = 10158 // duplicate message id is in process (a clustered stream still storing the first copy)
 )
+
+// dupInProcess reports whether err says the stream is still storing
+// another message with the same Nats-Msg-Id.
+func dupInProcess(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jsErrDupInProcess
+}
 
 // queuedOverhead is about how many bytes the queued copy carries beyond
 // the request's own headers and body, besides the reply subject.
