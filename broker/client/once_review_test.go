@@ -1,0 +1,115 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/testutil"
+	"github.com/musterhq/muster/worker"
+)
+
+// TestResendToNoBrokerKeepsAQueuedCall: the only broker queues a request
+// and dies before it answers ("queued" lost). The request waits in the
+// stream, and the service's replica (busy at that moment) takes it from
+// the queue as soon as it is free: the caller must get its reply, as it did
+// before callers resent to the brokers. A resend that finds no broker
+// (no responders) is no verdict: the first copy may be queued.
+func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/ONCE/NOBROKER"
+	release := make(chan struct{})
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		if string(m.Data) == "block" {
+			<-release
+		}
+		return c.Reply(m.Data)
+	}, worker.WithService(svc), worker.WithCapacity(1))
+
+	// The replica is busy with a slow call.
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := e.Client.Call(testutil.Context(t, 30*time.Second), svc, []byte("block"))
+		blocked <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	// The broker is gone; in its place a "broker" that stores the request
+	// in the queue stream, as the broker does, and dies before it answers.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Broker.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	sink := testutil.Connect(t, e.Server)
+	js, err := jetstream.New(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := make(chan error, 1)
+	var sub *nats.Subscription
+	sub, err = sink.QueueSubscribe(proto.CallSubject(proto.MustService(svc)), proto.BrokerQueue, func(m *nats.Msg) {
+		_ = sub.Unsubscribe() // it dies with the request
+		q := nats.NewMsg(proto.QueueSubject(proto.MustService(svc)))
+		q.Data = m.Data
+		for k, v := range m.Header {
+			q.Header[k] = v
+		}
+		q.Header.Set(proto.HdrReply, m.Reply)
+		q.Header.Set(jetstream.MsgIDHeader, m.Reply)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.PublishMsg(ctx, q)
+		stored <- err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		reply []byte
+		err   error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		r, err := e.Client.Call(testutil.Context(t, 30*time.Second), svc, []byte("queued"))
+		done <- result{r, err}
+	}()
+	select {
+	case err := <-stored:
+		if err != nil {
+			t.Fatalf("request not stored: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the broker subject")
+	}
+	// A few ping intervals later the replica is free and takes it.
+	time.Sleep(3 * time.Second)
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatalf("blocking call: %v", err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.reply) != "queued" {
+			t.Fatalf("queued call ended after %v with %q %v; want its reply (it waited in the queue and the replica served it)",
+				time.Since(start).Round(time.Millisecond), r.reply, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("queued call still waiting")
+	}
+}
