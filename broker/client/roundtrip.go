@@ -94,6 +94,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		return nil, transportError(err)
 	}
 	var sent time.Time
+	resent := false // a repeat went out: a 503 now says nothing of the first copy
 	if w.resend {
 		sent = time.Now()
 	}
@@ -123,6 +124,12 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 				break // check at once
 			}
 			if r.Header.Get(proto.HdrNATSStatus) == "503" {
+				if resent {
+					// A repeat found no broker: the first copy may be
+					// queued (its broker died after storing it), and a
+					// replica may still take it. Silence, not a verdict.
+					continue
+				}
 				return nil, errNoResponders
 			}
 			switch r.Header.Get(proto.HdrStatus) {
@@ -187,9 +194,11 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 				if err := c.nc.PublishMsg(m); err != nil {
 					return nil, transportError(err)
 				}
+				resent = true
 				continue
 			}
-			return nil, proto.Errorf(proto.CodeBrokerNotActive, "no broker answered the request within %v; it may or may not have been queued", brokerSilence)
+			// Not returned at once: a reply that raced the tick wins (below).
+			err = proto.Errorf(proto.CodeBrokerNotActive, "no broker answered the request within %v; it may or may not have been queued", brokerSilence)
 		case w.replica != "" && !askHeld:
 			err = c.pingReplica(ctx, w)
 		case cut && queued && w.replica == "" && qseq != "":
