@@ -260,6 +260,14 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		}
 		select { // a reply that raced the failed check wins
 		case r := <-ch:
+			if r != nudge && r.Header.Get(proto.HdrNATSStatus) == "503" {
+				// NATS's no responders, late: nobody got the request
+				// (or, after a repeat, no broker is there now).
+				if !resent {
+					return nil, errNoResponders
+				}
+				break
+			}
 			if s := r.Header.Get(proto.HdrStatus); r != nudge && (s == "" || s == proto.StatusEOC || s == proto.StatusError) {
 				return r, nil
 			}
