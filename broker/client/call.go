@@ -34,6 +34,10 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 		t.Reset(c.timeout)
 		defer func() {
 			t.Stop() // since Go 1.23 no stale tick survives Stop and Reset
+			select { // unless a program sets GODEBUG asynctimerchan=1
+			case <-t.C:
+			default:
+			}
 			deadlineTimers.Put(t)
 		}()
 		w.dl, w.expire = time.Now().Add(c.timeout), t.C

@@ -270,7 +270,11 @@ func TestBrokerLostBeforeQueued(t *testing.T) {
 	if err := sink.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, testutil.Connect(t, s))
+	c, err := client.New(testutil.Connect(t, s), client.WithPingInterval(100*time.Millisecond)) // first repeat after 1 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	type result struct {
 		reply []byte
 		err   error

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
@@ -85,8 +86,15 @@ func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	start := time.Now()
+	// Repeats 1 s and 3 s after the send (ping 100 ms), both before the
+	// replica is free.
+	c, err := client.New(testutil.Connect(t, e.Server), client.WithPingInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	go func() {
-		r, err := e.Client.Call(testutil.Context(t, 30*time.Second), svc, []byte("queued"))
+		r, err := c.Call(testutil.Context(t, 30*time.Second), svc, []byte("queued"))
 		done <- result{r, err}
 	}()
 	select {
@@ -97,8 +105,8 @@ func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request did not reach the broker subject")
 	}
-	// A few ping intervals later the replica is free and takes it.
-	time.Sleep(3 * time.Second)
+	// After two repeats (to no broker) the replica is free and takes it.
+	time.Sleep(3500 * time.Millisecond)
 	close(release)
 	if err := <-blocked; err != nil {
 		t.Fatalf("blocking call: %v", err)

@@ -40,11 +40,18 @@ type watch struct {
 	expire <-chan time.Time
 }
 
-// brokerSilence is how long a caller sends a request to the brokers again
-// (once per ping interval) while none says a word about it: a broker
-// answers within its 5 s queue timeout, so past this none will. Well
-// inside proto.DedupWindow.
-const brokerSilence = 10 * time.Second
+// A request sent to the brokers that no broker has said a word about is
+// sent again (Muster-Once) first resendAfter ping intervals after it left
+// (5 s by default: a broker answers within its 5 s queue timeout unless a
+// backlog holds it up), then at doubling gaps, and not once resendFor has
+// passed since the first send, well inside proto.DedupWindow. Repeats are
+// for a broker that died with the request; a slow one is not dead, and
+// early repeats would only join its backlog (TestResendStormCluster). A
+// call nobody answers ends at its deadline.
+const (
+	resendAfter = 10
+	resendFor   = proto.DedupWindow / 2
+)
 
 // roundTrip publishes m with a fresh reply token (or the one in w) and waits for the final
 // message: a reply, an error reply, a 503, a conversation event, a dead
@@ -93,10 +100,12 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, transportError(err)
 	}
-	var sent time.Time
+	var sent, nextSend time.Time
+	gap := time.Duration(resendAfter) * c.ping
 	resent := false // a repeat went out: a 503 now says nothing of the first copy
 	if w.resend {
 		sent = time.Now()
+		nextSend = sent.Add(gap)
 	}
 	var tick <-chan time.Time
 	var ticker *time.Ticker
@@ -184,21 +193,22 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		askHeld := cut && w.replica != "" && w.svc.Class != ""
 		switch {
 		case w.resend && !queued && w.replica == "":
-			// Sent to a broker, and not a word back in a ping interval:
-			// the broker may have died with it (before or after it
-			// queued it), or our connection dropped. Send it again: with
+			// Sent to a broker, and not a word back: the broker may have
+			// died with it (before or after it queued it), or our
+			// connection dropped. Send it again (see resendAfter): with
 			// Muster-Once the brokers queue it at most once, and a live
-			// one answers at once ("queued" with the first copy's
-			// sequence if it has it).
-			if time.Since(sent) < brokerSilence {
+			// one answers ("queued" with the first copy's sequence if it
+			// has it). Not while cut off: the repeats would only fill the
+			// reconnect buffer.
+			if now := time.Now(); !now.Before(nextSend) && now.Sub(sent) < resendFor && c.nc.IsConnected() {
 				if err := c.nc.PublishMsg(m); err != nil {
 					return nil, transportError(err)
 				}
 				resent = true
-				continue
+				gap *= 2
+				nextSend = now.Add(gap)
 			}
-			// Not returned at once: a reply that raced the tick wins (below).
-			err = proto.Errorf(proto.CodeBrokerNotActive, "no broker answered the request within %v; it may or may not have been queued", brokerSilence)
+			continue
 		case w.replica != "" && !askHeld:
 			err = c.pingReplica(ctx, w)
 		case cut && queued && w.replica == "" && qseq != "":
