@@ -23,15 +23,13 @@ func (r *replica) progressTick() {
 	r.offline = !connected
 	var slow, idle, lost []*Conv
 	r.mu.Lock()
-	for _, c := range r.calls {
+	r.eachLocked(func(c *Conv) bool {
 		if c.progress && now.Sub(c.started) >= progressDelay { // sendWorking skips those already told
 			slow = append(slow, c)
 		}
-	}
+		return true
+	})
 	for _, c := range r.convs {
-		if c.progress && now.Sub(c.started) >= progressDelay {
-			slow = append(slow, c)
-		}
 		if c.keepalive > 0 {
 			switch {
 			case rejoined:

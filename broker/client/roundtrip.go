@@ -173,16 +173,9 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		case <-c.done:
 			return nil, closedError()
 		case <-w.expire:
-			if w.svc.Class != "" && w.bare {
-				c.cancelHeld(proto.HeldSubject(w.svc), reply)
-			}
-			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", context.DeadlineExceeded)
+			return nil, c.gaveUp(w, reply, context.DeadlineExceeded)
 		case <-ctx.Done():
-			// At its deadline too when the replica does not know it.
-			if w.svc.Class != "" && (w.bare || errors.Is(ctx.Err(), context.Canceled)) {
-				c.cancelHeld(proto.HeldSubject(w.svc), reply)
-			}
-			return nil, proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", ctx.Err())
+			return nil, c.gaveUp(w, reply, ctx.Err())
 		case <-tick:
 		}
 		var err error
@@ -285,6 +278,16 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		}
 		return nil, err
 	}
+}
+
+// gaveUp ends a wait that its deadline or its caller (cause) ended. A CALL
+// or NEW is cancelled at the replica that holds it when the replica cannot
+// know: the caller cancelled, or the call went bare (no deadline header).
+func (c *Client) gaveUp(w watch, reply string, cause error) error {
+	if w.svc.Class != "" && (w.bare || errors.Is(cause, context.Canceled)) {
+		c.cancelHeld(proto.HeldSubject(w.svc), reply)
+	}
+	return proto.Errorf(proto.CodeWaitTimeout, "no reply within the deadline: %w", cause)
 }
 
 // holder takes the replica (and for NEW the conversation) a "working"

@@ -59,9 +59,8 @@ func (c *Client) dispatch(m *nats.Msg) {
 		case ch <- m:
 		default: // a waiter takes one final message; anything beyond is noise
 		}
-	}
+	} // else a late reply to a request that gave up
 	c.mu.Unlock()
-	// ch nil: a late reply to a request that gave up
 }
 
 // waiterChans holds the channels of finished requests for reuse: a call
@@ -99,16 +98,9 @@ func (c *Client) register(watch bool, subject string) (token, reply string, ch c
 // the channel goes back empty. Only for waiters that nobody else holds
 // (not a conversation's event token).
 func (c *Client) release(token string, ch chan *nats.Msg) {
-	c.mu.Lock()
-	delete(c.waiters, token) // a no-op on the nil map of a closed client
-	c.mu.Unlock()
-	for {
-		select {
-		case <-ch:
-			continue
-		default:
-		}
-		break
+	c.unregister(token)
+	for len(ch) > 0 {
+		<-ch
 	}
 	waiterChans.Put(ch)
 }

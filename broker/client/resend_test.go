@@ -2,9 +2,11 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -25,13 +27,14 @@ import (
 func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	const svc = "T/ONCE/NOBROKER"
-	release := make(chan struct{})
+	busy, release := make(chan struct{}), make(chan struct{})
 	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
 		m, err := c.Receive(ctx)
 		if err != nil {
 			return err
 		}
 		if string(m.Data) == "block" {
+			close(busy)
 			<-release
 		}
 		return c.Reply(m.Data)
@@ -43,7 +46,13 @@ func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 		_, err := e.Client.Call(testutil.Context(t, 30*time.Second), svc, []byte("block"))
 		blocked <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-busy:
+	case err := <-blocked:
+		t.Fatalf("blocking call ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replica did not take the blocking call")
+	}
 
 	// The broker is gone; in its place a "broker" that stores the request
 	// in the queue stream, as the broker does, and dies before it answers.
@@ -88,7 +97,8 @@ func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 	start := time.Now()
 	// Repeats 1 s and 3 s after the send (ping 100 ms), both before the
 	// replica is free.
-	c, err := client.New(testutil.Connect(t, e.Server), client.WithPingInterval(100*time.Millisecond))
+	cnc := testutil.Connect(t, e.Server)
+	c, err := client.New(cnc, client.WithPingInterval(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +115,22 @@ func TestResendToNoBrokerKeepsAQueuedCall(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request did not reach the broker subject")
 	}
-	// After two repeats (to no broker) the replica is free and takes it.
-	time.Sleep(3500 * time.Millisecond)
+	// After two repeats, both to no broker, the replica is free and takes
+	// it. The caller's connection publishes nothing else meanwhile.
+	sent := func() int64 {
+		cz, err := e.Server.Connz(&server.ConnzOptions{CID: clientID(t, cnc)})
+		if err != nil || len(cz.Conns) != 1 {
+			t.Fatalf("connz: %v %v", cz, err)
+		}
+		return cz.Conns[0].InMsgs
+	}
+	first := sent()
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := sent() - first; n < 2 {
+			return fmt.Errorf("%d repeats so far", n)
+		}
+		return nil
+	})
 	close(release)
 	if err := <-blocked; err != nil {
 		t.Fatalf("blocking call: %v", err)
