@@ -172,11 +172,10 @@ func runStandby(ctx context.Context, cfg Config) (*Result, error) {
 	}, nil
 }
 
-// procCPU is a process's user + system CPU time (/proc/PID/stat).
 // settle waits until process pid has used no CPU for quiet (its threads'
-// run times, exact), at most max. It reports whether it did.
-func settle(ctx context.Context, pid int, quiet, max time.Duration) bool {
-	deadline := time.Now().Add(max)
+// run times, exact), at most limit. It reports whether it did.
+func settle(ctx context.Context, pid int, quiet, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
 	last, err := cpuTime(pid)
 	if err != nil {
 		return false
@@ -195,6 +194,7 @@ func settle(ctx context.Context, pid int, quiet, max time.Duration) bool {
 	return false
 }
 
+// procCPU is a process's user + system CPU time (/proc/PID/stat).
 func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
