@@ -31,7 +31,8 @@ type ClusterStatus struct {
 	// Current says this node has caught up with the meta leader.
 	Current bool
 	// Ready is how many nodes, this one included, the meta group counts
-	// as online with JetStream: where assets can be placed.
+	// as online with JetStream and this node has a route to: where assets
+	// can be placed.
 	Ready int
 }
 
@@ -95,7 +96,10 @@ func status(s *server.Server, cfg Config, expected int) ClusterStatus {
 			// leader among them when it is another one).
 			st.Ready = 1
 			for _, p := range jsz.Meta.Replicas {
-				if !p.Offline {
+				// Offline comes from the stopped node's shutdown event or,
+				// when that is lost, minutes later; a node this one has no
+				// route to is not online from here either.
+				if !p.Offline && slices.Contains(st.Connected, p.Name) {
 					st.Ready++
 				}
 			}
