@@ -137,8 +137,12 @@ func coded(err error) error {
 	return err
 }
 
-// exitCode is the process exit status for err (see exitStatusHelp).
+// exitCode is the process exit status for err (see exitStatusHelp): 0
+// for nil.
 func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
 	var pe *proto.Error
 	if errors.As(err, &pe) {
 		return 2

@@ -153,6 +153,9 @@ func TestUnknownCommand(t *testing.T) {
 	if exitCode(&targetsMissedError{[]string{"warm"}}) != 3 {
 		t.Error("a missed bench target is not exit status 3")
 	}
+	if exitCode(nil) != 0 {
+		t.Error("success is not exit status 0")
+	}
 }
 
 // TestUnexpectedArgument: a command that takes no arguments refuses one.
