@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +106,80 @@ func BenchmarkWarmThroughput(b *testing.B) {
 	b.ReportMetric(m, "muster-calls/s")
 	b.ReportMetric(r, "raw-req/s")
 	b.ReportMetric(m/r, "throughput-ratio")
+}
+
+// BenchmarkConversation measures sequential conversations of 10 messages
+// (NEW, 8 OLD, a last OLD the replica ends, as `muster bench conv` does)
+// against 10 raw NATS requests, in alternating rounds of the same run, and
+// reports the time and the allocations (the whole process: client,
+// replica and NATS server) per message of each, and the ratios.
+func BenchmarkConversation(b *testing.B) {
+	e, raw := benchSetup(b)
+	payload := []byte("0123456789abcdef0123456789abcdef")
+	ctx := context.Background()
+	const msgs, round = 10, 50
+	var musterNS, rawNS time.Duration
+	var musterAllocs, rawAllocs uint64
+	var musterN, rawN int
+	var ms runtime.MemStats
+	mallocs := func() uint64 { runtime.ReadMemStats(&ms); return ms.Mallocs }
+	var musterMsgs, rawMsgs int64
+	inMsgs := func() int64 {
+		v, err := e.Server.Varz(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v.InMsgs
+	}
+	conv := func() {
+		cv, _, err := e.Client.Open(ctx, demo.EchoService, payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := 2; i < msgs; i++ {
+			if _, err := cv.Send(ctx, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := cv.Send(ctx, []byte("bye")); err != nil {
+			b.Fatal(err)
+		}
+		if cv.Ended() == nil {
+			b.Fatal("conversation not ended by the replica")
+		}
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(round, b.N-done)
+		m0, a0, start := inMsgs(), mallocs(), time.Now()
+		for i := 0; i < n*msgs; i++ {
+			if _, err := raw.Request("bench.raw.echo", payload, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rawNS += time.Since(start)
+		rawAllocs += mallocs() - a0
+		rawMsgs += inMsgs() - m0
+		rawN += n * msgs
+		m0, a0, start = inMsgs(), mallocs(), time.Now()
+		for i := 0; i < n; i++ {
+			conv()
+		}
+		musterNS += time.Since(start)
+		musterAllocs += mallocs() - a0
+		musterMsgs += inMsgs() - m0
+		musterN += n * msgs
+		done += n
+	}
+	m, r := float64(musterNS)/float64(musterN), float64(rawNS)/float64(rawN)
+	b.ReportMetric(m, "muster-ns/msg")
+	b.ReportMetric(r, "raw-ns/msg")
+	b.ReportMetric(r/m, "msgs-ratio")
+	ma, ra := float64(musterAllocs)/float64(musterN), float64(rawAllocs)/float64(rawN)
+	b.ReportMetric(ma, "muster-allocs/msg")
+	b.ReportMetric(ra, "raw-allocs/msg")
+	// What the NATS server received per message (requests, replies and
+	// anything else on the wire meanwhile, heartbeats included).
+	b.ReportMetric(float64(musterMsgs)/float64(musterN), "muster-nats-msgs/msg")
+	b.ReportMetric(float64(rawMsgs)/float64(rawN), "raw-nats-msgs/msg")
 }

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,7 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/client"
-	"github.com/musterhq/muster/examples/demo"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
 	"github.com/musterhq/muster/worker"
 )
@@ -85,7 +87,7 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 		done := make(chan error, 1)
 		p.done = append(p.done, done)
 		go func() {
-			done <- worker.Run(runCtx, worker.HandlerFunc(demo.Echo), worker.WithConn(wnc), worker.WithService(p.service), worker.WithReplicaID(id),
+			done <- worker.Run(runCtx, worker.HandlerFunc(mirror), worker.WithConn(wnc), worker.WithService(p.service), worker.WithReplicaID(id),
 				worker.WithCapacity(capacity), worker.WithSignals(false), worker.WithLogger(cfg.Logger),
 				worker.WithReadyFunc(func() { close(ready) }))
 		}()
@@ -112,6 +114,33 @@ func startPair(ctx context.Context, cfg Config) (_ *pair, retErr error) {
 	}
 	return p, nil
 }
+
+// mirror is the bench replicas' handler: it answers every message with
+// its payload unchanged, as the raw and micro baselines do (demo.Echo
+// numbers conversation messages with fmt.Sprintf, work the baselines do
+// not do), and a conversation message "bye" ends the conversation.
+func mirror(ctx context.Context, c *worker.Conv) error {
+	for {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			if errors.Is(err, proto.ErrEOC) || errors.Is(err, proto.ErrCancelled) {
+				return nil
+			}
+			return err
+		}
+		if c.IsCall() {
+			return c.Reply(m.Data)
+		}
+		if bytes.Equal(m.Data, bye) {
+			return c.ReplyEnd(m.Data)
+		}
+		if err := c.Reply(m.Data); err != nil {
+			return err
+		}
+	}
+}
+
+var bye = []byte("bye")
 
 func (p *pair) close() {
 	if p.stop != nil {
