@@ -18,6 +18,10 @@ import (
 // is freed only after the end, so a message that finds the conversation
 // gone gets the tombstone.
 func (r *replica) onPrivate(nm *nats.Msg) {
+	if len(nm.Header) == 0 {
+		r.onBare(nm)
+		return
+	}
 	op, err := proto.ParseOp(nm.Header)
 	if err != nil {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
@@ -48,6 +52,34 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 		return
 	}
 	r.mu.Unlock()
+	r.toConv(c, op, nm)
+}
+
+// onBare takes a message with no headers on the private subject: an OLD of
+// the conversation whose NEW named its reply subject in Muster-Notify (the
+// replica said Muster-Bare: 1 in its reply to that NEW).
+func (r *replica) onBare(nm *nats.Msg) {
+	if nm.Reply == "" {
+		return // nobody to answer
+	}
+	r.mu.Lock()
+	c := r.byNotify[nm.Reply]
+	if c == nil {
+		tomb := r.tombs[nm.Reply]
+		r.mu.Unlock()
+		if tomb == nil {
+			tomb = proto.Errorf(proto.CodeNoConversation, "no conversation on replica %s has %s as its notify subject (a message with no headers is an OLD named by its reply subject)", r.cfg.replicaID, nm.Reply)
+		}
+		r.replyError(nm.Reply, tomb)
+		return
+	}
+	r.mu.Unlock()
+	r.toConv(c, proto.OpOld, nm)
+}
+
+// toConv hands op (OLD, EOC, CANCEL, PING with a conversation) to the
+// open conversation c.
+func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) {
 	if c.keepalive > 0 {
 		c.heard.Store(time.Now().UnixNano()) // the client is there
 	}
@@ -61,10 +93,10 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 	case turn:
 		c.awaitTurn() // its reply leaves in the same write as the others (turn.go)
 	case op == proto.OpPing:
-		r.ack(nm.Reply, id)
+		r.ack(nm.Reply, c.id)
 	case op == proto.OpCancel:
 		c.stopCtx()
-		r.ack(nm.Reply, id)
+		r.ack(nm.Reply, c.id)
 	}
 }
 

@@ -28,6 +28,7 @@ type Conv struct {
 	call     bool
 	queued   bool   // taken from the broker's queue (for the registration's ConvInfo)
 	notify   string // client's event subject (conversations)
+	bare     bool   // its OLDs may come bare, named by notify (set by accept, before the handler runs)
 	progress bool
 	ctx      context.Context
 	cancel   context.CancelFunc // a conversation's; a call's is cctx.cancel (stopCtx)
@@ -106,7 +107,10 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 	for {
 		select {
 		case nm := <-c.in:
-			op, _ := proto.ParseOp(nm.Header)
+			op := proto.OpOld // a bare message is an OLD (onPrivate)
+			if len(nm.Header) > 0 {
+				op, _ = proto.ParseOp(nm.Header)
+			}
 			switch op {
 			case proto.OpOld:
 				m, _ := c.r.message(nm)
@@ -234,6 +238,8 @@ func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
 	m.Header.Set(proto.HdrConv, c.id)
 	if end {
 		m.Header.Set(proto.HdrStatus, proto.StatusEOC)
+	} else if c.seq == 1 && c.bare {
+		m.Header.Set(proto.HdrBare, "1")
 	}
 	return to, m, nil
 }

@@ -103,13 +103,16 @@ type replica struct {
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
 
-	mu          sync.Mutex
-	state       int
-	active      int              // slots taken
-	convs       map[string]*Conv // conversations by id
+	mu     sync.Mutex
+	state  int
+	active int              // slots taken
+	convs  map[string]*Conv // conversations by id
+	// byNotify holds the open conversations whose OLDs may come bare,
+	// by their Muster-Notify subject (the bare OLD's reply subject).
+	byNotify    map[string]*Conv
 	calls       map[uint64]*Conv // calls by number (callSeq): no id string per call
 	tombs       map[string]*proto.Error
-	tombOrder   []string
+	tombOrder   []tomb
 	warm        *nats.Subscription
 	drainedWarm *nats.Subscription // the warm subscription last left, maybe still draining
 	subs        []*nats.Subscription
@@ -153,7 +156,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	r := &replica{
 		cfg: cfg, h: h, nc: nc, started: time.Now(),
 		baseCtx: ctx, baseCancel: cancel,
-		convs: map[string]*Conv{}, calls: map[uint64]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
+		convs: map[string]*Conv{}, byNotify: map[string]*Conv{}, calls: map[uint64]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), tickKick: make(chan struct{}, 1),
 		activated: make(chan struct{}),

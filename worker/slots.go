@@ -97,6 +97,13 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		r.calls[c.num] = c // so IMMED, FIND and the progress tick find it
 	} else {
 		r.convs[c.id] = c
+		// Its OLDs may come bare, named by their reply subject, unless
+		// another open conversation has that subject already: the first
+		// keeps it, so no NEW can take over another's messages.
+		if c.notify != "" && r.byNotify[c.notify] == nil && proto.ValidNotify(c.notify) {
+			r.byNotify[c.notify] = c
+			c.bare = true
+		}
 	}
 	r.serving.addLocked()
 	r.mu.Unlock()
@@ -170,7 +177,12 @@ func (r *replica) releaseLocked(c *Conv) {
 		delete(r.calls, c.num)
 	} else {
 		delete(r.convs, c.id)
-		r.tombLocked(c.id, c.endReason())
+		notify := ""
+		if c.bare {
+			delete(r.byNotify, c.notify)
+			notify = c.notify // a bare OLD sent after the end gets the tombstone too
+		}
+		r.tombLocked(c.id, notify, c.endReason())
 	}
 	r.active--
 	if r.cfg.exitAfterEOC && r.state == stateReady {
@@ -185,15 +197,28 @@ func (r *replica) releaseLocked(c *Conv) {
 	r.dirty.Store(true)
 }
 
-// tombLocked remembers why conversation id ended (the last maxTombs).
-func (r *replica) tombLocked(id string, e *proto.Error) {
+// tombLocked remembers why conversation id ended (the last maxTombs
+// conversations), by its id and, when its OLDs could come bare, by its
+// notify subject ("" if not) too: no id has a dot, every such subject has
+// one.
+func (r *replica) tombLocked(id, notify string, e *proto.Error) {
 	r.tombs[id] = e
-	r.tombOrder = append(r.tombOrder, id)
+	if notify != "" && r.byNotify[notify] == nil {
+		r.tombs[notify] = e
+	}
+	r.tombOrder = append(r.tombOrder, tomb{id, notify})
 	if len(r.tombOrder) > maxTombs {
-		delete(r.tombs, r.tombOrder[0])
+		old := r.tombOrder[0]
+		delete(r.tombs, old.id)
+		if old.notify != "" && r.tombs[old.notify] != nil {
+			delete(r.tombs, old.notify)
+		}
 		r.tombOrder = r.tombOrder[1:]
 	}
 }
+
+// tomb is a tombstone's keys in replica.tombs.
+type tomb struct{ id, notify string }
 
 // eachLocked calls f for every call and conversation the replica holds
 // (calls first) until f returns false. The caller holds r.mu.

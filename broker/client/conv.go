@@ -44,6 +44,12 @@ type Conv struct {
 	// deadline, not per message).
 	msg *nats.Msg
 	dl  time.Time
+	// bare: the replica routes this conversation's OLDs by their reply
+	// subject (it said Muster-Bare: 1 to the NEW), so the reused OLD goes
+	// with no headers at all (bareMsg); EOC, CANCEL and the OLDs of a
+	// fresh token keep theirs.
+	bare    bool
+	bareMsg *nats.Msg
 
 	mu    sync.Mutex
 	ended *proto.Error
@@ -78,7 +84,8 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if err != nil {
 		return nil, nil, err
 	}
-	cv := &Conv{c: c, svc: svc.svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events}
+	cv := &Conv{c: c, svc: svc.svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events,
+		bare: r.Header.Get(proto.HdrBare) == "1"}
 	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
 		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
 	}
@@ -219,6 +226,14 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 // busy) for op with data and ctx's deadline. Its header values are its
 // own, so they are written in place.
 func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte) *nats.Msg {
+	if cv.bare && op == proto.OpOld {
+		// No deadline either: the client keeps it, as for a bare call.
+		if cv.bareMsg == nil {
+			cv.bareMsg = &nats.Msg{Subject: cv.subject, Reply: cv.c.prefix + cv.token}
+		}
+		cv.bareMsg.Data = data
+		return cv.bareMsg
+	}
 	dl, _ := ctx.Deadline()
 	if cv.msg == nil {
 		cv.msg = &nats.Msg{Subject: cv.subject, Reply: cv.c.prefix + cv.token, Header: nats.Header{

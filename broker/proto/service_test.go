@@ -379,3 +379,27 @@ func TestCheckTokenMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestValidNotify: a subject that can name a conversation's bare OLDs is
+// literal, has at least two tokens, and is never a conversation id.
+func TestValidNotify(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"_INBOX.abc.7":                  true,
+		"events.500ms":                  true,
+		strings.Repeat("a.", 127):       false, // trailing empty token
+		"a." + strings.Repeat("b", 253): true,
+		"a." + strings.Repeat("b", 254): false, // 256 bytes
+		"conv1":                         false, // an id
+		"":                              false,
+		"a..b":                          false,
+		".a":                            false,
+		"a.*":                           false,
+		"a.>":                           false,
+		"_INBOX.a b":                    false,
+		"a.b\r\n":                       false,
+	} {
+		if got := proto.ValidNotify(s); got != ok {
+			t.Errorf("ValidNotify(%q) = %v, want %v", s, got, ok)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Subject prefixes and names. Everything Muster puts on NATS lives under
@@ -127,4 +128,19 @@ func ControlSubject(id string) string { return ControlPrefix + id }
 // length-prefixes each part to stay unambiguous: "q3_ABC4_ECHO...".
 func ConsumerName(s Service) string {
 	return fmt.Sprintf("q%d_%s%d_%s%d_%s", len(s.Class), s.Class, len(s.Name), s.Name, len(s.Service), s.Service)
+}
+
+// ValidNotify reports whether s can name a conversation's bare OLDs: a
+// literal subject of at least two tokens (so never a conversation id,
+// which has no dot), no wildcard, no white space, at most 255 bytes.
+func ValidNotify(s string) bool {
+	if len(s) > 255 || !strings.Contains(s, ".") {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+	}
+	return !strings.ContainsAny(s, " \t\r\n")
 }
