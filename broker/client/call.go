@@ -27,20 +27,8 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 		return nil, err
 	}
 	var w watch
-	if _, ok := ctx.Deadline(); !ok {
-		// The client's default timeout, kept by a pooled timer rather
-		// than a derived context: a warm call then allocates none.
-		t := deadlineTimers.Get().(*time.Timer)
-		t.Reset(c.timeout)
-		defer func() {
-			t.Stop() // since Go 1.23 no stale tick survives Stop and Reset
-			select { // unless a program sets GODEBUG asynctimerchan=1
-			case <-t.C:
-			default:
-			}
-			deadlineTimers.Put(t)
-		}()
-		w.dl, w.expire = time.Now().Add(c.timeout), t.C
+	if t := c.defaultDeadline(ctx, &w); t != nil {
+		defer stopDeadline(t)
 	}
 	m := &nats.Msg{Data: data}
 	if len(hdr) > 0 {
@@ -50,6 +38,30 @@ func (c *Client) CallMsg(ctx context.Context, service string, data []byte, hdr n
 		}
 	}
 	return c.request(ctx, svc, m, w)
+}
+
+// defaultDeadline gives w the client's default timeout when ctx has no
+// deadline, kept by a pooled timer rather than a derived context (a warm
+// call or a conversation message then allocates none), and returns the
+// timer for stopDeadline; nil when ctx has a deadline.
+func (c *Client) defaultDeadline(ctx context.Context, w *watch) *time.Timer {
+	if _, ok := ctx.Deadline(); ok {
+		return nil
+	}
+	t := deadlineTimers.Get().(*time.Timer)
+	t.Reset(c.timeout)
+	w.dl, w.expire = time.Now().Add(c.timeout), t.C
+	return t
+}
+
+// stopDeadline stops a timer from defaultDeadline and pools it.
+func stopDeadline(t *time.Timer) {
+	t.Stop() // since Go 1.23 no stale tick survives Stop and Reset
+	select { // unless a program sets GODEBUG asynctimerchan=1
+	case <-t.C:
+	default:
+	}
+	deadlineTimers.Put(t)
 }
 
 // deadlineTimers are the stopped timers of finished calls, for reuse.

@@ -16,7 +16,6 @@
 package client
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -145,12 +144,4 @@ func (c *Client) Close() error {
 // closedError is what a method of a closed client returns.
 func closedError() *proto.Error {
 	return proto.Errorf(proto.CodeBrokerNotActive, "%w", ErrClosed)
-}
-
-// withDeadline gives ctx the client's default deadline if it has none.
-func (c *Client) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {} // no derived context on the hot path
-	}
-	return context.WithTimeout(ctx, c.timeout)
 }

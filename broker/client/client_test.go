@@ -488,3 +488,77 @@ func TestQueuedCallKeepsTheDefaultTimeout(t *testing.T) {
 		t.Fatalf("queued copy's deadline %v (%v); want about 1s after the call started", dl.Sub(start), err)
 	}
 }
+
+// TestConversationKeepsTheDefaultTimeout: Open, Send and End with a
+// context that has no deadline get the client's default timeout (a pooled
+// timer, no derived context): a NEW queued with no replica to take it
+// carries that deadline and ends with 0074 at it; a Send the handler is
+// slow to answer ends with 0074 at it and leaves the conversation open;
+// the next Send goes with headers and a fresh reply subject, its
+// Muster-Deadline the default timeout from then.
+func TestConversationKeepsTheDefaultTimeout(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const timeout = 400 * time.Millisecond
+	const queuedSvc = "T/DEFAULT/CONVQ"
+	harness.RegisterAttach(t, e, "dlc-attach", queuedSvc) // attachable, never starts anything
+	dls := make(chan time.Time, 8)
+	slowDone := make(chan struct{})
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		for {
+			m, err := c.Receive(ctx)
+			if err != nil {
+				return nil
+			}
+			dls <- m.Deadline
+			if string(m.Data) == "slow" {
+				time.Sleep(3 * timeout)
+			}
+			if err := c.Reply(m.Data); err != nil {
+				return err
+			}
+			if string(m.Data) == "slow" {
+				close(slowDone)
+			}
+		}
+	}, worker.WithService("T/DEFAULT/CONV"), worker.WithReplicaID("dlc1"), worker.WithCapacity(2))
+	c, err := client.New(e.NC, client.WithTimeout(timeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	start := time.Now()
+	if _, _, err := c.Open(ctx, queuedSvc, []byte("x")); !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("queued NEW past its deadline: %v, want 0074", err)
+	}
+	if took := time.Since(start); took < timeout || took > timeout+2*time.Second {
+		t.Fatalf("queued NEW ended %v after it started; want at its deadline, %v", took, timeout)
+	}
+	start = time.Now()
+	cv, _, err := c.Open(ctx, "T/DEFAULT/CONV", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl := <-dls; dl.Before(start.Add(timeout-100*time.Millisecond)) || dl.After(start.Add(timeout+time.Second)) {
+		t.Fatalf("NEW's deadline %v after the start, want about %v", dl.Sub(start), timeout)
+	}
+	start = time.Now()
+	if _, err := cv.Send(ctx, []byte("slow")); !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("slow Send: %v, want 0074", err)
+	}
+	if took := time.Since(start); took < timeout || took > 2*timeout+time.Second {
+		t.Fatalf("slow Send ended %v after it started; want at its deadline, %v", took, timeout)
+	}
+	<-dls // the slow message's (bare: zero)
+	<-slowDone // its late reply went out: the replica takes the next message now
+	start = time.Now()
+	if got, err := cv.Send(ctx, []byte("next")); err != nil || string(got) != "next" {
+		t.Fatalf("Send after a timed-out one: %q, %v; want the conversation still open", got, err)
+	}
+	if dl := <-dls; dl.Before(start.Add(timeout-100*time.Millisecond)) || dl.After(start.Add(4*timeout+time.Second)) {
+		t.Fatalf("deadline of the Send after a timeout: %v after it started, want about %v", dl.Sub(start), timeout)
+	}
+	if err := cv.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -63,8 +63,10 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := c.withDeadline(ctx)
-	defer cancel()
+	w := watch{}
+	if t := c.defaultDeadline(ctx, &w); t != nil {
+		defer stopDeadline(t)
+	}
 	token, _, events, err := c.register(false, "")
 	if err != nil {
 		return nil, nil, err
@@ -80,7 +82,8 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if c.keepalive > 0 {
 		m.Header.Set(proto.HdrKeepalive, c.keepalive.String())
 	}
-	r, err := c.request(ctx, svc, m, watch{events: events})
+	w.events = events
+	r, err := c.request(ctx, svc, m, w)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,9 +132,11 @@ func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
 	if err := cv.usable(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := cv.c.withDeadline(ctx)
-	defer cancel()
-	r, err := cv.exchange(ctx, proto.OpOld, data)
+	w := watch{replica: cv.replica, conv: cv.id, events: cv.events}
+	if t := cv.c.defaultDeadline(ctx, &w); t != nil {
+		defer stopDeadline(t)
+	}
+	r, err := cv.exchange(ctx, proto.OpOld, data, w)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +166,11 @@ func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error
 	if ended != nil {
 		return ended
 	}
-	ctx, cancel := cv.c.withDeadline(ctx)
-	defer cancel()
-	_, err := cv.exchange(ctx, op, nil)
+	w := watch{replica: cv.replica, conv: cv.id, events: cv.events}
+	if t := cv.c.defaultDeadline(ctx, &w); t != nil {
+		defer stopDeadline(t)
+	}
+	_, err := cv.exchange(ctx, op, nil, w)
 	cv.end(reason)
 	if errors.Is(err, proto.ErrEOC) && op == proto.OpEOC {
 		return nil // the replica ended it first: ending it is done either way
@@ -173,11 +180,12 @@ func (cv *Conv) close(ctx context.Context, op string, reason *proto.Error) error
 
 // exchange sends one message to the replica's private subject and waits
 // for the answer, watching the replica's liveness and conversation events.
-func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg, error) {
+// w names the replica, the conversation and its events, and the client's
+// default deadline when ctx has none (defaultDeadline).
+func (cv *Conv) exchange(ctx context.Context, op string, data []byte, w watch) (*nats.Msg, error) {
 	if cv.ka != nil {
 		cv.ka.last.Store(time.Now().UnixNano()) // this message keeps it alive too
 	}
-	w := watch{replica: cv.replica, conv: cv.id, events: cv.events}
 	var m *nats.Msg
 	if !cv.fresh.Load() && cv.busy.CompareAndSwap(false, true) {
 		defer cv.busy.Store(false)
@@ -192,7 +200,7 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 		// Its events come on the same channel: a reply is what comes
 		// first, an "ended" event an error reply.
 		w.token, w.ch, w.events = cv.token, cv.events, nil
-		m = cv.reuseMsg(ctx, op, data)
+		m = cv.reuseMsg(ctx, op, data, w.dl)
 		w.dlSet, w.reply = true, m.Reply
 		defer func() { m.Data = nil }() // hold no caller's data
 	} else {
@@ -223,9 +231,9 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte) (*nats.Msg
 }
 
 // reuseMsg readies the conversation's own message (the caller holds
-// busy) for op with data and ctx's deadline. Its header values are its
+// busy) for op with data and the deadline dl (ctx's when zero). Its header values are its
 // own, so they are written in place.
-func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte) *nats.Msg {
+func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte, dl time.Time) *nats.Msg {
 	if cv.bare && op == proto.OpOld {
 		// No deadline either: the client keeps it, as for a bare call.
 		if cv.bareMsg == nil {
@@ -234,7 +242,9 @@ func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte) *nats.Msg 
 		cv.bareMsg.Data = data
 		return cv.bareMsg
 	}
-	dl, _ := ctx.Deadline()
+	if dl.IsZero() {
+		dl, _ = ctx.Deadline()
+	}
 	if cv.msg == nil {
 		cv.msg = &nats.Msg{Subject: cv.subject, Reply: cv.c.prefix + cv.token, Header: nats.Header{
 			proto.HdrOp: {op}, proto.HdrConv: {cv.id}, proto.HdrDeadline: {proto.FormatDeadline(dl)},
