@@ -549,7 +549,7 @@ func TestConversationKeepsTheDefaultTimeout(t *testing.T) {
 	if took := time.Since(start); took < timeout || took > 2*timeout+time.Second {
 		t.Fatalf("slow Send ended %v after it started; want at its deadline, %v", took, timeout)
 	}
-	<-dls // the slow message's (bare: zero)
+	<-dls      // the slow message's (bare: zero)
 	<-slowDone // its late reply went out: the replica takes the next message now
 	start = time.Now()
 	if got, err := cv.Send(ctx, []byte("next")); err != nil || string(got) != "next" {
