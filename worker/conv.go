@@ -104,6 +104,12 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 	c.mu.Unlock()
 	// Every way out takes c.mu: it stops waiting there (waitSince), in the
 	// same step as it takes the message or the end.
+	// The handler's own ctx is usually the one it was given (c.ctx):
+	// then one case less to wait on.
+	done := ctx.Done()
+	if done == c.ctx.Done() {
+		done = nil
+	}
 	for {
 		select {
 		case nm := <-c.in:
@@ -137,7 +143,7 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 			return nil, c.stopWaiting(nil)
 		case <-c.ctx.Done():
 			return nil, c.stopWaiting(proto.ErrShutdownImmed)
-		case <-ctx.Done():
+		case <-done:
 			// The conversation's own end (CANCEL, IMMED) is the better answer.
 			if e := c.stopWaiting(nil); e != nil {
 				return nil, e
