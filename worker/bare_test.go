@@ -6,20 +6,25 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
 )
 
-// TestBareOld: a NEW that names a notify subject is answered with
-// Muster-Bare: 1, and from then on a message with no headers on the
-// replica's private subject, whose reply subject is that notify subject,
-// is an OLD of that conversation. A second NEW naming the same subject
-// does not take it over (no Muster-Bare for it; bare messages still go to
-// the first). After the end, a bare message gets the end reason; one
+// TestBareOld: a NEW that names a notify subject ending in a secret (22
+// characters or more) is answered with Muster-Bare: 1, and from then on a
+// message with no headers on the replica's private subject, whose reply
+// subject is that notify subject, is an OLD of that conversation. A
+// second NEW naming the same subject does not take it over (no
+// Muster-Bare for it; bare messages still go to the first). After the
+// end, a bare message gets the end reason, and a NEW with that subject is
+// not offered bare OLDs while the tombstone is there (a late bare OLD for
+// the ended one must get its end, not go to the new one). A bare message
 // whose reply subject names no conversation gets 0003/0003 (no
-// conversation), never a CALL's treatment.
+// conversation), never a CALL's treatment; a notify subject whose last
+// token is too short to be a secret gets no Muster-Bare.
 func TestBareOld(t *testing.T) {
 	s := testutil.StartNATS(t)
 	nc := testutil.Connect(t, s)
@@ -47,8 +52,13 @@ func TestBareOld(t *testing.T) {
 		cancel()
 		waitRun(t, done, 10*time.Second)
 	})
-	notify := nc.NewRespInbox()
+	var openWith func(string) *nats.Msg
+	notify := "_INBOX.bare.7-" + nuid.Next() // 22 random characters
 	open := func() *nats.Msg {
+		t.Helper()
+		return openWith(notify)
+	}
+	openWith = func(notify string) *nats.Msg {
 		t.Helper()
 		m := nats.NewMsg(proto.WarmSubject(proto.MustService(svc)))
 		m.Header.Set(proto.HdrOp, proto.OpNew)
@@ -102,6 +112,23 @@ func TestBareOld(t *testing.T) {
 	}
 	if e := proto.ErrorFromHeader(bare("late").Header); e == nil || e.Code != proto.CodeEOC {
 		t.Fatalf("bare OLD after the end: %v, want the end reason %v", e, proto.ErrEOC)
+	}
+	third := open()
+	if third.Header.Get(proto.HdrBare) != "" {
+		t.Errorf("a NEW naming the notify subject of an ended conversation, its tombstone still there, was offered bare OLDs: %v", third.Header)
+	}
+	if e := proto.ErrorFromHeader(bare("late again").Header); e == nil || e.Code != proto.CodeEOC {
+		t.Fatalf("bare OLD for the ended conversation after a new one named its subject: %v, want the end reason %v", e, proto.ErrEOC)
+	}
+	if e := proto.ErrorFromHeader(rawOp(t, nc, "bare1", third.Header.Get(proto.HdrConv), proto.OpEOC).Header); e != nil {
+		t.Fatalf("EOC for the third conversation: %v", e)
+	}
+	short := openWith("_INBOX.bare.7-" + nuid.Next()[:proto.MinNotifySecret-4])
+	if short.Header.Get(proto.HdrBare) != "" {
+		t.Errorf("a NEW whose notify subject ends in a token too short for a secret was offered bare OLDs: %v", short.Header)
+	}
+	if e := proto.ErrorFromHeader(rawOp(t, nc, "bare1", short.Header.Get(proto.HdrConv), proto.OpEOC).Header); e != nil {
+		t.Fatalf("EOC for the short-subject conversation: %v", e)
 	}
 	// No conversation has this reply subject.
 	r, err := nc.RequestMsg(&nats.Msg{Subject: proto.ReplicaSubject("bare1"), Data: []byte("x")}, 5*time.Second)

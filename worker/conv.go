@@ -16,7 +16,7 @@ type Message struct {
 	Data     []byte
 	Header   nats.Header
 	Seq      int       // 1 for the first message of the conversation
-	Deadline time.Time // the caller's deadline, zero if it sent none
+	Deadline time.Time // the caller's deadline, zero if it sent none (the Go client sends none with a warm call or an OLD: it keeps the deadline itself)
 }
 
 // Conv is one call or conversation, owned by the handler serving it. A call

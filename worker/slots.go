@@ -98,9 +98,11 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	} else {
 		r.convs[c.id] = c
 		// Its OLDs may come bare, named by their reply subject, unless
-		// another open conversation has that subject already: the first
-		// keeps it, so no NEW can take over another's messages.
-		if c.notify != "" && r.byNotify[c.notify] == nil && proto.ValidNotify(c.notify) {
+		// another open conversation has that subject (the first keeps it,
+		// so no NEW can take over another's messages), or an ended one
+		// whose tombstone is under it (a late bare OLD for that one must
+		// get its end, not go to this one).
+		if c.notify != "" && r.byNotify[c.notify] == nil && r.tombs[c.notify] == nil && proto.ValidNotify(c.notify) {
 			r.byNotify[c.notify] = c
 			c.bare = true
 		}
@@ -201,16 +203,20 @@ func (r *replica) releaseLocked(c *Conv) {
 // conversations), by its id and, when its OLDs could come bare, by its
 // notify subject ("" if not) too: no id has a dot, every such subject has
 // one.
+//
+// No two tombstones are ever under one notify subject: accept offers no
+// bare OLDs for a subject with a tombstone, so only the conversation that
+// wrote it removes it.
 func (r *replica) tombLocked(id, notify string, e *proto.Error) {
 	r.tombs[id] = e
-	if notify != "" && r.byNotify[notify] == nil {
+	if notify != "" {
 		r.tombs[notify] = e
 	}
 	r.tombOrder = append(r.tombOrder, tomb{id, notify})
 	if len(r.tombOrder) > maxTombs {
 		old := r.tombOrder[0]
 		delete(r.tombs, old.id)
-		if old.notify != "" && r.tombs[old.notify] != nil {
+		if old.notify != "" {
 			delete(r.tombs, old.notify)
 		}
 		r.tombOrder = r.tombOrder[1:]

@@ -67,7 +67,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if t := c.defaultDeadline(ctx, &w); t != nil {
 		defer stopDeadline(t)
 	}
-	token, _, events, err := c.register(false, "")
+	token, _, events, err := c.registerConv()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,11 +74,31 @@ var waiterChans = sync.Pool{New: func() any { return make(chan *nats.Msg, 8) }}
 // channel; it fails once the client is closed. With watch, the sweeper
 // nudges the waiter once, about one ping interval from now.
 func (c *Client) register(watch bool, subject string) (token, reply string, ch chan *nats.Msg, err error) {
+	return c.registerToken(watch, subject, false)
+}
+
+// registerConv is register for a conversation's event token, which is
+// also the reply subject of its OLDs and, sent bare, what names the
+// conversation to its replica (PROTOCOL §6.4): a secret, as the
+// conversation id is. The counter keeps it unique, 128 random bits
+// unguessable (the client's inbox prefix is no secret: every replica it
+// calls sees it).
+func (c *Client) registerConv() (token, reply string, ch chan *nats.Msg, err error) {
+	return c.registerToken(false, "", true)
+}
+
+func (c *Client) registerToken(watch bool, subject string, secret bool) (token, reply string, ch chan *nats.Msg, err error) {
 	if e := c.inboxDenied.Load(); e != nil {
 		return "", "", nil, e
 	}
-	var buf [64]byte
-	reply = string(strconv.AppendUint(append(buf[:0], c.prefix...), c.next.Add(1), 36))
+	var buf [96]byte
+	b := strconv.AppendUint(append(buf[:0], c.prefix...), c.next.Add(1), 36)
+	if secret {
+		var r [16]byte
+		_, _ = rand.Read(r[:]) // never fails (crypto/rand)
+		b = base64.RawURLEncoding.AppendEncode(append(b, '-'), r[:])
+	}
+	reply = string(b)
 	token = reply[len(c.prefix):]
 	w := waiter{ch: waiterChans.Get().(chan *nats.Msg), subject: subject}
 	if watch {

@@ -381,22 +381,26 @@ func TestCheckTokenMessages(t *testing.T) {
 }
 
 // TestValidNotify: a subject that can name a conversation's bare OLDs is
-// literal, has at least two tokens, and is never a conversation id.
+// literal, has at least two tokens, is never a conversation id, and ends
+// in a token long enough to hold 128 random bits.
 func TestValidNotify(t *testing.T) {
+	secret := strings.Repeat("s", proto.MinNotifySecret)
 	for s, ok := range map[string]bool{
-		"_INBOX.abc.7":                  true,
-		"events.500ms":                  true,
-		strings.Repeat("a.", 127):       false, // trailing empty token
+		"_INBOX.abc.7-" + secret:        true,
+		"events." + secret:              true,
+		"events." + secret[1:]:          false, // 21 characters: too short for a secret
+		"_INBOX.abc.7":                  false,
 		"a." + strings.Repeat("b", 253): true,
 		"a." + strings.Repeat("b", 254): false, // 256 bytes
-		"conv1":                         false, // an id
+		secret:                          false, // an id
 		"":                              false,
-		"a..b":                          false,
-		".a":                            false,
-		"a.*":                           false,
+		"a.." + secret:                  false,
+		"." + secret:                    false,
+		secret + ".":                    false,
+		"a.*." + secret:                 false,
 		"a.>":                           false,
-		"_INBOX.a b":                    false,
-		"a.b\r\n":                       false,
+		"_INBOX.a b." + secret:          false,
+		"a." + secret + "\r\n":          false,
 	} {
 		if got := proto.ValidNotify(s); got != ok {
 			t.Errorf("ValidNotify(%q) = %v, want %v", s, got, ok)

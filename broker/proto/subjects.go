@@ -132,7 +132,10 @@ func ConsumerName(s Service) string {
 
 // ValidNotify reports whether s can name a conversation's bare OLDs: a
 // literal subject of at least two tokens (so never a conversation id,
-// which has no dot), no wildcard, no white space, at most 255 bytes.
+// which has no dot), no wildcard, no white space, at most 255 bytes, whose
+// last token has at least MinNotifySecret characters. That token is the
+// conversation's secret, as its id is: a replica cannot tell random bits
+// from others, but it can refuse a subject too short to hold 128 of them.
 func ValidNotify(s string) bool {
 	if len(s) > 255 || !strings.Contains(s, ".") {
 		return false
@@ -142,5 +145,12 @@ func ValidNotify(s string) bool {
 			return false
 		}
 	}
+	if len(s)-strings.LastIndexByte(s, '.')-1 < MinNotifySecret {
+		return false
+	}
 	return !strings.ContainsAny(s, " \t\r\n")
 }
+
+// MinNotifySecret is the shortest last token of a Muster-Notify subject
+// that names bare OLDs: 22 characters, 128 bits in base64.
+const MinNotifySecret = 22
