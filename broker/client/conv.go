@@ -231,8 +231,9 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte, w watch) (
 }
 
 // reuseMsg readies the conversation's own message (the caller holds
-// busy) for op with data and the deadline dl (ctx's when zero). Its header values are its
-// own, so they are written in place.
+// busy) for op with data and the deadline dl (ctx's when zero). Its
+// header values are its own, so they are written in place. A bare OLD is
+// a message of its own, with no headers.
 func (cv *Conv) reuseMsg(ctx context.Context, op string, data []byte, dl time.Time) *nats.Msg {
 	if cv.bare && op == proto.OpOld {
 		// No deadline either: the client keeps it, as for a bare call.
