@@ -38,12 +38,33 @@ func checkCommon(t *testing.T, s *system, tal *tally) {
 	// Every scenario gives its calls a deadline far beyond their work: a
 	// call that waits to it was lost silently (its replica died, or its
 	// queued request went with a node) instead of being told.
+	execs := s.executions()
 	if n := tal.codes["0074/0074"]; n > 0 {
 		t.Errorf("%d calls waited to their deadline (0074/0074): lost without a word", n)
+		for _, o := range tal.outs {
+			if o.code == "0074/0074" {
+				t.Logf("%s", describe(o, execs[o.id]))
+			}
+		}
 	}
-	if d := duplicates(s.executions()); len(d) > 0 {
+	if d := duplicates(execs); len(d) > 0 {
 		t.Errorf("%d requests executed more than once: %v", len(d), d[:min(len(d), 5)])
 	}
+}
+
+// describe tells how far a call got, from its trace: for a call that
+// ended wrongly, whether its request was lost, queued and lost, or taken
+// and its reply lost. executed is how often a replica ran it.
+func describe(o outcome, executed int) string {
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.Sub(o.start).Round(time.Millisecond).String()
+	}
+	tr := o.trace
+	return fmt.Sprintf("call %s (started %s): sent %s, queued %s (seq %q), working %s (replica %q), reply %s, ended %s; executed %d times",
+		o.id, o.start.Format("15:04:05.000"), at(tr.Sent), at(tr.Queued), tr.Seq, at(tr.Working), tr.Replica, at(tr.Reply), o.end.Sub(o.start).Round(time.Millisecond), executed)
 }
 
 // alive reports whether process pid runs: it exists and is not a zombie

@@ -24,6 +24,7 @@ type outcome struct {
 	code       string // the coded error, "" if none
 	other      string // an error without a code
 	hung       bool   // not ended within its deadline plus a margin
+	trace      client.Trace
 }
 
 // load runs workers callers in a loop until stop, each call with deadline
@@ -67,7 +68,9 @@ func (l *load) worker(w int) {
 		o := outcome{id: id, start: time.Now()}
 		ctx, cancel := context.WithTimeout(context.Background(), l.deadline)
 		l.inFlight.Add(1)
-		reply, err := l.c.Call(ctx, service, payload(id, l.work))
+		// Traced, so a call that goes wrong says how far it got (queued?
+		// taken, and by whom?): the trace costs the call nothing else.
+		reply, err := l.c.Call(client.WithTrace(ctx, &o.trace), service, payload(id, l.work))
 		l.inFlight.Add(-1)
 		cancel()
 		o.end = time.Now()
