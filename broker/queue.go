@@ -156,6 +156,25 @@ const maxAhead = 24 * time.Hour
 // before it answers 0007/0007.
 const syncWait = 250 * time.Millisecond
 
+// turnAwayFailing answers 0900/0004 when every manager offering svc
+// reports it failing, and reports whether it did. The view says so first;
+// the bucket has the last word (stillFailing: a reset may have cleared it
+// a moment ago).
+func (b *Broker) turnAwayFailing(svc proto.Service, replyTo string, now time.Time) bool {
+	if _, failing := b.reg.failing(svc.String(), now); !failing {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(b.runCtx, syncWait)
+	why, failing := b.reg.stillFailing(ctx, svc.String(), now)
+	cancel()
+	if !failing {
+		return false
+	}
+	b.replyError(replyTo, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
+	b.probeFailing(svc, now)
+	return true
+}
+
 // decide answers 0007/0007 or 0900/0004 when nothing can serve svc, and
 // queues the request otherwise. synced says the registry was found caught
 // up: without it the broker never answers 0007/0007 but queues (fail
@@ -171,12 +190,8 @@ func (b *Broker) decide(m *nats.Msg, svc proto.Service, replyTo string, dl time.
 		}
 		b.log.Debug("registry not current: queueing a request for a service it does not know", "service", svc.String())
 	}
-	if live == 0 {
-		if why, failing := b.reg.failing(svc.String(), now); failing {
-			b.replyError(replyTo, proto.Errorf(proto.CodeServiceFailing, "service %s cannot start: %s", svc, why))
-			b.probeFailing(svc, now)
-			return
-		}
+	if live == 0 && b.turnAwayFailing(svc, replyTo, now) {
+		return
 	}
 	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
 	defer cancel()

@@ -358,6 +358,39 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 	}
 }
 
+// stillFailing re-reads, from the bucket, the records of the managers
+// offering svc that failing (the view) found: the view follows the bucket
+// a moment behind, and `muster service reset` rewrites a manager's record
+// just before its caller calls again, which must then not be turned away.
+// It reports svc failing only if every record it reads still says so; a
+// record it cannot read now counts as the view has it. A call to a failing
+// service costs the broker these reads instead of a queue write.
+func (r *registry) stillFailing(ctx context.Context, svc string, now time.Time) (string, bool) {
+	r.mu.Lock()
+	view := map[string]string{}
+	for id := range r.offers[svc] {
+		ai := r.attach[id]
+		if ai.Isolated || r.attachExpiredLocked(ai, now) {
+			continue
+		}
+		view[id] = ai.Failing[svc]
+	}
+	r.mu.Unlock()
+	reason := ""
+	for id, why := range view {
+		if e, err := r.attKV.Get(ctx, id); err == nil {
+			if ai, err := proto.DecodeAttachInfo(e.Value()); err == nil && !ai.Isolated {
+				why = ai.Failing[svc]
+			}
+		}
+		if why == "" {
+			return "", false
+		}
+		reason = id + ": " + why
+	}
+	return reason, len(view) > 0
+}
+
 // failing returns why svc cannot be started when every live, non-isolated
 // attach manager offering it reports it failing.
 func (r *registry) failing(svc string, now time.Time) (string, bool) {

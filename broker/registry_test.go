@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/placement"
 	"github.com/musterhq/muster/internal/streams"
+	"github.com/musterhq/muster/internal/testutil"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // simulated fills a registry with hosts attach managers offering services
@@ -183,5 +186,63 @@ func TestRecordsNeverOutliveTheBucketTTL(t *testing.T) {
 	}
 	if _, attachable := r.known("A/B/C", time.Now().Add(streams.RegistrationTTL+time.Second)); attachable {
 		t.Fatalf("a record older than the bucket TTL (%v) is still attachable", streams.RegistrationTTL)
+	}
+}
+
+// TestStillFailingReadsTheBucket: the view says a service is failing; the
+// broker turns a caller away only if the bucket still says so. A record
+// rewritten without the failure (as `muster service reset` does) clears
+// it before the view follows; a record the bucket does not have counts as
+// the view has it. (TestServiceReset in cmd/muster lost this race once in
+// CI: the call right after the reset got 0900/0004 from the view.)
+func TestStillFailingReadsTheBucket(t *testing.T) {
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testutil.Context(t, 10*time.Second)
+	r := newRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if r.attKV, err = streams.EnsureBucket(ctx, js, proto.AttachBucket); err != nil {
+		t.Fatal(err)
+	}
+	const svc = "T/FAIL/X"
+	now := time.Now()
+	rec := func(id, failing string) proto.AttachInfo {
+		ai := proto.AttachInfo{ID: id, Services: []string{svc}, HeartbeatMS: 60000, Updated: now.UnixMilli()}
+		if failing != "" {
+			ai.Failing = map[string]string{svc: failing}
+		}
+		return ai
+	}
+	put := func(ai proto.AttachInfo) {
+		t.Helper()
+		b, err := json.Marshal(ai)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.attKV.Put(ctx, ai.ID, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The view (no watcher runs: it stays as set here) has a1 failing.
+	r.mu.Lock()
+	r.setAttachLocked("a1", rec("a1", "exit 1"))
+	r.mu.Unlock()
+	if _, failing := r.failing(svc, now); !failing {
+		t.Fatal("the view does not say failing")
+	}
+	// Not in the bucket: the view's word stands.
+	if why, failing := r.stillFailing(ctx, svc, now); !failing || why != "a1: exit 1" {
+		t.Fatalf("record missing from the bucket: %q %v, want the view's failure", why, failing)
+	}
+	put(rec("a1", "exit 2"))
+	if why, failing := r.stillFailing(ctx, svc, now); !failing || why != "a1: exit 2" {
+		t.Fatalf("bucket still failing: %q %v, want its reason", why, failing)
+	}
+	put(rec("a1", "")) // reset
+	if why, failing := r.stillFailing(ctx, svc, now); failing {
+		t.Fatalf("after a reset the view has not seen yet: %q %v, want not failing", why, failing)
 	}
 }
