@@ -368,13 +368,10 @@ func (r *registry) sweep(ctx context.Context, now time.Time) {
 func (r *registry) stillFailing(ctx context.Context, svc string, now time.Time) (string, bool) {
 	r.mu.Lock()
 	view := map[string]string{}
-	for id := range r.offers[svc] {
-		ai := r.attach[id]
-		if ai.Isolated || r.attachExpiredLocked(ai, now) {
-			continue
-		}
+	r.eachOfferingLocked(svc, now, func(id string, ai proto.AttachInfo) bool {
 		view[id] = ai.Failing[svc]
-	}
+		return true
+	})
 	r.mu.Unlock()
 	reason := ""
 	for id, why := range view {
@@ -391,23 +388,38 @@ func (r *registry) stillFailing(ctx context.Context, svc string, now time.Time) 
 	return reason, len(view) > 0
 }
 
-// failing returns why svc cannot be started when every live, non-isolated
-// attach manager offering it reports it failing.
-func (r *registry) failing(svc string, now time.Time) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	reason, offered := "", false
+// eachOfferingLocked calls f with the key and record of every live,
+// non-isolated attach manager offering svc, until f returns false.
+func (r *registry) eachOfferingLocked(svc string, now time.Time, f func(id string, ai proto.AttachInfo) bool) {
 	for id := range r.offers[svc] {
 		ai := r.attach[id]
 		if ai.Isolated || r.attachExpiredLocked(ai, now) {
 			continue
 		}
+		if !f(id, ai) {
+			return
+		}
+	}
+}
+
+// failing returns why svc cannot be started when every live, non-isolated
+// attach manager offering it reports it failing.
+func (r *registry) failing(svc string, now time.Time) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reason, offered, all := "", false, true
+	r.eachOfferingLocked(svc, now, func(_ string, ai proto.AttachInfo) bool {
 		offered = true
 		why := ai.Failing[svc]
 		if why == "" {
-			return "", false
+			all = false
+			return false
 		}
 		reason = ai.ID + ": " + why
+		return true
+	})
+	if !all {
+		return "", false
 	}
 	return reason, offered
 }

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -24,17 +23,7 @@ import (
 // either way. A spy on each replica's private subject sees the wire.
 func TestOldGoesBareOnlyWhenOffered(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
-	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
-		for {
-			m, err := c.Receive(ctx)
-			if err != nil {
-				return nil
-			}
-			if err := c.Reply(m.Data); err != nil {
-				return err
-			}
-		}
-	}, worker.WithService("T/BARE/GO"), worker.WithReplicaID("bgo1"))
+	e.StartReplica(echoConv, worker.WithService("T/BARE/GO"), worker.WithReplicaID("bgo1"))
 	// The older replica: answers NEW on its service's warm subject without
 	// Muster-Bare, and every message on its private subject.
 	old := testutil.Connect(t, e.Server)

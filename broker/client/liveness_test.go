@@ -292,17 +292,7 @@ func TestDeadClientFreesConversation(t *testing.T) {
 // silent ends; and an idle Go client keeps its conversation.
 func TestKeepaliveIsOptIn(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
-	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
-		for {
-			m, err := c.Receive(ctx)
-			if err != nil {
-				return nil
-			}
-			if err := c.Reply(m.Data); err != nil {
-				return err
-			}
-		}
-	}, worker.WithService("T/KEEP/X"), worker.WithCapacity(4), worker.WithReplicaID("ka1"))
+	e.StartReplica(echoConv, worker.WithService("T/KEEP/X"), worker.WithCapacity(4), worker.WithReplicaID("ka1"))
 	events, err := e.NC.SubscribeSync("events.>")
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ const (
 	// HdrBare "1", on a replica's reply to OpNew, invites the client to
 	// send the conversation's OLD messages bare: no headers at all, with
 	// the Muster-Notify subject of the NEW as their reply subject, which
-	// names the conversation to the replica (PROTOCOL.md §5.2).
+	// names the conversation to the replica (PROTOCOL.md §6.4).
 	HdrBare = "Muster-Bare"
 	// HdrProgress "1" asks for interim status messages (StatusWorking,
 	// StatusQueued) before the reply. Plain clients leave it out and get

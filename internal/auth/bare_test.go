@@ -13,7 +13,6 @@ import (
 	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/auth"
-	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/worker"
 )
 
@@ -39,34 +38,20 @@ func TestBareOldCannotBeInjected(t *testing.T) {
 	// The victim's replica (its credentials play no part in the attack).
 	var mu sync.Mutex
 	var got []string
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() {
-		done <- worker.Run(ctx, worker.HandlerFunc(func(ctx context.Context, c *worker.Conv) error {
-			for {
-				m, err := c.Receive(ctx)
-				if err != nil {
-					return nil
-				}
-				mu.Lock()
-				got = append(got, string(m.Data))
-				mu.Unlock()
-				if err := c.Reply(m.Data); err != nil {
-					return err
-				}
+	startReplicaOf(t, admin, "vrep", "T/VICTIM/SVC", func(ctx context.Context, c *worker.Conv) error {
+		for {
+			m, err := c.Receive(ctx)
+			if err != nil {
+				return nil
 			}
-		}), worker.WithConn(admin.nc), worker.WithService("T/VICTIM/SVC"), worker.WithReplicaID("vrep"),
-			worker.WithSignals(false), worker.WithLogger(harness.Quiet), worker.WithReadyFunc(func() { close(ready) }))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("replica not ready")
-	}
+			mu.Lock()
+			got = append(got, string(m.Data))
+			mu.Unlock()
+			if err := c.Reply(m.Data); err != nil {
+				return err
+			}
+		}
+	})
 
 	// Mallory's own replica of T/OTHER/SVC: it sees alice's reply subject.
 	seen := make(chan string, 1)

@@ -37,18 +37,25 @@ func echo(ctx context.Context, c *worker.Conv) error {
 // it, as id.
 func startReplica(t *testing.T, srv interface{ ClientURL() string }, u *user, id string) {
 	t.Helper()
+	startReplicaOf(t, u, id, svcName, echo)
+}
+
+// startReplicaOf runs a real replica of svc with u's connection, as id,
+// serving h, until the test ends.
+func startReplicaOf(t *testing.T, u *user, id, svc string, h worker.HandlerFunc) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- worker.Run(ctx, worker.HandlerFunc(echo), worker.WithConn(u.nc), worker.WithService(svcName),
+		done <- worker.Run(ctx, h, worker.WithConn(u.nc), worker.WithService(svc),
 			worker.WithReplicaID(id), worker.WithCapacity(1), worker.WithSignals(false), worker.WithLogger(quiet),
 			worker.WithReadyFunc(func() { close(ready) }))
 	}()
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("replica with replica creds did not start: %v (violations %v)", err, u.violations())
+		t.Fatalf("replica %s did not start: %v (violations %v)", id, err, u.violations())
 	case <-time.After(15 * time.Second):
 		t.Fatalf("replica not ready in 15s (violations %v)", u.violations())
 	}
