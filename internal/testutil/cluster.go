@@ -168,7 +168,9 @@ func (c *Cluster) MetaLeader() int {
 }
 
 // WaitReady waits up to 30s until the cluster has a meta leader that
-// knows peers peers and every running node is current.
+// knows peers peers, every running node is current, and every running node
+// has a route to every other (the meta group can agree while one route of
+// the mesh is still being set up: a CI run under -race saw it).
 func (c *Cluster) WaitReady(peers int) {
 	c.t.Helper()
 	CheckFor(c.t, 30*time.Second, 10*time.Millisecond, func() error {
@@ -181,9 +183,21 @@ func (c *Cluster) WaitReady(peers int) {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		running := 0
+		for _, s := range c.servers {
+			if s != nil {
+				running++
+			}
+		}
 		for i, s := range c.servers {
-			if s != nil && !s.JetStreamIsCurrent() {
+			if s == nil {
+				continue
+			}
+			if !s.JetStreamIsCurrent() {
 				return fmt.Errorf("node %d not current", i)
+			}
+			if st := embedded.Status(s, c.cfgs[i]); len(st.Connected) != running {
+				return fmt.Errorf("node %d: %s; %d nodes run", i, st, running)
 			}
 		}
 		return nil
