@@ -17,28 +17,30 @@ import (
 // the conversation, which answers a message routed just before it. The slot
 // is freed only after the end, so a message that finds the conversation
 // gone gets the tombstone.
-func (r *replica) onPrivate(nm *nats.Msg) {
+//
+// It reports whether the OLD's step (steps.go) stalled and another reader
+// took over the private subscription meanwhile (private.go).
+func (r *replica) onPrivate(nm *nats.Msg) (replaced bool) {
 	if len(nm.Header) == 0 {
-		r.onBare(nm)
-		return
+		return r.onBare(nm)
 	}
 	op, err := proto.ParseOp(nm.Header)
 	if err != nil {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%v", err))
-		return
+		return false
 	}
 	id := nm.Header.Get(proto.HdrConv)
 	if op == proto.OpPing && id == "" {
 		r.ack(nm.Reply, "")
-		return
+		return false
 	}
 	if op == proto.OpCall || op == proto.OpNew {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%s goes to the service subject %s", op, proto.WarmSubject(r.cfg.service)))
-		return
+		return false
 	}
 	if id == "" {
 		r.replyError(nm.Reply, proto.Errorf(proto.CodeBadRequest, "%s without %s header", op, proto.HdrConv))
-		return
+		return false
 	}
 	r.mu.Lock()
 	c, ok := r.convs[id]
@@ -49,18 +51,18 @@ func (r *replica) onPrivate(nm *nats.Msg) {
 			tomb = proto.Errorf(proto.CodeNoConversation, "no conversation %s on replica %s", id, r.cfg.replicaID)
 		}
 		r.replyError(nm.Reply, tomb)
-		return
+		return false
 	}
 	r.mu.Unlock()
-	r.toConv(c, op, nm)
+	return r.toConv(c, op, nm)
 }
 
 // onBare takes a message with no headers on the private subject: an OLD of
 // the conversation whose NEW named its reply subject in Muster-Notify (the
 // replica said Muster-Bare: 1 in its reply to that NEW).
-func (r *replica) onBare(nm *nats.Msg) {
+func (r *replica) onBare(nm *nats.Msg) (replaced bool) {
 	if nm.Reply == "" {
-		return // nobody to answer
+		return false // nobody to answer
 	}
 	r.mu.Lock()
 	c := r.byNotify[nm.Reply]
@@ -71,19 +73,26 @@ func (r *replica) onBare(nm *nats.Msg) {
 			tomb = proto.Errorf(proto.CodeNoConversation, "no conversation on replica %s has %s as its notify subject (a message with no headers is an OLD named by its reply subject)", r.cfg.replicaID, nm.Reply)
 		}
 		r.replyError(nm.Reply, tomb)
-		return
+		return false
 	}
 	r.mu.Unlock()
-	r.toConv(c, proto.OpOld, nm)
+	return r.toConv(c, proto.OpOld, nm)
 }
 
 // toConv hands op (OLD, EOC, CANCEL, PING with a conversation) to the
-// open conversation c.
-func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) {
+// open conversation c (an OLD of a conversation served with Steps runs
+// its step here: steps.go).
+func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) (replaced bool) {
 	if c.keepalive > 0 {
 		c.heard.Store(time.Now().UnixNano()) // the client is there
 	}
 	c.mu.Lock()
+	if op == proto.OpOld && c.step != nil {
+		if m := c.takeStepLocked(nm); m != nil {
+			c.mu.Unlock()
+			return r.stepInline(c, m)
+		}
+	}
 	answer := c.routeLocked(op, nm)
 	turn := answer == nil && op == proto.OpOld && c.startTurnLocked()
 	c.mu.Unlock()
@@ -98,6 +107,7 @@ func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) {
 		c.stopCtx()
 		r.ack(nm.Reply, c.id)
 	}
+	return false
 }
 
 // routeLocked hands op to the open conversation c, or returns the error

@@ -60,6 +60,12 @@ type Conv struct {
 	idleOut   chan struct{} // closed when the conversation timed out (CONV-NONACT)
 	working   bool          // the "working" status went out
 	slowTurn  bool          // the last wait for a reply timed out (turn.go)
+	// step serves the conversation's OLDs inline once Steps has answered
+	// the opening message (steps.go); stepBusy while one runs.
+	step     StepFunc
+	stepCtx  context.Context
+	stepBusy bool
+	stepWG   sync.WaitGroup // a step running inline; Steps waits for it
 }
 
 // ID returns the conversation id ("" for a call).
@@ -113,6 +119,12 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 	for {
 		select {
 		case nm := <-c.in:
+			if nm == nil { // a step ended the conversation (steps.go)
+				if e := c.stopWaiting(nil); e != nil {
+					return nil, e
+				}
+				continue
+			}
 			op := proto.OpOld // a bare message is an OLD (onPrivate)
 			if len(nm.Header) > 0 {
 				op, _ = proto.ParseOp(nm.Header)

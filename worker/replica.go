@@ -134,6 +134,7 @@ type replica struct {
 	offline    bool           // the connection was down at the last progress tick (used by it only)
 
 	stallState
+	privateState
 	callSeq      uint64             // the last call's number (its key in calls); guarded by mu
 	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
 	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
@@ -166,6 +167,9 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	}
 	r.stall = time.AfterFunc(time.Hour, r.onStall)
 	r.stall.Stop()
+	r.privCh = make(chan *nats.Msg, privBuffer)
+	r.privStall = time.AfterFunc(time.Hour, r.onPrivateStall)
+	r.privStall.Stop()
 	return r
 }
 
@@ -197,7 +201,6 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service)
 	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it
 	subjects := map[string]nats.MsgHandler{
-		proto.ReplicaSubject(r.cfg.replicaID): r.onPrivate,
 		proto.ControlSubject(r.cfg.replicaID): r.onControl,
 		proto.HeldSubject(r.cfg.service):      r.onHeld,
 		r.pullInbox:                           r.onPulled,
@@ -206,6 +209,13 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	for _, subject := range discoverySubjects(r.discoveryName(), r.cfg.replicaID) {
 		subjects[subject] = r.onDiscovery
 	}
+	priv, err := r.nc.ChanSubscribe(proto.ReplicaSubject(r.cfg.replicaID), r.privCh) // read by privateReader
+	if err != nil {
+		return fmt.Errorf("worker: subscribe %s: %w", proto.ReplicaSubject(r.cfg.replicaID), err)
+	}
+	r.mu.Lock()
+	r.subs = append(r.subs, priv)
+	r.mu.Unlock()
 	for subject, cb := range subjects {
 		s, err := r.nc.Subscribe(subject, cb)
 		if err != nil {
@@ -239,6 +249,7 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 	}
 	r.goOwned(&r.pool, r.forwarder)
 	r.goOwned(&r.pool, r.dispatcher)
+	r.goOwned(&r.pool, r.privateReader)
 	r.goOwned(&r.helpers, r.heartbeat)
 	connected := r.nc.StatusChanged(nats.CONNECTED)
 	r.goOwned(&r.helpers, func() { r.watchConn(connected) })
@@ -337,6 +348,7 @@ func (r *replica) shutdown(grace time.Duration) {
 	r.baseCancel() // workers, forwarder, heartbeat and waiting hand-overs stop
 	r.closeSubscriptions()
 	r.waitPool(handlersDone)
+	r.drainPrivate()
 	r.forwardBuffered()
 	r.waitHelpers()
 	if !r.nc.IsConnected() {

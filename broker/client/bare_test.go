@@ -1,6 +1,8 @@
 package client_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -90,5 +92,49 @@ func TestOldGoesBareOnlyWhenOffered(t *testing.T) {
 		if h.Get(proto.HdrOp) != proto.OpOld || h.Get(proto.HdrConv) != "c1" || h.Get(proto.HdrDeadline) == "" {
 			t.Errorf("OLD %d to the older replica (no Muster-Bare): headers %v, want Muster-Op, Muster-Conv and Muster-Deadline", i+2, h)
 		}
+	}
+}
+
+// Cancel of a conversation while another goroutine waits in Send for a
+// message the replica has not answered ends that Send at once with
+// 0003/0011 (the replica answers no cancelled message), not at its
+// deadline.
+func TestCancelEndsAPendingSend(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	took := make(chan struct{}, 1)
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		for {
+			m, err := c.Receive(ctx)
+			if err != nil {
+				return nil
+			}
+			if string(m.Data) == "hold" {
+				took <- struct{}{}
+				<-ctx.Done()
+				return nil
+			}
+			if err := c.Reply(m.Data); err != nil {
+				return err
+			}
+		}
+	}, worker.WithService("T/CANCEL/SEND"))
+	ctx := testutil.Context(t, 20*time.Second)
+	cv, _, err := e.Client.Open(ctx, "T/CANCEL/SEND", []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() { _, err := cv.Send(ctx, []byte("hold")); sent <- err }()
+	<-took
+	if err := cv.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-sent:
+		if !errors.Is(err, proto.ErrCancelled) {
+			t.Fatalf("pending Send: %v, want 0003/0011", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pending Send still waiting 5s after Cancel")
 	}
 }

@@ -312,4 +312,15 @@ func (cv *Conv) end(e *proto.Error) {
 		cv.ended = e
 	}
 	cv.c.unregister(cv.token)
+	if cv.busy.Load() {
+		// A Send or End of another goroutine waits on the event channel,
+		// which nothing reaches now: it ends with e (CANCEL answers no
+		// message the replica had not answered).
+		m := &nats.Msg{Header: nats.Header{}}
+		proto.SetError(m.Header, e)
+		select {
+		case cv.events <- m:
+		default:
+		}
+	}
 }

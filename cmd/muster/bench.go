@@ -30,6 +30,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "clients", Value: d.Clients, Usage: "warm, conv: concurrent callers"},
 			&cli.IntFlag{Name: "replicas", Value: d.Replicas, Usage: "warm, conv: replicas and raw responders"},
 			&cli.IntFlag{Name: "capacity", Usage: "warm, conv: conversations per replica (default: clients)"},
+			&cli.BoolFlag{Name: "loop-handler", Usage: "warm, conv: the replicas serve with a Receive/Reply loop (default: Conv.Steps)"},
 			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system; host: load time, and rest time (rounded up to whole heartbeats)"},
 			&cli.IntFlag{Name: "reps", Value: d.Reps, Usage: "cold: repetitions per system"},
 			&cli.StringFlag{Name: "floor", Usage: "cold: the baseline program `FILE` (go build ./examples/floor; default: built from the module)"},
@@ -65,7 +66,7 @@ func runBench(c *cli.Context) error {
 	}
 	cfg := bench.Config{
 		Conn: connConfigFromCLI(c), Executable: exe,
-		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), Duration: c.Duration("duration"),
+		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), LoopHandler: c.Bool("loop-handler"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
 		Services: bench.Defaults().Services, Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
 		HostServices: bench.Defaults().HostServices, Live: c.Int("live"), Rate: c.Int("rate"),

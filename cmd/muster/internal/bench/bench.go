@@ -38,6 +38,7 @@ type Config struct {
 	Clients       int           // warm, conv: concurrent callers (16)
 	Replicas      int           // warm, conv: warm replicas and raw responders (2)
 	Capacity      int           // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
+	LoopHandler   bool          // warm, conv: the replicas' handler is a Receive/Reply loop (default: Conv.Steps)
 	Duration      time.Duration // warm, conv: measuring time per system; host: load time, and rest time rounded up to whole heartbeats (5s)
 	Reps          int           // cold: repetitions per system (30)
 	Burst         int           // burst: concurrent calls (1000)

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// The private subject (muster.rep.<id>) is read by one goroutine at a
+// time, the private reader, from a channel subscription. It answers PINGs
+// and routes a conversation's OLD, EOC and CANCEL (control.go); for a
+// conversation served with Conv.Steps it runs the step of each OLD itself,
+// as a raw NATS responder answers in its subscription's callback
+// (steps.go).
+//
+// A step that takes its time must not hold up the PINGs, CANCELs and
+// other conversations of its replica, so a stall timer, armed when the
+// reader enters a step and stopped when it leaves (no wake-up while steps
+// are fast), fires when one step runs longer than stallAfter: it starts a
+// new reader, and the old one exits once its step is done. Messages for
+// the slow step's own conversation meanwhile are PINGs, CANCEL or EOC
+// (the client waits for the reply before it sends an OLD), which the new
+// reader answers.
+
+// privBuffer is how many private messages wait for the reader (beyond,
+// the client library drops them as a slow consumer's): a conversation's
+// message at a time, its PINGs and CANCEL, and liveness PINGs.
+const privBuffer = 1 << 12
+
+// privateState is the private reader's side of its stall timer.
+type privateState struct {
+	privCh     chan *nats.Msg
+	privSince  atomic.Int64 // unix ns a reader entered a step; 0 outside one
+	privStall  *time.Timer  // fires onPrivateStall; armed only while a step runs
+	privStalls atomic.Int64 // new readers started by it (tests)
+	privSteps  atomic.Int64 // steps run by a reader (tests)
+}
+
+// privateReader reads the private subscription until the replica's base
+// context ends, or until a step it ran stalled and a new reader took over.
+// It is a pool goroutine.
+func (r *replica) privateReader() {
+	for {
+		select {
+		case nm := <-r.privCh:
+			if r.onPrivate(nm) {
+				return
+			}
+		case <-r.baseCtx.Done():
+			return
+		}
+	}
+}
+
+// drainPrivate answers what the private subscription still holds after it
+// closed (the end reasons of conversations, from their tombstones).
+func (r *replica) drainPrivate() {
+	for {
+		select {
+		case nm := <-r.privCh:
+			r.onPrivate(nm)
+		default:
+			return
+		}
+	}
+}
+
+// stepInline runs the step of m, taken for c, under the stall timer, and
+// reports whether another reader took over meanwhile (the caller, a
+// reader, then exits).
+func (r *replica) stepInline(c *Conv, m *Message) (replaced bool) {
+	since := time.Now().UnixNano()
+	r.privSince.Store(since)
+	r.privStall.Reset(stallAfter)
+	r.privSteps.Add(1)
+	c.runStep(m)
+	if r.privSince.CompareAndSwap(since, 0) {
+		r.privStall.Stop()
+		return false
+	}
+	return true
+}
+
+// onPrivateStall runs (on the timer's goroutine) when a reader has been in
+// one step for stallAfter: a new reader takes the private subscription.
+func (r *replica) onPrivateStall() {
+	since := r.privSince.Load()
+	if since == 0 || !r.privSince.CompareAndSwap(since, 0) {
+		return // the step ended meanwhile
+	}
+	r.privStalls.Add(1)
+	r.goOwned(&r.pool, r.privateReader)
+}
