@@ -89,8 +89,17 @@ func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) (replaced bool) {
 	c.mu.Lock()
 	if op == proto.OpOld && c.step != nil {
 		if m := c.takeStepLocked(nm); m != nil {
+			step, ctx := c.step, c.stepCtx
 			c.mu.Unlock()
-			return r.stepInline(c, m)
+			return r.stepInline(c, m, step, ctx)
+		}
+		if c.stepBusy && c.ended == nil {
+			held := c.holdStepLocked(nm)
+			c.mu.Unlock()
+			if !held {
+				r.replyError(nm.Reply, errTwoAhead)
+			}
+			return false
 		}
 	}
 	answer := c.routeLocked(op, nm)

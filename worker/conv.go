@@ -66,6 +66,7 @@ type Conv struct {
 	stepCtx  context.Context
 	stepBusy bool
 	stepWG   sync.WaitGroup // a step running inline; Steps waits for it
+	stepNext *nats.Msg      // an OLD that came while a step ran (holdStepLocked)
 }
 
 // ID returns the conversation id ("" for a call).
@@ -120,7 +121,13 @@ func (c *Conv) Receive(ctx context.Context) (*Message, error) {
 		select {
 		case nm := <-c.in:
 			if nm == nil { // a step ended the conversation (steps.go)
-				if e := c.stopWaiting(nil); e != nil {
+				c.mu.Lock()
+				e := c.ended
+				if e != nil {
+					c.waitSince = time.Time{}
+				}
+				c.mu.Unlock()
+				if e != nil {
 					return nil, e
 				}
 				continue
@@ -278,6 +285,10 @@ func (c *Conv) endLocked(e *proto.Error) {
 		return
 	}
 	c.ended = e
+	if nm := c.stepNext; nm != nil {
+		c.stepNext = nil
+		c.r.replyError(nm.Reply, c.reasonLocked())
+	}
 	if c.in == nil {
 		return // a call
 	}

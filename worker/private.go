@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,23 +25,29 @@ import (
 // (the client waits for the reply before it sends an OLD), which the new
 // reader answers.
 
-// privBuffer is how many private messages wait for the reader (beyond,
-// the client library drops them as a slow consumer's): a conversation's
-// message at a time, its PINGs and CANCEL, and liveness PINGs.
-const privBuffer = 1 << 12
+// privBuffer is how many private messages wait for the reader; beyond,
+// the client library drops them as a slow consumer's (a channel
+// subscription has no pending list of its own). As many as the warm
+// path's buffer: the memory is taken only as it is used.
+const privBuffer = warmBuffer
 
 // privateState is the private reader's side of its stall timer.
 type privateState struct {
 	privCh     chan *nats.Msg
-	privSince  atomic.Int64 // unix ns a reader entered a step; 0 outside one
+	privStop   chan struct{} // closed once the private subscription is closed (stopPrivate)
+	privOnce   sync.Once
+	privSeq    atomic.Int64 // numbers the steps run inline
+	privSince  atomic.Int64 // the number of the step a reader is in; 0 outside one
 	privStall  *time.Timer  // fires onPrivateStall; armed only while a step runs
 	privStalls atomic.Int64 // new readers started by it (tests)
 	privSteps  atomic.Int64 // steps run by a reader (tests)
 }
 
-// privateReader reads the private subscription until the replica's base
-// context ends, or until a step it ran stalled and a new reader took over.
-// It is a pool goroutine.
+// privateReader reads the private subscription until it is closed and
+// read to the end, or until a step it ran stalled and a new reader took
+// over. It is a pool goroutine. It does not stop with the replica's base
+// context: while a replica stops, the private subject still answers
+// (PINGs, and the end of every conversation to a late message).
 func (r *replica) privateReader() {
 	for {
 		select {
@@ -47,10 +55,18 @@ func (r *replica) privateReader() {
 			if r.onPrivate(nm) {
 				return
 			}
-		case <-r.baseCtx.Done():
+		case <-r.privStop:
+			r.drainPrivate()
 			return
 		}
 	}
+}
+
+// stopPrivate runs once the private subscription is closed: the readers
+// answer what it still holds and stop.
+func (r *replica) stopPrivate() {
+	r.privOnce.Do(func() { close(r.privStop) })
+	r.drainPrivate() // if no reader runs (a start that failed)
 }
 
 // drainPrivate answers what the private subscription still holds after it
@@ -69,12 +85,12 @@ func (r *replica) drainPrivate() {
 // stepInline runs the step of m, taken for c, under the stall timer, and
 // reports whether another reader took over meanwhile (the caller, a
 // reader, then exits).
-func (r *replica) stepInline(c *Conv, m *Message) (replaced bool) {
-	since := time.Now().UnixNano()
+func (r *replica) stepInline(c *Conv, m *Message, step StepFunc, ctx context.Context) (replaced bool) {
+	since := r.privSeq.Add(1)
 	r.privSince.Store(since)
 	r.privStall.Reset(stallAfter)
 	r.privSteps.Add(1)
-	c.runStep(m)
+	c.runStep(m, step, ctx)
 	if r.privSince.CompareAndSwap(since, 0) {
 		r.privStall.Stop()
 		return false

@@ -167,7 +167,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	}
 	r.stall = time.AfterFunc(time.Hour, r.onStall)
 	r.stall.Stop()
-	r.privCh = make(chan *nats.Msg, privBuffer)
+	r.privCh, r.privStop = make(chan *nats.Msg, privBuffer), make(chan struct{})
 	r.privStall = time.AfterFunc(time.Hour, r.onPrivateStall)
 	r.privStall.Stop()
 	return r
@@ -275,6 +275,7 @@ func (r *replica) abandon() {
 	r.mu.Unlock()
 	r.baseCancel()
 	r.closeSubscriptions()
+	r.stopPrivate()
 	r.forwardBuffered()
 	r.waitPool(true)
 	r.waitHelpers()
@@ -347,8 +348,8 @@ func (r *replica) shutdown(grace time.Duration) {
 	}
 	r.baseCancel() // workers, forwarder, heartbeat and waiting hand-overs stop
 	r.closeSubscriptions()
+	r.stopPrivate()
 	r.waitPool(handlersDone)
-	r.drainPrivate()
 	r.forwardBuffered()
 	r.waitHelpers()
 	if !r.nc.IsConnected() {

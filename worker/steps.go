@@ -49,7 +49,7 @@ func (c *Conv) Steps(ctx context.Context, step StepFunc) error {
 		c.mu.Lock()
 		c.step, c.stepCtx = step, ctx
 		c.mu.Unlock()
-		defer c.stepWG.Wait() // a step running inline (a CANCEL ends the wait in Receive at once)
+		defer c.stopSteps()
 	}
 	for {
 		m, err := c.Receive(ctx)
@@ -83,9 +83,21 @@ func safeStep(ctx context.Context, step StepFunc, m *Message) (reply []byte, end
 	return step(ctx, m)
 }
 
+// stopSteps runs as Steps returns: no step is taken inline from now on,
+// and it waits for one that runs (a CANCEL ends the wait in Receive at
+// once, while the step may still run).
+func (c *Conv) stopSteps() {
+	c.mu.Lock()
+	c.step, c.stepCtx = nil, nil
+	c.waitSince = time.Time{}
+	c.mu.Unlock()
+	c.stepWG.Wait()
+}
+
 // takeStepLocked takes the OLD nm for an inline step, if c serves with
 // Steps and its goroutine waits in Receive with nothing unanswered (else
-// the OLD goes to Receive, and Steps runs its step).
+// the OLD goes to Receive, and Steps runs its step). The caller runs it
+// with runStep(m, c.step, c.stepCtx), read under the same lock.
 func (c *Conv) takeStepLocked(nm *nats.Msg) *Message {
 	if c.step == nil || c.stepBusy || c.waitSince.IsZero() || c.pending != nil || c.ended != nil {
 		return nil
@@ -98,12 +110,32 @@ func (c *Conv) takeStepLocked(nm *nats.Msg) *Message {
 	return m
 }
 
-// runStep answers m, taken by takeStepLocked, on the calling goroutine.
-// Steps waits in Receive meanwhile: when the step ends the conversation,
-// runStep wakes it.
-func (c *Conv) runStep(m *Message) {
+// holdStepLocked keeps an OLD that came while a step runs inline (the
+// client sent it before the answer to the last one reached it, say after
+// its own wait timed out): it runs after that step, as a Receive loop
+// would take it after the reply. It reports false when one waits already.
+func (c *Conv) holdStepLocked(nm *nats.Msg) bool {
+	if c.stepNext != nil {
+		return false
+	}
+	c.stepNext = nm
+	return true
+}
+
+// runStep answers m, taken by takeStepLocked, with step on the calling
+// goroutine, then the OLD held meanwhile (holdStepLocked), if any. Steps
+// waits in Receive meanwhile; when a step ends the conversation, runStep
+// wakes it.
+func (c *Conv) runStep(m *Message, step StepFunc, ctx context.Context) {
 	defer c.stepWG.Done()
-	reply, end, err := safeStep(c.stepCtx, c.step, m)
+	for m != nil {
+		m = c.step1(m, step, ctx)
+	}
+}
+
+// step1 runs one step and returns the next message to run, if any.
+func (c *Conv) step1(m *Message, step StepFunc, ctx context.Context) (next *Message) {
+	reply, end, err := safeStep(ctx, step, m)
 	switch {
 	case err != nil:
 		e := asWireError(err)
@@ -121,17 +153,34 @@ func (c *Conv) runStep(m *Message) {
 		_ = c.reply(reply, end)
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nm := c.stepNext; nm != nil { // (an end answered it already: endLocked)
+		c.stepNext = nil
+		if c.step != nil {
+			next, _ = c.r.message(nm)
+			c.takeLocked(next, nm.Reply)
+			return next // still busy
+		}
+		select { // Steps is returning: its handler's end answers it
+		case c.in <- nm:
+		default:
+			c.r.replyError(nm.Reply, errTwoAhead)
+		}
+	}
 	c.stepBusy = false
 	if c.ended != nil {
-		c.mu.Unlock()
 		select { // wake Steps in Receive: the conversation is over
 		case c.in <- nil:
 		default:
 		}
-		return
+		return nil
 	}
-	if c.pending == nil {
-		c.waitSince = time.Now()
+	if c.pending == nil && c.step != nil {
+		c.waitSince = time.Now() // Steps waits for the client again (CONV-NONACT)
 	}
-	c.mu.Unlock()
+	return nil
 }
+
+// errTwoAhead answers a message sent while two before it wait for their
+// answers.
+var errTwoAhead = proto.Errorf(proto.CodeBadRequest, "message sent before the previous one was answered")

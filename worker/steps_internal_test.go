@@ -30,7 +30,12 @@ func stepReplica(t *testing.T, nc *nats.Conn, svc proto.Service, release <-chan 
 	}
 	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
 		n := 0
+		var busy atomic.Bool
 		return c.Steps(ctx, func(ctx context.Context, m *Message) ([]byte, bool, error) {
+			if !busy.CompareAndSwap(false, true) {
+				t.Errorf("two steps of conversation %s ran at once", c.ID())
+			}
+			defer busy.Store(false)
 			n++
 			if string(m.Data) == "slow" {
 				select {
@@ -285,4 +290,72 @@ func TestCancelDuringInlineStep(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An OLD that comes while the conversation's last step still runs inline
+// (its client gave up waiting for the answer and sent the next message)
+// waits for that step and then runs, with its own answer: it does not go
+// to the handler's Receive, where a second step would run at once and the
+// answers would go to each other's messages.
+func TestOldDuringInlineStepWaitsForIt(t *testing.T) {
+	s := testutil.StartNATS(t)
+	svc := proto.MustService("T/STEPS/AHEAD")
+	release := make(chan struct{})
+	r := stepReplica(t, testutil.Connect(t, s), svc, release)
+	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := testutil.Context(t, 15*time.Second)
+	cv, _, err := cl.Open(ctx, svc.String(), []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		r.mu.Lock()
+		c := r.convs[cv.ID()]
+		r.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.waitSince.IsZero() {
+			return errors.New("handler not waiting in Receive yet")
+		}
+		return nil
+	})
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if _, err := cv.Send(short, []byte("slow")); !errors.Is(err, proto.ErrWaitTimeout) {
+		t.Fatalf("slow message: %v, want the client's wait timeout", err)
+	}
+	cancel()
+	if r.privSteps.Load() != 1 {
+		t.Fatalf("%d steps ran inline, want the slow one", r.privSteps.Load())
+	}
+	next := make(chan string, 1)
+	go func() {
+		got, err := cv.Send(ctx, []byte("x"))
+		if err != nil {
+			next <- err.Error()
+			return
+		}
+		next <- string(got)
+	}()
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		r.mu.Lock()
+		c := r.convs[cv.ID()]
+		r.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.stepNext == nil {
+			return errors.New("the next OLD is not held yet")
+		}
+		return nil
+	})
+	close(release)
+	if got := <-next; got != "3:x" {
+		t.Fatalf("the message sent during the slow step got %q, want 3:x (its own answer, after the slow one's)", got)
+	}
+	if got, err := cv.Send(ctx, []byte("y")); err != nil || string(got) != "4:y" {
+		t.Fatalf("the next message: %q, %v, want 4:y", got, err)
+	}
 }

@@ -37,8 +37,9 @@ type Conv struct {
 	// it; fresh is set after an exchange that failed (a late reply to it
 	// could still come there), and from then on every message gets a new
 	// token, as a concurrent exchange does.
-	busy  atomic.Bool
-	fresh atomic.Bool
+	busy    atomic.Bool
+	fresh   atomic.Bool
+	waiting atomic.Int32 // exchanges waiting for their reply (end wakes them)
 	// msg is the message the holder of busy sends, reused with its
 	// header; dl is the deadline its header holds (formatted once per
 	// deadline, not per message).
@@ -208,7 +209,9 @@ func (cv *Conv) exchange(ctx context.Context, op string, data []byte, w watch) (
 		m.Header.Set(proto.HdrOp, op)
 		m.Header.Set(proto.HdrConv, cv.id)
 	}
+	cv.waiting.Add(1)
 	r, err := cv.c.roundTrip(ctx, m, w)
+	cv.waiting.Add(-1)
 	if err != nil && w.token != "" {
 		cv.fresh.Store(true) // a late reply may still come to the event token
 	}
@@ -312,15 +315,18 @@ func (cv *Conv) end(e *proto.Error) {
 		cv.ended = e
 	}
 	cv.c.unregister(cv.token)
-	if cv.busy.Load() {
-		// A Send or End of another goroutine waits on the event channel,
-		// which nothing reaches now: it ends with e (CANCEL answers no
-		// message the replica had not answered).
-		m := &nats.Msg{Header: nats.Header{}}
-		proto.SetError(m.Header, e)
-		select {
-		case cv.events <- m:
-		default:
-		}
+	if cv.waiting.Load() == 0 {
+		return
+	}
+	// A Send or End of another goroutine waits on the event channel (the
+	// reply channel of an exchange on the event token, or watched by one
+	// on a fresh token), which nothing reaches now: it ends with e (CANCEL
+	// answers no message the replica had not answered). Should it return
+	// before it reads this, the next look at the events drains it.
+	m := &nats.Msg{Header: nats.Header{}}
+	proto.SetError(m.Header, cv.ended)
+	select {
+	case cv.events <- m:
+	default:
 	}
 }
