@@ -151,7 +151,10 @@ func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
 // conversation the replica already ended normally is not an error.
 func (cv *Conv) End(ctx context.Context) error { return cv.close(ctx, proto.OpEOC, proto.ErrEOC) }
 
-// Cancel aborts the conversation; the replica's handler sees proto.ErrCancelled.
+// Cancel aborts the conversation; the replica's handler sees
+// proto.ErrCancelled. A Send or End another goroutine is waiting in on
+// this conversation returns proto.ErrCancelled at once (the replica
+// answers no message of a cancelled conversation).
 func (cv *Conv) Cancel(ctx context.Context) error {
 	return cv.close(ctx, proto.OpCancel, proto.ErrCancelled)
 }
