@@ -21,7 +21,7 @@ import (
 // (forward): its caller goes to the broker itself.
 
 func (r *replica) subscribeWarmLocked() error {
-	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity || r.joinPending {
+	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity || r.joinPending || r.backlog {
 		return nil
 	}
 	s, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)

@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/internal/testutil"
+)
+
+// Requests that wait in the queue go before warm calls that come later:
+// a replica that frees its slot while queued requests wait takes them
+// first (without waiting pulls, not rejoining the warm path), and only
+// then rejoins the warm path, though warm calls hammer it all along.
+// Eight rounds, each with a replica of its own: with the replica rejoining
+// the warm path as it pulls, a warm call overtook in about half of them.
+func TestQueuedRequestsBeforeWarmCalls(t *testing.T) {
+	s := testutil.StartNATS(t)
+	for round := 1; round <= 8; round++ {
+		t.Run(fmt.Sprint("round ", round), func(t *testing.T) {
+			queuedBeforeWarm(t, s, proto.MustService(fmt.Sprintf("T/FAIR/Q%d", round)))
+		})
+	}
+}
+
+func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
+	nc := testutil.Connect(t, s)
+	ctx := testutil.Context(t, 30*time.Second)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var served []string
+	cfg, err := resolve(noEnv, []Option{WithConn(testutil.Connect(t, s)), WithService(svc.String()), WithCapacity(1),
+		WithHeartbeat(5 * time.Second), WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		served = append(served, string(m.Data))
+		mu.Unlock()
+		if string(m.Data) == "A" {
+			<-gate
+		}
+		return c.Reply(m.Data)
+	}), cfg.conn)
+	if err := r.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.shutdown(0) })
+	servedNow := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(served)
+	}
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		cons, err := r.js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc))
+		if err != nil {
+			return err
+		}
+		if i, err := cons.Info(ctx); err != nil || i.NumWaiting != 1 {
+			return fmt.Errorf("replica's pull request not waiting yet (%v)", err)
+		}
+		return nil
+	})
+	// A warm call takes the only slot and holds it.
+	aDone := make(chan error, 1)
+	go func() { _, err := nc.Request(proto.WarmSubject(svc), []byte("A"), 20*time.Second); aDone <- err }()
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if len(servedNow()) == 0 {
+			return errors.New("A not taken yet")
+		}
+		return nil
+	})
+	// Two requests queued meanwhile, as a broker queues them.
+	js, _ := jetstream.New(nc)
+	callers := make([]*nats.Subscription, 2)
+	for i, q := range []string{"Q1", "Q2"} {
+		if callers[i], err = nc.SubscribeSync(nats.NewInbox()); err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(proto.QueueSubject(svc))
+		m.Header.Set(proto.HdrReply, callers[i].Subject)
+		m.Data = []byte(q)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The replica's open pull brings Q1 while it is full (it hands it
+	// back): it knows the queue holds work.
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !r.backlog {
+			return errors.New("no backlog seen yet")
+		}
+		return nil
+	})
+	// Warm calls hammer the service from now on.
+	hammer, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for hammer.Err() == nil {
+				_, _ = nc.Request(proto.WarmSubject(svc), []byte("w"), time.Second) // 503 while nobody is on the warm path
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // the hammers are at it (a head start, not a wait for a result)
+	close(gate)
+	if err := <-aDone; err != nil {
+		t.Fatalf("A: %v", err)
+	}
+	for i, c := range callers {
+		reply, err := c.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("queued request %d: %v", i+1, err)
+		}
+		if want := fmt.Sprintf("Q%d", i+1); string(reply.Data) != want {
+			t.Fatalf("queued caller %d got %q", i+1, reply.Data)
+		}
+	}
+	// Once the queue is empty, the replica is back on the warm path.
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if !slices.Contains(servedNow(), "w") {
+			return errors.New("no warm call served after the queue emptied")
+		}
+		return nil
+	})
+	stop()
+	wg.Wait()
+	got := servedNow()
+	if len(got) < 3 || got[0] != "A" || got[1] != "Q1" || got[2] != "Q2" {
+		t.Fatalf("served in the order %v, want A, Q1, Q2 and only then warm calls", got[:min(len(got), 6)])
+	}
+}
