@@ -149,3 +149,68 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 		t.Fatalf("served in the order %v, want A, Q1, Q2 and only then warm calls", got[:min(len(got), 6)])
 	}
 }
+
+// The priority of queued requests fails open: when the queue cannot be
+// read (a refusal, 503 with no consumer leader), a pull is lost, or the
+// connection or the consumer's leader changed, the replica rejoins the
+// warm path at once rather than stay off it while nothing can be pulled;
+// and a request handed back while a waiting pull is open (which takes the
+// next queued request as soon as there is one) does not take it off the
+// warm path.
+func TestQueuedPriorityFailsOpen(t *testing.T) {
+	s := testutil.StartNATS(t)
+	r := echoReplica(t, testutil.Connect(t, s), proto.MustService("T/FAIR/OPEN"))
+	state := func() (backlog, warm bool) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.backlog, r.warm != nil
+	}
+	status := func(code string) *nats.Msg {
+		m := nats.NewMsg(r.pullInbox)
+		m.Header.Set(proto.HdrNATSStatus, code)
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		do   func()
+	}{
+		{"503 from the queue", func() { r.onPulled(status("503")) }},
+		{"second 409 in a row", func() {
+			r.mu.Lock()
+			r.pullBackoff = pullRetryMin
+			r.mu.Unlock()
+			r.onPulled(status("409"))
+		}},
+		{"404: nothing queued", func() { r.onPulled(status("404")) }},
+		{"reconnect or new consumer leader", func() {
+			r.mu.Lock()
+			r.pullAgainLocked()
+			r.mu.Unlock()
+		}},
+		{"pull lost", func() {
+			r.mu.Lock()
+			r.pulling, r.pullNoWait, r.pullSign = true, true, time.Now().Add(-time.Hour)
+			r.mu.Unlock()
+			r.pullDue()
+		}},
+	} {
+		r.mu.Lock()
+		r.pulling, r.pullNoWait, r.pullBackoff, r.pullAfter = false, false, 0, time.Time{}
+		r.setBacklogLocked()
+		r.mu.Unlock()
+		if b, w := state(); !b || w {
+			t.Fatalf("%s: backlog %v, on the warm path %v before it; want true, false", tc.name, b, w)
+		}
+		tc.do()
+		if b, w := state(); b || !w {
+			t.Errorf("%s: backlog %v, on the warm path %v; want false, true", tc.name, b, w)
+		}
+	}
+	r.mu.Lock()
+	r.pulling, r.pullNoWait = true, false // a waiting pull is open
+	r.setBacklogLocked()
+	r.mu.Unlock()
+	if b, w := state(); b || !w {
+		t.Errorf("handed back with a waiting pull open: backlog %v, on the warm path %v; want false, true", b, w)
+	}
+}

@@ -87,7 +87,31 @@ func (r *replica) pullLocked() {
 		r.retryPullLocked()
 		return
 	}
-	r.pulling, r.pullSign = true, time.Now()
+	r.pulling, r.pullSign, r.pullNoWait = true, time.Now(), r.backlog
+}
+
+// setBacklogLocked puts queued requests before warm calls: the replica
+// leaves the warm path, and its next pulls ask only for what is queued
+// now. Not while a waiting pull is open: that one takes the next queued
+// request as soon as there is one, and with backlog set nothing would
+// bring the replica back to the warm path before it expires.
+func (r *replica) setBacklogLocked() {
+	if r.pulling && !r.pullNoWait {
+		return
+	}
+	r.backlog = true
+	r.unsubscribeWarmLocked()
+}
+
+// clearBacklogLocked ends the priority of queued requests (none are
+// queued for this replica now, or the queue cannot be read: a queue that
+// cannot be read gets no priority over warm calls) and rejoins the warm
+// path if a slot is free.
+func (r *replica) clearBacklogLocked() {
+	r.backlog = false
+	if err := r.subscribeWarmLocked(); err != nil {
+		r.cfg.logger.Error("cannot rejoin the warm path", "err", err)
+	}
 }
 
 // The bodies of the replica's pull requests: one that waits for a queued
@@ -102,6 +126,7 @@ var (
 // with every refusal in a row.
 func (r *replica) retryPullLocked() {
 	r.pulling = false
+	r.clearBacklogLocked()
 	r.pullBackoff = min(max(2*r.pullBackoff, pullRetryMin), pullRetryMax)
 	r.pullAfter = time.Now().Add(r.pullBackoff)
 	r.kickTickLocked()
@@ -109,8 +134,13 @@ func (r *replica) retryPullLocked() {
 
 // pullAgainLocked forgets any open pull request and backoff and pulls now:
 // the connection came back, and with it (maybe) another server.
+//
+// A reconnect or a new consumer leader also ends the priority of queued
+// requests (backlog): a no_wait pull sent into a failover can vanish, and
+// the replica would stay off the warm path until pullLost.
 func (r *replica) pullAgainLocked() {
 	r.pulling, r.pullBackoff, r.pullAfter = false, 0, time.Time{}
+	r.clearBacklogLocked()
 	r.pullLocked()
 }
 
@@ -122,6 +152,7 @@ func (r *replica) pullDue() {
 	if r.pulling && time.Since(r.pullSign) > pullLost {
 		r.cfg.logger.Info("pull request lost; pulling again", "silent", time.Since(r.pullSign).Round(time.Millisecond))
 		r.pulling = false
+		r.clearBacklogLocked()
 	}
 	r.pullLocked()
 }
@@ -195,6 +226,7 @@ func (r *replica) onPulled(nm *nats.Msg) {
 			r.pullSign = time.Now()
 		case consumerDeleted(nm): // the heartbeat recreates it, now
 			r.pulling, r.lostCons = false, true
+			r.clearBacklogLocked()
 			select {
 			case r.hbKick <- struct{}{}:
 			default:
@@ -207,20 +239,17 @@ func (r *replica) onPulled(nm *nats.Msg) {
 			r.retryPullLocked()
 		default: // 404, 408: the pull ended normally, with nothing for us
 			r.pulling, r.pullBackoff = false, 0
-			if r.backlog {
-				r.backlog = false // the queue is empty: back to the warm path
-				if err := r.subscribeWarmLocked(); err != nil {
-					r.cfg.logger.Error("cannot rejoin the warm path", "err", err)
-				}
-			}
+			r.clearBacklogLocked() // the queue is empty: back to the warm path
 			r.pullLocked()
 		}
 		return
 	}
 	r.mu.Lock()
 	r.pulling, r.pullBackoff = false, 0
-	if r.backlog = queuedBehind(nm); r.backlog {
-		r.unsubscribeWarmLocked() // more wait behind it: they go before warm calls
+	if queuedBehind(nm) {
+		r.setBacklogLocked() // more wait behind it: they go before warm calls
+	} else {
+		r.backlog = false // the warm path again once a slot is free (below)
 	}
 	r.mu.Unlock()
 	ackTo := nm.Reply
@@ -229,6 +258,9 @@ func (r *replica) onPulled(nm *nats.Msg) {
 		r.term(ackTo) // not from a broker: nobody to answer
 		r.cfg.logger.Warn("queued request without reply subject dropped", "subject", nm.Subject)
 		r.mu.Lock()
+		if !r.backlog {
+			r.clearBacklogLocked()
+		}
 		r.pullLocked()
 		r.mu.Unlock()
 		return
@@ -242,21 +274,24 @@ func (r *replica) onPulled(nm *nats.Msg) {
 	}
 	r.mu.Lock()
 	if !handled {
-		r.backlog = true // it waits in the queue again: it goes before warm calls
+		r.setBacklogLocked() // it waits in the queue again: it goes before warm calls
 	}
-	if err := r.subscribeWarmLocked(); err != nil { // nothing queued behind it, and a slot free
-		r.cfg.logger.Error("cannot rejoin the warm path", "err", err)
+	if !r.backlog {
+		r.clearBacklogLocked() // nothing queued behind it: the warm path, if a slot is free
 	}
 	r.pullLocked()
 	r.mu.Unlock()
 }
 
-// queuedBehind reports whether JetStream counted queued requests not yet
-// delivered behind nm (num_pending, the ack subject's tail: nats.go parses
-// both of its forms). An ack subject it cannot read counts as none.
+// queuedBehind reports whether queued requests may wait behind nm:
+// JetStream counted some not yet delivered (num_pending, the ack
+// subject's tail: nats.go parses both of its forms), or nm itself comes
+// again (handed back or unacknowledged before: others may wait for
+// redelivery too, which num_pending does not count). An ack subject it
+// cannot read counts as none.
 func queuedBehind(nm *nats.Msg) bool {
 	md, err := nm.Metadata()
-	return err == nil && md.NumPending > 0
+	return err == nil && (md.NumPending > 0 || md.NumDelivered > 1)
 }
 
 // term removes a queued request that will never be served.

@@ -122,7 +122,8 @@ type replica struct {
 	pullSign    time.Time     // when the open pull was sent or last showed life (idle heartbeat)
 	pullBackoff time.Duration // wait before the next pull after refusals in a row (0: none)
 	pullAfter   time.Time     // no pull before this (a retry is due then)
-	backlog     bool          // the last pull brought a queued request: empty the queue before the warm path (pull.go)
+	backlog     bool          // queued requests wait: take them before rejoining the warm path (pull.go)
+	pullNoWait  bool          // the open pull is a no_wait one (backlog)
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
