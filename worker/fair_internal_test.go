@@ -166,7 +166,9 @@ func TestQueuedPriorityFailsOpen(t *testing.T) {
 		return r.backlog, r.warm != nil
 	}
 	status := func(code string) *nats.Msg {
-		m := nats.NewMsg(r.pullInbox)
+		r.mu.Lock()
+		m := nats.NewMsg(r.pullReplyLocked())
+		r.mu.Unlock()
 		m.Header.Set(proto.HdrNATSStatus, code)
 		return m
 	}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -82,12 +83,31 @@ func (r *replica) pullLocked() {
 	if r.backlog {
 		body = nextQueued
 	}
-	if err := r.nc.PublishRequest(r.pullSubj, r.pullInbox, body); err != nil {
+	r.pullGen++
+	if err := r.nc.PublishRequest(r.pullSubj, r.pullReplyLocked(), body); err != nil {
 		r.cfg.logger.Warn("pull request failed", "err", err)
 		r.retryPullLocked()
 		return
 	}
 	r.pulling, r.pullSign, r.pullNoWait = true, time.Now(), r.backlog
+}
+
+// pullReplyLocked is the reply subject of the last pull sent. Each pull
+// has its own, so what comes for a pull the replica gave up on (a
+// reconnect or a new consumer leader makes it pull again while the old
+// pull may live on at the server) is told apart: its statuses are
+// ignored, or every one of them would open yet another pull, and the
+// replica would keep several open for good (each delivering while it is
+// full, to be handed back).
+func (r *replica) pullReplyLocked() string {
+	return r.pullInbox + "." + strconv.FormatUint(r.pullGen, 36)
+}
+
+// currentPullLocked reports whether the status nm answers the last pull
+// sent (a status comes to the pull's reply subject; a delivered queued
+// request keeps its own subject).
+func (r *replica) currentPullLocked(nm *nats.Msg) bool {
+	return nm.Subject == r.pullReplyLocked()
 }
 
 // setBacklogLocked puts queued requests before warm calls: the replica
@@ -221,6 +241,9 @@ func (r *replica) onPulled(nm *nats.Msg) {
 	if status := nm.Header.Get(proto.HdrNATSStatus); status != "" && len(nm.Data) == 0 {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if !r.currentPullLocked(nm) && !consumerDeleted(nm) {
+			return // a status of a pull given up on: the last one is open
+		}
 		switch {
 		case status == "100": // idle heartbeat: the pull is alive
 			r.pullSign = time.Now()
@@ -245,6 +268,10 @@ func (r *replica) onPulled(nm *nats.Msg) {
 		return
 	}
 	r.mu.Lock()
+	// A delivery closes the pull that brought it (batch 1). Which one
+	// cannot be told (a queued request keeps its own subject), so it
+	// counts as the last one: at worst a pull given up on delivered, and
+	// the next pull makes the count of open ones what it was.
 	r.pulling, r.pullBackoff = false, 0
 	if queuedBehind(nm) {
 		r.setBacklogLocked() // more wait behind it: they go before warm calls

@@ -122,3 +122,39 @@ func TestReplicaRecreatesDeletedConsumer(t *testing.T) {
 		t.Fatalf("queued request after the consumer came back: %v %v", reply, err)
 	}
 }
+
+// Each pull answers to a reply subject of its own, so the statuses of a
+// pull the replica gave up on (it pulls again after a reconnect or a new
+// consumer leader while the old pull may live on at the server) open no
+// new pull: before, every such status opened one more, and a replica
+// kept several pulls open for good.
+func TestStatusOfAPullGivenUpOnIsIgnored(t *testing.T) {
+	s := testutil.StartNATS(t)
+	r := echoReplica(t, testutil.Connect(t, s), proto.MustService("T/PULL/GEN"))
+	r.mu.Lock()
+	old := r.pullReplyLocked()
+	r.pullAgainLocked() // as after a reconnect
+	current, gen := r.pullReplyLocked(), r.pullGen
+	r.mu.Unlock()
+	if old == current {
+		t.Fatalf("the new pull answers to the old one's subject %s", old)
+	}
+	status := func(subject, code string) {
+		m := nats.NewMsg(subject)
+		m.Header.Set(proto.HdrNATSStatus, code)
+		r.onPulled(m)
+	}
+	status(old, "408") // the old pull expires
+	status(old, "100")
+	r.mu.Lock()
+	if r.pullGen != gen || !r.pulling {
+		t.Errorf("after the old pull's 408: pull %d (want %d still), open %v", r.pullGen, gen, r.pulling)
+	}
+	r.mu.Unlock()
+	status(current, "408") // the current one expires: pull again
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pullGen != gen+1 || !r.pulling {
+		t.Errorf("after the current pull's 408: pull %d (want %d), open %v", r.pullGen, gen+1, r.pulling)
+	}
+}

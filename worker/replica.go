@@ -124,6 +124,7 @@ type replica struct {
 	pullAfter   time.Time     // no pull before this (a retry is due then)
 	backlog     bool          // queued requests wait: take them before rejoining the warm path (pull.go)
 	pullNoWait  bool          // the open pull is a no_wait one (backlog)
+	pullGen     uint64        // the number of the last pull sent: its reply subject is pullInbox.<pullGen in base 36>
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool
@@ -201,11 +202,11 @@ func (r *replica) start(ctx context.Context) (retErr error) {
 		return err
 	}
 	r.pullSubj = "$JS.API.CONSUMER.MSG.NEXT." + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service)
-	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it
+	r.pullInbox = r.nc.NewInbox() // not under the request mux prefix: pulled messages must not reach it; each pull answers to pullInbox.<n> (pull.go)
 	subjects := map[string]nats.MsgHandler{
 		proto.ControlSubject(r.cfg.replicaID): r.onControl,
 		proto.HeldSubject(r.cfg.service):      r.onHeld,
-		r.pullInbox:                           r.onPulled,
+		r.pullInbox + ".*":                    r.onPulled,
 		leaderElectedPrefix + proto.QueueStream + "." + proto.ConsumerName(r.cfg.service): r.onLeaderElected,
 	}
 	for _, subject := range discoverySubjects(r.discoveryName(), r.cfg.replicaID) {
