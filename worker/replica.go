@@ -117,14 +117,15 @@ type replica struct {
 	drainedWarm *nats.Subscription // the warm subscription last left, maybe still draining
 	subs        []*nats.Subscription
 	pullInbox   string
-	pulling     bool          // a pull request is open at the server
-	lostCons    bool          // the server said the consumer is gone: recreate it
-	pullSign    time.Time     // when the open pull was sent or last showed life (idle heartbeat)
-	pullBackoff time.Duration // wait before the next pull after refusals in a row (0: none)
-	pullAfter   time.Time     // no pull before this (a retry is due then)
-	backlog     bool          // queued requests wait: take them before rejoining the warm path (pull.go)
-	pullNoWait  bool          // the open pull is a no_wait one (backlog)
-	pullGen     uint64        // the number of the last pull sent: its reply subject is pullInbox.<pullGen in base 36>
+	pulling     bool                     // a pull request is open at the server
+	lostCons    bool                     // the server said the consumer is gone: recreate it
+	pullSign    time.Time                // when the open pull was sent or last showed life (idle heartbeat)
+	pullBackoff time.Duration            // wait before the next pull after refusals in a row (0: none)
+	pullAfter   time.Time                // no pull before this (a retry is due then)
+	backlog     bool                     // queued requests wait: take them before rejoining the warm path (pull.go)
+	pullNoWait  bool                     // the open pull is a no_wait one (backlog)
+	pullGen     uint64                   // the number of the last pull sent: its reply subject is pullInbox.<pullGen in base 36>
+	ackHook     func(ackTo string) error // tests: stands in for ackSync
 	idle        *time.Timer
 	exitReason  string
 	immedWanted bool

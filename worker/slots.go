@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/musterhq/muster/broker/proto"
 )
@@ -115,13 +117,16 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		// "working" first: a caller told "queued" learns its replica now,
 		// so if the replica dies from here on the caller's PINGs tell it.
 		c.sendWorking()
-		if err := r.ackSync(ackTo); err != nil {
-			// Unconfirmed: JetStream redelivers the request (here or to
-			// another replica) after the consumer's AckWait, so running it
-			// now could run it twice. Give the slot back, say nothing.
+		if err := r.ackOnce(ackTo); err != nil && !r.ackTookEffect(nm) {
+			// Unconfirmed, and still in the queue (or the queue cannot
+			// tell): JetStream delivers it again (here or to another
+			// replica), so running it now could run it twice. Give the
+			// slot back and hand it back, so that the next delivery need
+			// not wait for the consumer's AckWait.
 			r.stats.convs.Add(-1)
 			r.finished(c)
-			r.cfg.logger.Warn("queued request left for redelivery: its ack was not confirmed", "err", err)
+			_ = r.nc.Publish(ackTo, []byte("-NAK"))
+			r.cfg.logger.Warn("queued request handed back: its ack was not confirmed", "err", err)
 			return nil, true
 		}
 		r.stats.queued.Add(1)
@@ -139,6 +144,60 @@ const ackTimeout = 2 * time.Second
 func (r *replica) ackSync(ackTo string) error {
 	_, err := r.nc.Request(ackTo, []byte("+ACK"), ackTimeout)
 	return err
+}
+
+// ackOnce is ackSync, or the test's stand-in for it (ackHook).
+func (r *replica) ackOnce(ackTo string) error {
+	if r.ackHook != nil {
+		return r.ackHook(ackTo)
+	}
+	return r.ackSync(ackTo)
+}
+
+// ackVerifyWait bounds how long a replica asks the queue whether an
+// unconfirmed ack took effect: a consumer's new leader is elected within
+// 4–9 s of a node loss.
+const ackVerifyWait = 10 * time.Second
+
+// ackTookEffect reports whether a queued request whose ack was not
+// confirmed has left the queue all the same: the server applied the ack
+// and only its answer was lost (a consumer leader that died just after).
+// Then nobody else will run it, so this replica must, or it is lost. It
+// asks the queue stream which sequences it still holds (never a
+// message's content), until the stream answers or ackVerifyWait passes;
+// false when it cannot tell.
+func (r *replica) ackTookEffect(nm *nats.Msg) bool {
+	md, err := nm.Metadata()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.baseCtx, ackVerifyWait)
+	defer cancel()
+	for {
+		if gone, err := r.leftQueue(ctx, md.Sequence.Stream); err == nil {
+			return gone
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// leftQueue reports whether the queue stream no longer holds sequence seq
+// (a work queue removes a request once it is acknowledged).
+func (r *replica) leftQueue(ctx context.Context, seq uint64) (bool, error) {
+	s, err := r.js.Stream(ctx, proto.QueueStream)
+	if err != nil {
+		return false, err
+	}
+	info, err := s.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return false, err
+	}
+	st := info.State
+	return seq < st.FirstSeq || st.Msgs == 0 || slices.Contains(st.Deleted, seq), nil
 }
 
 func noop() {}

@@ -90,7 +90,7 @@ var table = map[Role]Perms{
 			{"$JS.ACK.MUSTER_QUEUE." + PhConsumer + ".>", "acks a pulled request"},
 			{"$JS.API.CONSUMER.CREATE.MUSTER_QUEUE." + PhConsumer + ".muster.q." + PhService, "creates or updates its service's consumer (filter subject fixed)"},
 			{"$JS.API.CONSUMER.INFO.MUSTER_QUEUE." + PhConsumer, "looks its consumer up"},
-			{"$JS.API.STREAM.INFO.MUSTER_QUEUE", "finds the queue stream"},
+			{"$JS.API.STREAM.INFO.MUSTER_QUEUE", "finds the queue stream; after an unconfirmed ack, which sequences it still holds"},
 			{"$JS.API.STREAM.CREATE.MUSTER_QUEUE", "creates the queue stream when it is missing"},
 			{"$JS.API.STREAM.INFO.KV_muster_replicas", "finds the replica bucket"},
 			{"$JS.API.STREAM.CREATE.KV_muster_replicas", "creates the replica bucket when it is missing"},
