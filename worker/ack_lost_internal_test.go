@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,19 +34,14 @@ func TestUnconfirmedAckRunsOnce(t *testing.T) {
 			svc := proto.MustService("T/ACK/LOST")
 			ctx := testutil.Context(t, 20*time.Second)
 			var runs atomic.Int64
-			cfg, err := resolve(noEnv, []Option{WithConn(testutil.Connect(t, s)), WithService(svc.String()),
-				WithHeartbeat(5 * time.Second), WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+			r := testReplica(t, testutil.Connect(t, s), svc, func(ctx context.Context, c *Conv) error {
 				m, err := c.Receive(ctx)
 				if err != nil {
 					return err
 				}
 				runs.Add(1)
 				return c.Reply(m.Data)
-			}), cfg.conn)
+			})
 			var failed atomic.Bool
 			r.ackHook = func(ackTo string) error {
 				if failed.CompareAndSwap(false, true) { // the first ack only
@@ -58,10 +54,7 @@ func TestUnconfirmedAckRunsOnce(t *testing.T) {
 				}
 				return r.ackSync(ackTo)
 			}
-			if err := r.start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.shutdown(0) })
+			startTestReplica(t, r)
 			caller, err := nc.SubscribeSync(nats.NewInbox())
 			if err != nil {
 				t.Fatal(err)
@@ -90,7 +83,27 @@ func TestUnconfirmedAckRunsOnce(t *testing.T) {
 			if !failed.Load() {
 				t.Fatal("the ack stand-in was never used")
 			}
-			time.Sleep(200 * time.Millisecond) // a second run would come now (a redelivery is immediate after -NAK)
+			// Nothing can run it again once the queue holds it no more
+			// (acked) and nothing of it is delivered and unacked.
+			testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+				stream, err := js.Stream(ctx, proto.QueueStream)
+				if err != nil {
+					return err
+				}
+				cons, err := stream.Consumer(ctx, proto.ConsumerName(svc))
+				if err != nil {
+					return err
+				}
+				si, err1 := stream.Info(ctx)
+				ci, err2 := cons.Info(ctx)
+				if err := errors.Join(err1, err2); err != nil {
+					return err
+				}
+				if si.State.Msgs != 0 || ci.NumAckPending != 0 {
+					return fmt.Errorf("queue holds %d, %d delivered and unacked", si.State.Msgs, ci.NumAckPending)
+				}
+				return nil
+			})
 			if n := runs.Load(); n != 1 {
 				t.Fatalf("the handler ran %d times, want once", n)
 			}

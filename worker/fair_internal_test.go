@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,12 +39,7 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 	gate := make(chan struct{})
 	var mu sync.Mutex
 	var served []string
-	cfg, err := resolve(noEnv, []Option{WithConn(testutil.Connect(t, s)), WithService(svc.String()), WithCapacity(1),
-		WithHeartbeat(5 * time.Second), WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+	r := testReplica(t, testutil.Connect(t, s), svc, func(ctx context.Context, c *Conv) error {
 		m, err := c.Receive(ctx)
 		if err != nil {
 			return err
@@ -55,26 +51,14 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 			<-gate
 		}
 		return c.Reply(m.Data)
-	}), cfg.conn)
-	if err := r.start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.shutdown(0) })
+	}, WithCapacity(1))
+	startTestReplica(t, r)
 	servedNow := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(served)
 	}
-	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		cons, err := r.js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc))
-		if err != nil {
-			return err
-		}
-		if i, err := cons.Info(ctx); err != nil || i.NumWaiting != 1 {
-			return fmt.Errorf("replica's pull request not waiting yet (%v)", err)
-		}
-		return nil
-	})
+	waitPullOpen(t, r)
 	// A warm call takes the only slot and holds it.
 	aDone := make(chan error, 1)
 	go func() { _, err := nc.Request(proto.WarmSubject(svc), []byte("A"), 20*time.Second); aDone <- err }()
@@ -88,6 +72,7 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 	js, _ := jetstream.New(nc)
 	callers := make([]*nats.Subscription, 2)
 	for i, q := range []string{"Q1", "Q2"} {
+		var err error
 		if callers[i], err = nc.SubscribeSync(nats.NewInbox()); err != nil {
 			t.Fatal(err)
 		}
@@ -112,16 +97,23 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 	hammer, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
+	var tries atomic.Int64
 	for i := 0; i < 4; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for hammer.Err() == nil {
 				_, _ = nc.Request(proto.WarmSubject(svc), []byte("w"), time.Second) // 503 while nobody is on the warm path
+				tries.Add(1)
 			}
 		}()
 	}
-	time.Sleep(20 * time.Millisecond) // the hammers are at it (a head start, not a wait for a result)
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if tries.Load() < 8 {
+			return errors.New("the warm calls have not started yet")
+		}
+		return nil
+	})
 	close(gate)
 	if err := <-aDone; err != nil {
 		t.Fatalf("A: %v", err)

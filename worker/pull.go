@@ -129,9 +129,7 @@ func (r *replica) setBacklogLocked() {
 // path if a slot is free.
 func (r *replica) clearBacklogLocked() {
 	r.backlog = false
-	if err := r.subscribeWarmLocked(); err != nil {
-		r.cfg.logger.Error("cannot rejoin the warm path", "err", err)
-	}
+	r.joinWarmLocked()
 }
 
 // The bodies of the replica's pull requests: one that waits for a queued
@@ -285,9 +283,7 @@ func (r *replica) onPulled(nm *nats.Msg) {
 		r.term(ackTo) // not from a broker: nobody to answer
 		r.cfg.logger.Warn("queued request without reply subject dropped", "subject", nm.Subject)
 		r.mu.Lock()
-		if !r.backlog {
-			r.clearBacklogLocked()
-		}
+		r.joinWarmLocked()
 		r.pullLocked()
 		r.mu.Unlock()
 		return
@@ -303,9 +299,7 @@ func (r *replica) onPulled(nm *nats.Msg) {
 	if !handled {
 		r.setBacklogLocked() // it waits in the queue again: it goes before warm calls
 	}
-	if !r.backlog {
-		r.clearBacklogLocked() // nothing queued behind it: the warm path, if a slot is free
-	}
+	r.joinWarmLocked() // if nothing is queued behind it and a slot is free
 	r.pullLocked()
 	r.mu.Unlock()
 }

@@ -14,30 +14,35 @@ import (
 	"github.com/musterhq/muster/internal/testutil"
 )
 
-// echoReplica starts an echo replica of svc on nc (heartbeat 5s: the
-// re-pulls must not wait for it) and returns it once its pull waits at
-// the consumer.
-func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
+// testReplica makes (does not start) a replica of svc on nc serving h:
+// heartbeat 5s (the re-pulls must not wait for it), no idle timeout, no
+// signals, no grace; opts add to these.
+func testReplica(t *testing.T, nc *nats.Conn, svc proto.Service, h HandlerFunc, opts ...Option) *replica {
 	t.Helper()
-	cfg, err := resolve(noEnv, []Option{WithConn(nc), WithService(svc.String()), WithHeartbeat(5 * time.Second),
-		WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
+	all := append([]Option{WithConn(nc), WithService(svc.String()), WithHeartbeat(5 * time.Second),
+		WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)}, opts...)
+	cfg, err := resolve(noEnv, all)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
-		m, err := c.Receive(ctx)
-		if err != nil {
-			return err
-		}
-		return c.Reply(m.Data)
-	}), nc)
-	ctx := testutil.Context(t, 30*time.Second)
-	if err := r.start(ctx); err != nil {
+	return newReplica(cfg, h, nc)
+}
+
+// startTestReplica starts r; the test's end shuts it down.
+func startTestReplica(t *testing.T, r *replica) {
+	t.Helper()
+	if err := r.start(testutil.Context(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.shutdown(0) })
+}
+
+// waitPullOpen waits until r's pull request waits at its consumer.
+func waitPullOpen(t *testing.T, r *replica) {
+	t.Helper()
+	ctx := testutil.Context(t, 15*time.Second)
 	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		c, err := r.js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(svc))
+		c, err := r.js.Consumer(ctx, proto.QueueStream, proto.ConsumerName(r.cfg.service))
 		if err != nil {
 			return err
 		}
@@ -46,6 +51,21 @@ func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
 		}
 		return nil
 	})
+}
+
+// echoReplica starts an echo replica of svc on nc and returns it once its
+// pull waits at the consumer.
+func echoReplica(t *testing.T, nc *nats.Conn, svc proto.Service) *replica {
+	t.Helper()
+	r := testReplica(t, nc, svc, func(ctx context.Context, c *Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		return c.Reply(m.Data)
+	})
+	startTestReplica(t, r)
+	waitPullOpen(t, r)
 	return r
 }
 

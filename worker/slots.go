@@ -250,9 +250,7 @@ func (r *replica) releaseLocked(c *Conv) {
 		r.quiesceLocked("end of conversation")
 		return
 	}
-	if err := r.subscribeWarmLocked(); err != nil {
-		r.cfg.logger.Error("cannot reopen warm path", "err", err)
-	}
+	r.joinWarmLocked()
 	r.pullLocked()
 	r.armIdleLocked()
 	r.dirty.Store(true)

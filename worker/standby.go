@@ -88,9 +88,7 @@ func (r *replica) join() {
 		return // quiescing already (exit after the first conversation)
 	}
 	r.unparkLocked()
-	if err := r.subscribeWarmLocked(); err != nil {
-		r.cfg.logger.Error("cannot join the warm path", "err", err)
-	}
+	r.joinWarmLocked()
 	r.pullLocked()
 	r.armIdleLocked()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker/client"
@@ -22,13 +23,7 @@ import (
 // "slow" waits until release is closed or the step's ctx ends.
 func stepReplica(t *testing.T, nc *nats.Conn, svc proto.Service, release <-chan struct{}, opts ...Option) *replica {
 	t.Helper()
-	all := append([]Option{WithConn(nc), WithService(svc.String()), WithHeartbeat(5 * time.Second),
-		WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0), WithCapacity(8)}, opts...)
-	cfg, err := resolve(noEnv, all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+	r := testReplica(t, nc, svc, func(ctx context.Context, c *Conv) error {
 		n := 0
 		var busy atomic.Bool
 		return c.Steps(ctx, func(ctx context.Context, m *Message) ([]byte, bool, error) {
@@ -46,12 +41,37 @@ func stepReplica(t *testing.T, nc *nats.Conn, svc proto.Service, release <-chan 
 			}
 			return []byte(strconv.Itoa(n) + ":" + string(m.Data)), string(m.Data) == "bye", nil
 		})
-	}), nc)
-	if err := r.start(testutil.Context(t, 30*time.Second)); err != nil {
+	}, append([]Option{WithCapacity(8)}, opts...)...)
+	startTestReplica(t, r)
+	return r
+}
+
+// stepClient is a Go client on s whose calls wait up to timeout.
+func stepClient(t *testing.T, s *server.Server, timeout time.Duration) *client.Client {
+	t.Helper()
+	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(timeout))
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.shutdown(0) })
-	return r
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// waitInReceive waits until the handler of cv's conversation on r waits
+// in Receive (inside Steps): only then is an OLD's step run inline.
+func waitInReceive(t *testing.T, r *replica, cv *client.Conv) {
+	t.Helper()
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		r.mu.Lock()
+		c := r.convs[cv.ID()]
+		r.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.waitSince.IsZero() {
+			return errors.New("handler not waiting in Receive yet")
+		}
+		return nil
+	})
 }
 
 // After the opening message, a conversation served with Steps has its
@@ -61,11 +81,7 @@ func TestStepsRunInline(t *testing.T) {
 	s := testutil.StartNATS(t)
 	svc := proto.MustService("T/STEPS/INLINE")
 	r := stepReplica(t, testutil.Connect(t, s), svc, nil)
-	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := stepClient(t, s, 5*time.Second)
 	ctx := testutil.Context(t, 10*time.Second)
 	cv, first, err := cl.Open(ctx, svc.String(), []byte("a"))
 	if err != nil {
@@ -118,11 +134,7 @@ func TestSlowStepHandsOverThePrivateSubject(t *testing.T) {
 	svc := proto.MustService("T/STEPS/SLOW")
 	release := make(chan struct{})
 	r := stepReplica(t, testutil.Connect(t, s), svc, release)
-	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := stepClient(t, s, 10*time.Second)
 	ctx := testutil.Context(t, 15*time.Second)
 	slow, _, err := cl.Open(ctx, svc.String(), []byte("a"))
 	if err != nil {
@@ -134,21 +146,8 @@ func TestSlowStepHandsOverThePrivateSubject(t *testing.T) {
 	}
 	// Both handlers wait in Receive before the OLDs go (else they would
 	// go to Receive, not to an inline step).
-	waiting := func(cv *client.Conv) func() error {
-		return func() error {
-			r.mu.Lock()
-			c := r.convs[cv.ID()]
-			r.mu.Unlock()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.waitSince.IsZero() {
-				return errors.New("handler not waiting in Receive yet")
-			}
-			return nil
-		}
-	}
-	testutil.CheckFor(t, 5*time.Second, time.Millisecond, waiting(slow))
-	testutil.CheckFor(t, 5*time.Second, time.Millisecond, waiting(other))
+	waitInReceive(t, r, slow)
+	waitInReceive(t, r, other)
 	slowReply := make(chan error, 1)
 	go func() {
 		got, err := slow.Send(ctx, []byte("slow"))
@@ -213,14 +212,8 @@ func TestCancelDuringInlineStep(t *testing.T) {
 	s := testutil.StartNATS(t)
 	svc := proto.MustService("T/STEPS/CANCEL")
 	var stepDone, servedDone atomic.Int64
-	nc := testutil.Connect(t, s)
-	cfg, err := resolve(noEnv, []Option{WithConn(nc), WithService(svc.String()), WithHeartbeat(5 * time.Second),
-		WithIdleTimeout(0), WithSignals(false), WithLogger(quiet), WithGrace(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	handlerErr := make(chan error, 1)
-	r := newReplica(cfg, HandlerFunc(func(ctx context.Context, c *Conv) error {
+	r := testReplica(t, testutil.Connect(t, s), svc, func(ctx context.Context, c *Conv) error {
 		err := c.Steps(ctx, func(ctx context.Context, m *Message) ([]byte, bool, error) {
 			if string(m.Data) != "wait" {
 				return m.Data, false, nil
@@ -233,16 +226,9 @@ func TestCancelDuringInlineStep(t *testing.T) {
 		servedDone.Store(time.Now().UnixNano())
 		handlerErr <- err
 		return err
-	}), nc)
-	if err := r.start(testutil.Context(t, 30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.shutdown(0) })
-	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	})
+	startTestReplica(t, r)
+	cl := stepClient(t, s, 10*time.Second)
 	ctx := testutil.Context(t, 15*time.Second)
 	cv, _, err := cl.Open(ctx, svc.String(), []byte("a"))
 	if err != nil {
@@ -302,27 +288,13 @@ func TestOldDuringInlineStepWaitsForIt(t *testing.T) {
 	svc := proto.MustService("T/STEPS/AHEAD")
 	release := make(chan struct{})
 	r := stepReplica(t, testutil.Connect(t, s), svc, release)
-	cl, err := client.New(testutil.Connect(t, s), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := stepClient(t, s, 10*time.Second)
 	ctx := testutil.Context(t, 15*time.Second)
 	cv, _, err := cl.Open(ctx, svc.String(), []byte("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-		r.mu.Lock()
-		c := r.convs[cv.ID()]
-		r.mu.Unlock()
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.waitSince.IsZero() {
-			return errors.New("handler not waiting in Receive yet")
-		}
-		return nil
-	})
+	waitInReceive(t, r, cv)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	if _, err := cv.Send(short, []byte("slow")); !errors.Is(err, proto.ErrWaitTimeout) {
 		t.Fatalf("slow message: %v, want the client's wait timeout", err)

@@ -32,6 +32,14 @@ func (r *replica) subscribeWarmLocked() error {
 	return nil
 }
 
+// joinWarmLocked is subscribeWarmLocked where a failure can only be
+// logged: the replica goes on serving its queue and open conversations.
+func (r *replica) joinWarmLocked() {
+	if err := r.subscribeWarmLocked(); err != nil {
+		r.cfg.logger.Error("cannot join the warm path", "err", err)
+	}
+}
+
 // unsubscribeWarmLocked leaves the warm path. It drains rather than
 // unsubscribes: requests the server sent before it saw the UNSUB still
 // reach the buffer instead of being dropped by the client library.
