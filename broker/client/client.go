@@ -70,6 +70,7 @@ type Client struct {
 	mu      sync.Mutex
 	closed  bool              // guarded by mu
 	waiters map[string]waiter // reply token → its waiter; guarded by mu
+	spare   []spareToken      // tokens of answered bare calls, for reuse (waiters.go); guarded by mu
 }
 
 // DefaultKeepalive is the keepalive a client asks for in its

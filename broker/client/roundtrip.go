@@ -82,12 +82,22 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	// what they send would make the compiler move every request's headers
 	// and data to the heap.
 	token, reply, ch := w.token, w.reply, w.ch
+	// spare: this round trip's token may serve a later request (recycle):
+	// a bare call, on a token of its own, answered by the first message
+	// its token got with a bare reply.
+	spare := false
 	if token == "" {
 		var err error
-		if token, reply, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject); err != nil {
+		if token, reply, ch, err = c.register(w.replica != "" || w.svc.Class != "", m.Subject, w.bare); err != nil {
 			return nil, err
 		}
-		defer c.release(token, ch)
+		defer func() {
+			if spare {
+				c.recycle(token, reply, ch)
+			} else {
+				c.release(token, ch)
+			}
+		}()
 	}
 	m.Reply = reply
 	cuts := c.cuts.Load()
@@ -117,7 +127,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 	misses, maybes := 0, 0
 	queued := false // the broker has it: nobody holds it until a replica says "working"
 	qseq := ""      // its sequence in the queue stream (Muster-Seq of "queued")
-	for {
+	for turn := 0; ; turn++ { // turn 0: nothing has come for the token yet
 		select {
 		case r := <-ch:
 			if r == nudge {
@@ -164,6 +174,7 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 					tr.Replica = r.Header.Get(proto.HdrReplica)
 				}
 			}
+			spare = turn == 0 && w.bare && r.Header == nil
 			return r, nil
 		case ev := <-w.events:
 			if e := proto.ErrorFromHeader(ev.Header); e != nil {
