@@ -125,8 +125,8 @@ func (c *Client) roundTrip(ctx context.Context, m *nats.Msg, w watch) (*nats.Msg
 		}
 	}()
 	misses, maybes := 0, 0
-	queued := false // the broker has it: nobody holds it until a replica says "working"
-	qseq := ""      // its sequence in the queue stream (Muster-Seq of "queued")
+	queued := false           // the broker has it: nobody holds it until a replica says "working"
+	qseq := ""                // its sequence in the queue stream (Muster-Seq of "queued")
 	for turn := 0; ; turn++ { // turn 0: nothing has come for the token yet
 		select {
 		case r := <-ch:
