@@ -40,10 +40,11 @@ type Client struct {
 	ping    time.Duration
 	// keepalive is what conversations ask for at NEW (Muster-Keepalive;
 	// 0: none): the sweeper PINGs each open one at least that often.
-	keepalive  time.Duration
-	sweepEvery time.Duration // the sweeper's period
-	now        atomic.Int64  // UnixNano at the last sweep: a clock for waiters that costs no syscall
-	swept      chan struct{} // closed when the sweeper has stopped
+	keepalive    time.Duration
+	keepaliveHdr string        // keepalive as Muster-Keepalive says it, formatted once
+	sweepEvery   time.Duration // the sweeper's period
+	now          atomic.Int64  // UnixNano at the last sweep: a clock for waiters that costs no syscall
+	swept        chan struct{} // closed when the sweeper has stopped
 	// maxPayload is the server's limit, read once: nc.MaxPayload takes the
 	// connection's lock, which every publish contends for. A later server
 	// with a smaller limit makes the publish fail, reported as 0900/0002.
@@ -89,6 +90,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if c.keepalive > 0 && c.keepalive < proto.MinKeepalive {
 		c.keepalive = proto.MinKeepalive
 	}
+	c.keepaliveHdr = c.keepalive.String()
 	c.sweepEvery = max(c.ping/5, time.Millisecond)
 	if c.keepalive > 0 {
 		c.sweepEvery = min(c.sweepEvery, c.keepalive/5)

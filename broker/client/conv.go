@@ -68,7 +68,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if t := c.defaultDeadline(ctx, &w); t != nil {
 		defer stopDeadline(t)
 	}
-	token, _, events, err := c.registerConv()
+	token, notify, events, err := c.registerConv()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -79,9 +79,9 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	}()
 	m := &nats.Msg{Data: data, Header: nats.Header{}}
 	m.Header.Set(proto.HdrOp, proto.OpNew)
-	m.Header.Set(proto.HdrNotify, c.prefix+token)
+	m.Header.Set(proto.HdrNotify, notify)
 	if c.keepalive > 0 {
-		m.Header.Set(proto.HdrKeepalive, c.keepalive.String())
+		m.Header.Set(proto.HdrKeepalive, c.keepaliveHdr)
 	}
 	w.events = events
 	r, err := c.request(ctx, svc, m, w)
