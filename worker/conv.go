@@ -23,17 +23,20 @@ type Message struct {
 // is a conversation of one message: Receive returns it, Reply answers it,
 // and the call is over.
 type Conv struct {
-	r        *replica
-	id       string
-	call     bool
-	queued   bool   // taken from the broker's queue (for the registration's ConvInfo)
-	notify   string // client's event subject (conversations)
-	bare     bool   // its OLDs may come bare, named by notify (set by accept, before the handler runs)
-	progress bool
-	ctx      context.Context
-	cancel   context.CancelFunc // a conversation's; a call's is cctx.cancel (stopCtx)
-	cctx     callCtx            // a call's context (ctx points here)
-	in       chan *nats.Msg     // OLD and EOC, routed by onPrivate (CANCEL acts at once)
+	r      *replica
+	id     string
+	call   bool
+	queued bool   // taken from the broker's queue (for the registration's ConvInfo)
+	notify string // client's event subject (conversations)
+	bare   bool   // its OLDs may come bare, named by notify (set by accept, before the handler runs)
+	// bareReplies: the client takes the reply to NEW and the ending reply
+	// without headers (HdrBareReplies on the NEW); used while bare.
+	bareReplies bool
+	progress    bool
+	ctx         context.Context
+	cancel      context.CancelFunc // a conversation's; a call's is cctx.cancel (stopCtx)
+	cctx        callCtx            // a call's context (ctx points here)
+	in          chan *nats.Msg     // OLD and EOC, routed by onPrivate (CANCEL acts at once)
 	// keepalive is what the client asked for with NEW (Muster-Keepalive; 0:
 	// none): the replica ends the conversation when nothing came from the
 	// client for lostAfter keepalives. heard is when the client's last
@@ -197,7 +200,7 @@ func (c *Conv) ReplyEnd(data []byte) error { return c.reply(data, true) }
 
 func (c *Conv) reply(data []byte, end bool) error {
 	defer c.endTurn()
-	to, m, err := c.replyMsg(data, end)
+	to, via, m, err := c.replyMsg(data, end)
 	if err != nil {
 		return err
 	}
@@ -205,7 +208,7 @@ func (c *Conv) reply(data []byte, end bool) error {
 	if end && c.r.cfg.exitAfterEOC {
 		// This replica takes no next request: the reply first, then the
 		// release that quiesces it (its unsubscribes, its log line).
-		err := c.publishReply(to, m, data)
+		err := c.publishReply(to, via, m, data)
 		c.r.release(c)
 		return err
 	}
@@ -214,36 +217,42 @@ func (c *Conv) reply(data []byte, end bool) error {
 		// request finds the replica free (the handler may still be returning).
 		c.r.release(c)
 	}
-	return c.publishReply(to, m, data)
+	return c.publishReply(to, via, m, data)
 }
 
-// publishReply sends a reply: m when it has headers, else the bare data.
-func (c *Conv) publishReply(to string, m *nats.Msg, data []byte) error {
-	if m == nil {
-		return c.r.nc.Publish(to, data)
+// publishReply sends a reply: m when it has headers, else the bare data,
+// with reply subject via when it has one (a bare reply to NEW or a bare
+// ending reply: HdrBareReplies).
+func (c *Conv) publishReply(to, via string, m *nats.Msg, data []byte) error {
+	switch {
+	case m != nil:
+		return c.r.nc.PublishMsg(m)
+	case via != "":
+		return c.r.nc.PublishRequest(to, via, data)
 	}
-	return c.r.nc.PublishMsg(m)
+	return c.r.nc.Publish(to, data)
 }
 
 // replyMsg marks the pending message answered and returns where its reply
 // goes, and the reply with its headers when it needs any (nil for the
-// bare payload).
-func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
+// bare payload, which then may have a reply subject via that says what
+// the headers would: HdrBareReplies).
+func (c *Conv) replyMsg(data []byte, end bool) (to, via string, _ *nats.Msg, _ error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
 		if c.ended != nil {
-			return "", nil, c.ended // cancelled or ended meanwhile
+			return "", "", nil, c.ended // cancelled or ended meanwhile
 		}
-		return "", nil, ErrReplied
+		return "", "", nil, ErrReplied
 	}
-	to := c.replyTo
+	to = c.replyTo
 	c.pending, c.replyTo = nil, ""
 	if max := c.r.maxPayload.Load() - 1024; int64(len(data)) > max {
 		e := proto.Errorf(proto.CodePayloadTooBig, "reply of %d bytes exceeds the limit of %d", len(data), max)
 		c.endLocked(e)
 		c.r.replyError(to, e)
-		return "", nil, e
+		return "", "", nil, e
 	}
 	if end {
 		c.endLocked(proto.ErrEOC)
@@ -251,11 +260,21 @@ func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
 	if c.call {
 		// A call's successful reply is the bare payload: nothing for the
 		// caller to parse on the hot path.
-		return to, nil, nil
+		return to, "", nil, nil
 	}
 	if c.seq > 1 && !end {
 		// The client knows the conversation and replica already.
-		return to, nil, nil
+		return to, "", nil, nil
+	}
+	if c.bare && c.bareReplies {
+		// The client takes them without headers: the reply subject says
+		// it (a reply to NEW that ends the conversation keeps headers).
+		switch {
+		case end && c.seq > 1:
+			return to, proto.EOCReplySubject(c.id), nil, nil
+		case !end:
+			return to, proto.ConvReplySubject(c.r.cfg.replicaID, c.id), nil, nil
+		}
 	}
 	m := nats.NewMsg(to)
 	m.Data = data
@@ -266,7 +285,7 @@ func (c *Conv) replyMsg(data []byte, end bool) (string, *nats.Msg, error) {
 	} else if c.seq == 1 && c.bare {
 		m.Header.Set(proto.HdrBare, "1")
 	}
-	return to, m, nil
+	return to, "", m, nil
 }
 
 // takeLocked makes m the message awaiting a reply.

@@ -71,7 +71,8 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	c = &Conv{
 		r: r, call: op == proto.OpCall, queued: queued,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
-		firstTo: replyTo, started: time.Now(), keepalive: keepalive, firstMsg: m,
+		bareReplies: op == proto.OpNew && nm.Header.Get(proto.HdrBareReplies) == "1",
+		firstTo:     replyTo, started: time.Now(), keepalive: keepalive, firstMsg: m,
 	}
 	c.first = &c.firstMsg // one allocation for both
 	if c.call {

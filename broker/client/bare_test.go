@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +137,94 @@ func TestCancelEndsAPendingSend(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("pending Send still waiting 5s after Cancel")
+	}
+}
+
+// TestBareRepliesOnlyWhenAsked: a Go replica answers a NEW that carried
+// Muster-Bare-Replies: 1 without headers, its reply subject naming the
+// replica and the conversation, and ends the conversation with a bare
+// reply whose reply subject is muster.eoc.<conv>; a NEW without it (an
+// older client) gets the headers as before. Raw NATS plays the clients,
+// so the wire is what is checked.
+func TestBareRepliesOnlyWhenAsked(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/BARE/REPLIES"
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+			return m.Data, string(m.Data) == "bye", nil
+		})
+	}, worker.WithService(svc), worker.WithReplicaID("brep1"))
+	nc := testutil.Connect(t, e.Server)
+	for _, asks := range []bool{true, false} {
+		notify := nats.NewInbox() + ".1-" + strings.Repeat("x", 22) // a token long enough for bare OLDs
+		events, err := nc.SubscribeSync(notify)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inbox := nats.NewInbox()
+		replies, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(proto.WarmSubject(proto.MustService(svc)))
+		m.Reply, m.Data = inbox, []byte("one")
+		m.Header.Set(proto.HdrOp, proto.OpNew)
+		m.Header.Set(proto.HdrNotify, notify)
+		if asks {
+			m.Header.Set(proto.HdrBareReplies, "1")
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		r, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("asks=%v: no reply to NEW: %v", asks, err)
+		}
+		var conv string
+		if asks {
+			rep, id, ok := proto.ParseConvReply(r.Reply)
+			if len(r.Header) != 0 || !ok || rep != "brep1" || string(r.Data) != "one" {
+				t.Fatalf("asks: reply to NEW %q with headers %v and reply subject %q, want no headers and %s<replica>.<conv>", r.Data, r.Header, r.Reply, proto.ReplicaPrefix)
+			}
+			conv = id
+		} else {
+			conv = r.Header.Get(proto.HdrConv)
+			if r.Header.Get(proto.HdrReplica) != "brep1" || r.Header.Get(proto.HdrBare) != "1" || proto.ValidID(conv) != nil || r.Reply != "" {
+				t.Fatalf("older client: reply to NEW with headers %v and reply subject %q, want Muster-Replica, Muster-Conv, Muster-Bare and none", r.Header, r.Reply)
+			}
+		}
+		// Bare OLDs: reply subject = the notify subject.
+		for _, s := range []string{"two", "bye"} {
+			if err := nc.PublishRequest(proto.ReplicaSubject("brep1"), notify, []byte(s)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := events.NextMsg(5 * time.Second)
+			if err != nil || string(r.Data) != s {
+				t.Fatalf("asks=%v: reply to %q: %v, %v", asks, s, r, err)
+			}
+			switch {
+			case s == "two" && (len(r.Header) != 0 || r.Reply != ""):
+				t.Fatalf("asks=%v: plain reply with headers %v and reply subject %q, want neither", asks, r.Header, r.Reply)
+			case s == "bye" && asks && (len(r.Header) != 0 || r.Reply != proto.EOCReplySubject(conv)):
+				t.Fatalf("asks: ending reply with headers %v and reply subject %q, want none and %q", r.Header, r.Reply, proto.EOCReplySubject(conv))
+			case s == "bye" && !asks && (r.Header.Get(proto.HdrStatus) != proto.StatusEOC || r.Reply != ""):
+				t.Fatalf("older client: ending reply with headers %v and reply subject %q, want Muster-Status: eoc and none", r.Header, r.Reply)
+			}
+		}
+	}
+	// And the Go client, which asks: a conversation the replica ends.
+	ctx := testutil.Context(t, 10*time.Second)
+	cv, _, err := e.Client.Open(ctx, svc, []byte("one"))
+	if err != nil || cv.Replica() != "brep1" {
+		t.Fatalf("Open: %v (replica %q)", err, cv.Replica())
+	}
+	if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" {
+		t.Fatalf("Send bye = %q, %v", got, err)
+	}
+	if err := cv.Ended(); !errors.Is(err, proto.ErrEOC) {
+		t.Fatalf("after the replica ended it: Ended() = %v, want EOC", err)
+	}
+	if _, err := cv.Send(ctx, []byte("more")); !errors.Is(err, proto.ErrAfterEOC) {
+		t.Fatalf("Send after the end = %v, want %v", err, proto.ErrAfterEOC)
 	}
 }

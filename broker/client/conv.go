@@ -83,15 +83,29 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	if c.keepalive > 0 {
 		m.Header.Set(proto.HdrKeepalive, c.keepaliveHdr)
 	}
+	m.Header[proto.HdrBareReplies] = bareRepliesValue
 	w.events = events
 	r, err := c.request(ctx, svc, m, w)
 	if err != nil {
 		return nil, nil, err
 	}
-	cv := &Conv{c: c, svc: svc.svc, id: r.Header.Get(proto.HdrConv), replica: r.Header.Get(proto.HdrReplica), token: token, events: events,
-		bare: r.Header.Get(proto.HdrBare) == "1"}
-	if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
-		return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
+	cv := &Conv{c: c, svc: svc.svc, token: token, events: events}
+	if r.Header == nil {
+		// A bare reply (Muster-Bare-Replies): its reply subject names the
+		// replica and the conversation, whose OLDs go bare.
+		var ok bool
+		if cv.replica, cv.id, ok = proto.ParseConvReply(r.Reply); !ok {
+			return nil, nil, proto.Errorf(proto.CodeBadRequest, "bare reply to NEW with reply subject %q: want %s<replica>.<conversation>", r.Reply, proto.ReplicaPrefix)
+		}
+		cv.bare = true
+		if tr := traceOf(ctx); tr != nil && tr.Replica == "" {
+			tr.Replica = cv.replica
+		}
+	} else {
+		cv.id, cv.replica, cv.bare = r.Header.Get(proto.HdrConv), r.Header.Get(proto.HdrReplica), r.Header.Get(proto.HdrBare) == "1"
+		if proto.ValidID(cv.id) != nil || proto.ValidID(cv.replica) != nil {
+			return nil, nil, proto.Errorf(proto.CodeBadRequest, "reply to NEW lacks valid %s/%s headers", proto.HdrConv, proto.HdrReplica)
+		}
 	}
 	cv.subject = proto.ReplicaSubject(cv.replica)
 	// An abandoned Conv must not keep its waiter for ever. The cleanup
@@ -107,6 +121,10 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	}
 	return cv, r.Data, nil
 }
+
+// bareRepliesValue is Muster-Bare-Replies: 1, shared by every NEW (nats.go
+// only reads it).
+var bareRepliesValue = []string{"1"}
 
 // ID returns the conversation id.
 func (cv *Conv) ID() string { return cv.id }
@@ -141,8 +159,8 @@ func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
-		cv.end(proto.ErrEOC)
+	if r.Header == nil && r.Reply != "" && proto.IsEOCReply(r.Reply, cv.id) || r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
+		cv.end(proto.ErrEOC) // a bare ending reply (Muster-Bare-Replies), or one with headers
 	}
 	return r.Data, nil
 }

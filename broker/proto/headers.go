@@ -45,6 +45,14 @@ const (
 	// the Muster-Notify subject of the NEW as their reply subject, which
 	// names the conversation to the replica (PROTOCOL.md §6.4).
 	HdrBare = "Muster-Bare"
+	// HdrBareReplies "1", on OpNew, says the client takes the replica's
+	// reply to the NEW and the reply that ends the conversation without
+	// headers (PROTOCOL.md §6.4): when the replica routes the
+	// conversation's OLDs bare, it then names itself and the conversation
+	// in the reply subject of its reply to NEW (ConvReplySubject) and the
+	// end in the reply subject of the ending reply (EOCReplySubject). A
+	// header block costs every party a share of a message's CPU.
+	HdrBareReplies = "Muster-Bare-Replies"
 	// HdrProgress "1" asks for interim status messages (StatusWorking,
 	// StatusQueued) before the reply. Plain clients leave it out and get
 	// exactly one reply.

@@ -407,3 +407,26 @@ func TestValidNotify(t *testing.T) {
 		}
 	}
 }
+
+func TestConvReplySubjects(t *testing.T) {
+	s := proto.ConvReplySubject("rep1", "c-2_x")
+	if s != "muster.rep.rep1.c-2_x" {
+		t.Fatalf("ConvReplySubject = %q", s)
+	}
+	if r, c, ok := proto.ParseConvReply(s); !ok || r != "rep1" || c != "c-2_x" {
+		t.Fatalf("ParseConvReply(%q) = %q, %q, %v", s, r, c, ok)
+	}
+	for _, bad := range []string{"", "muster.rep.rep1", "muster.rep..c", "muster.rep.r.", "muster.rep.r.c.d", "muster.eoc.r.c", "_INBOX.x.y"} {
+		if r, c, ok := proto.ParseConvReply(bad); ok {
+			t.Errorf("ParseConvReply(%q) = %q, %q, true; want not ok", bad, r, c)
+		}
+	}
+	if e := proto.EOCReplySubject("c1"); e != "muster.eoc.c1" || !proto.IsEOCReply(e, "c1") {
+		t.Fatalf("EOCReplySubject = %q", e)
+	}
+	for _, bad := range []string{"", "muster.eoc.c2", "muster.eoc.c1x", "muster.eoc.", "xmuster.eoc.c1", "muster.rep.c1"} {
+		if proto.IsEOCReply(bad, "c1") {
+			t.Errorf("IsEOCReply(%q, c1) = true", bad)
+		}
+	}
+}

@@ -120,6 +120,41 @@ const MaxIDLen = 64
 // ReplicaSubject returns the private subject of replica id.
 func ReplicaSubject(id string) string { return ReplicaPrefix + id }
 
+// EOCPrefix starts the reply subject of a bare reply that ends a
+// conversation (EOCReplySubject).
+const EOCPrefix = "muster.eoc."
+
+// ConvReplySubject is the reply subject of a bare reply to NEW
+// (HdrBareReplies): the replica's private subject, then the conversation
+// id. Nobody subscribes to it: it names the two to the client, which
+// parses it with ParseConvReply.
+func ConvReplySubject(replica, conv string) string { return ReplicaPrefix + replica + "." + conv }
+
+// ParseConvReply returns the replica and conversation ids that a bare
+// reply to NEW names in its reply subject s (ConvReplySubject); ok is
+// false when s is not such a subject with two valid ids.
+func ParseConvReply(s string) (replica, conv string, ok bool) {
+	rest, found := strings.CutPrefix(s, ReplicaPrefix)
+	if !found {
+		return "", "", false
+	}
+	replica, conv, found = strings.Cut(rest, ".")
+	if !found || ValidID(replica) != nil || ValidID(conv) != nil {
+		return "", "", false
+	}
+	return replica, conv, true
+}
+
+// EOCReplySubject is the reply subject of a bare reply that ends
+// conversation conv (HdrBareReplies): "muster.eoc.<conv>". Nobody
+// subscribes to it.
+func EOCReplySubject(conv string) string { return EOCPrefix + conv }
+
+// IsEOCReply reports whether s is EOCReplySubject(conv), without building it.
+func IsEOCReply(s, conv string) bool {
+	return len(s) == len(EOCPrefix)+len(conv) && strings.HasPrefix(s, EOCPrefix) && s[len(EOCPrefix):] == conv
+}
+
 // ControlSubject returns the control subject of replica id.
 func ControlSubject(id string) string { return ControlPrefix + id }
 
