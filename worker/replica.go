@@ -115,6 +115,9 @@ type replica struct {
 	tombOrder   []tomb
 	warm        *nats.Subscription
 	drainedWarm *nats.Subscription // the warm subscription last left, maybe still draining
+	warmNew     *nats.Subscription // bare NEWs (proto.NewSubject), subscribed and left with warm
+	drainedNew  *nats.Subscription // the bare-NEW subscription last left
+	newSubject  string             // proto.NewSubject of the service, built once
 	subs        []*nats.Subscription
 	pullInbox   string
 	pulling     bool                     // a pull request is open at the server
@@ -164,7 +167,7 @@ func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 		convs: map[string]*Conv{}, byNotify: map[string]*Conv{}, calls: map[uint64]*Conv{}, tombs: map[string]*proto.Error{}, forwarding: map[string]int{},
 		work: make(chan *Conv), warmCh: make(chan *nats.Msg, warmBuffer), fullSig: make(chan struct{}, 1),
 		stop: make(chan struct{}), hbKick: make(chan struct{}, 1), tickKick: make(chan struct{}, 1),
-		activated: make(chan struct{}),
+		activated: make(chan struct{}), newSubject: proto.NewSubject(cfg.service),
 	}
 	if !cfg.standby {
 		close(r.activated)
@@ -378,10 +381,12 @@ func (r *replica) closeSubscriptions() {
 	r.mu.Lock()
 	r.unsubscribeWarmLocked()
 	subs := r.subs
-	if r.drainedWarm != nil {
-		subs = append(subs, r.drainedWarm)
+	for _, d := range []*nats.Subscription{r.drainedWarm, r.drainedNew} {
+		if d != nil {
+			subs = append(subs, d)
+		}
 	}
-	r.subs, r.drainedWarm = nil, nil
+	r.subs, r.drainedWarm, r.drainedNew = nil, nil, nil
 	r.mu.Unlock()
 	closed := make([]<-chan nats.SubStatus, 0, len(subs))
 	// The connection may drop while the drains run (a server going down

@@ -29,7 +29,14 @@ import (
 // ACKed once its slot is reserved, before the handler can reply.
 func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled bool) {
 	queued := ackTo != ""
+	// A bare NEW (no headers, on the NEW subject): its reply subject is
+	// its notify subject, its keepalive the Go client's default; it wants
+	// bare replies and no progress statuses, and has no deadline.
+	bareNew := len(nm.Header) == 0 && nm.Subject == r.newSubject
 	op, err := proto.ParseOp(nm.Header)
+	if bareNew {
+		op = proto.OpNew
+	}
 	if err == nil && op != proto.OpCall && op != proto.OpNew {
 		err = fmt.Errorf("%w: %s %s belongs on the replica subject", proto.ErrBadHeader, proto.HdrOp, op)
 	}
@@ -38,7 +45,10 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		err = err2
 	}
 	var keepalive time.Duration
-	if err == nil && op == proto.OpNew {
+	switch {
+	case err == nil && bareNew:
+		keepalive = proto.BareNewKeepalive
+	case err == nil && op == proto.OpNew:
 		keepalive, err = proto.ParseKeepalive(nm.Header)
 	}
 	if err != nil {
@@ -71,10 +81,13 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 	c = &Conv{
 		r: r, call: op == proto.OpCall, queued: queued,
 		notify: nm.Header.Get(proto.HdrNotify), progress: nm.Header.Get(proto.HdrProgress) == "1",
-		bareReplies: op == proto.OpNew && nm.Header.Get(proto.HdrBareReplies) == "1",
+		bareReplies: op == proto.OpNew && (bareNew || nm.Header.Get(proto.HdrBareReplies) == "1"),
 		firstTo:     replyTo, started: time.Now(), keepalive: keepalive, firstMsg: m,
 	}
 	c.first = &c.firstMsg // one allocation for both
+	if bareNew {
+		c.notify = replyTo
+	}
 	if c.call {
 		// A call has no id (no message can name a call: its caller
 		// finds it by reply subject), only a number for the calls map:

@@ -29,6 +29,15 @@ func (r *replica) subscribeWarmLocked() error {
 		return fmt.Errorf("worker: subscribe warm path: %w", err)
 	}
 	r.warm = s
+	// Bare NEWs, into the same buffer. Without them (refused, or
+	// credentials from before they existed: the server then delivers
+	// nothing) a client's bare NEW gets a 503 and it sends the NEW with
+	// headers to the warm subject: slower, never lost.
+	if n, err := r.nc.ChanQueueSubscribe(r.newSubject, proto.WarmQueue, r.warmCh); err != nil {
+		r.cfg.logger.Warn("cannot take bare NEWs; conversations open with headers", "err", err)
+	} else {
+		r.warmNew = n
+	}
 	return nil
 }
 
@@ -47,6 +56,10 @@ func (r *replica) unsubscribeWarmLocked() {
 	if r.warm != nil {
 		_ = r.warm.Drain()
 		r.drainedWarm, r.warm = r.warm, nil
+	}
+	if r.warmNew != nil {
+		_ = r.warmNew.Drain()
+		r.drainedNew, r.warmNew = r.warmNew, nil
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/musterhq/muster/broker"
+	"github.com/musterhq/muster/broker/client"
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
@@ -227,4 +228,125 @@ func TestBareRepliesOnlyWhenAsked(t *testing.T) {
 	if _, err := cv.Send(ctx, []byte("more")); !errors.Is(err, proto.ErrAfterEOC) {
 		t.Fatalf("Send after the end = %v, want %v", err, proto.ErrAfterEOC)
 	}
+}
+
+// TestBareNew: once a replica of the service answered a NEW bare (its
+// version takes bare NEWs), the Go client sends the next NEWs bare, to
+// the service's NEW subject, with the conversation's event subject as
+// reply subject and no headers at all. When no replica takes them any
+// more (here only an older one is left, on the warm subject), the bare
+// NEW gets a 503 and the client sends it with headers to the warm subject
+// at once, and keeps doing so for a while rather than paying a 503 per
+// conversation.
+func TestBareNew(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/BARENEW/GO"
+	rep := e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+			return m.Data, string(m.Data) == "bye", nil
+		})
+	}, worker.WithService(svc), worker.WithReplicaID("bnew1"))
+	s := proto.MustService(svc)
+	spy := testutil.Connect(t, e.Server)
+	warm, bare := make(chan *nats.Msg, 16), make(chan *nats.Msg, 16)
+	if _, err := spy.ChanSubscribe(proto.WarmSubject(s), warm); err != nil {
+		t.Fatal(err)
+	}
+	bareSub, err := spy.ChanSubscribe(proto.NewSubject(s), bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testutil.Context(t, 20*time.Second)
+	converse := func(name, want string) *client.Conv {
+		t.Helper()
+		cv, got, err := e.Client.Open(ctx, svc, []byte(name))
+		if err != nil {
+			t.Fatalf("%s: Open: %v", name, err)
+		}
+		if string(got) != name || cv.Replica() != want {
+			t.Fatalf("%s: Open = %q (replica %q, want %q)", name, got, cv.Replica(), want)
+		}
+		if got, err := cv.Send(ctx, []byte("two")); err != nil || string(got) != "two" {
+			t.Fatalf("%s: Send = %q, %v", name, got, err)
+		}
+		return cv
+	}
+	next := func(ch chan *nats.Msg, what string) *nats.Msg {
+		t.Helper()
+		select {
+		case m := <-ch:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the spy saw no %s", what)
+			return nil
+		}
+	}
+	none := func(ch chan *nats.Msg, what string) {
+		t.Helper()
+		if err := spy.Flush(); err != nil { // what was sent before reached the spy
+			t.Fatal(err)
+		}
+		if len(ch) != 0 {
+			t.Fatalf("the spy saw %d %s, want none", len(ch), what)
+		}
+	}
+
+	cv := converse("c1", "bnew1")
+	if m := next(warm, "first NEW on the warm subject"); m.Header.Get(proto.HdrOp) != proto.OpNew || m.Header.Get(proto.HdrBareReplies) != "1" {
+		t.Fatalf("first NEW with headers %v, want Muster-Op: NEW and Muster-Bare-Replies: 1", m.Header)
+	}
+	_ = cv.End(ctx)
+	cv = converse("c2", "bnew1")
+	if m := next(bare, "bare NEW"); len(m.Header) != 0 || string(m.Data) != "c2" || !strings.Contains(m.Reply, "-") {
+		t.Fatalf("second NEW: headers %v, data %q, reply subject %q; want a bare NEW named by its event subject", m.Header, m.Data, m.Reply)
+	}
+	none(warm, "NEWs on the warm subject")
+	if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" || cv.Ended() == nil {
+		t.Fatalf("bare-opened conversation: Send bye = %q, %v; ended %v", got, err, cv.Ended())
+	}
+
+	// Only an older replica left: NEW with headers on the warm subject.
+	rep.Cancel()
+	if err := rep.Wait(t, 10*time.Second); err != nil {
+		t.Fatalf("replica stopped with %v", err)
+	}
+	old := testutil.Connect(t, e.Server)
+	if _, err := old.QueueSubscribe(proto.WarmSubject(s), proto.WarmQueue, func(m *nats.Msg) {
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(proto.HdrReplica, "bold2")
+		r.Header.Set(proto.HdrConv, "c9")
+		r.Data = m.Data
+		_ = old.PublishMsg(r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Subscribe(proto.ReplicaSubject("bold2"), func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The spy leaves the NEW subject: nobody takes bare NEWs now.
+	if err := bareSub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	for len(warm) > 0 {
+		<-warm
+	}
+	converse("c3", "bold2") // its bare NEW got a 503
+	if m := next(warm, "NEW with headers after the 503"); m.Header.Get(proto.HdrOp) != proto.OpNew || string(m.Data) != "c3" {
+		t.Fatalf("after the 503: headers %v, data %q", m.Header, m.Data)
+	}
+	// Someone takes bare NEWs again, but the client keeps to headers
+	// for a while (bareNewBackoff, 1 s; this takes milliseconds).
+	if _, err := spy.ChanSubscribe(proto.NewSubject(s), bare); err != nil {
+		t.Fatal(err)
+	}
+	none(bare, "bare NEWs")
+	converse("c4", "bold2")
+	next(warm, "NEW with headers")
+	none(bare, "bare NEWs during the back-off")
 }

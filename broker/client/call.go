@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -122,8 +123,18 @@ func (c *Client) request(ctx context.Context, svc *svcNames, m *nats.Msg, w watc
 // svcNames is a service and its subjects, parsed and built once per
 // service name a client uses.
 type svcNames struct {
-	svc           proto.Service
-	warm, standby string
+	svc                    proto.Service
+	warm, standby, newSubj string
+	// bareNewSeen: a replica of the service answered a NEW bare (its
+	// version takes bare NEWs, conv.go). bareNewOff: the client's coarse
+	// clock (UnixNano) until which NEWs go with headers all the same.
+	bareNewSeen atomic.Bool
+	bareNewOff  atomic.Int64
+}
+
+// bareNewOK reports whether a NEW to the service may go bare at now.
+func (s *svcNames) bareNewOK(now int64) bool {
+	return s.bareNewSeen.Load() && now >= s.bareNewOff.Load()
 }
 
 // maxNames bounds the cache of parsed service names (a client that calls
@@ -139,7 +150,7 @@ func (c *Client) service(name string) (*svcNames, error) {
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "%w", err)
 	}
-	n := &svcNames{svc: svc, warm: proto.WarmSubject(svc), standby: proto.StandbySubject(svc)}
+	n := &svcNames{svc: svc, warm: proto.WarmSubject(svc), standby: proto.StandbySubject(svc), newSubj: proto.NewSubject(svc)}
 	if c.nNames.Add(1) <= maxNames {
 		c.names.Store(name, n)
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -77,15 +78,33 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 			c.unregister(token)
 		}
 	}()
-	m := &nats.Msg{Data: data, Header: nats.Header{}}
-	m.Header.Set(proto.HdrOp, proto.OpNew)
-	m.Header.Set(proto.HdrNotify, notify)
-	if c.keepalive > 0 {
-		m.Header.Set(proto.HdrKeepalive, c.keepaliveHdr)
+	var r *nats.Msg
+	if c.keepalive == proto.BareNewKeepalive && svc.bareNewOK(c.now.Load()) {
+		r, err = c.bareNew(ctx, svc, token, notify, events, data, w)
+		var pe *proto.Error
+		switch {
+		case errors.Is(err, errNoResponders):
+			// No free replica takes bare NEWs now: with headers, to the
+			// warm subject and on (older replicas there too); bare again
+			// after a while.
+			svc.bareNewOff.Store(c.now.Load() + int64(bareNewBackoff))
+			r, err = nil, nil
+		case errors.As(err, &pe) && pe.Code == proto.CodeNotPermitted:
+			svc.bareNewOff.Store(math.MaxInt64) // credentials from before bare NEWs
+			r, err = nil, nil
+		}
 	}
-	m.Header[proto.HdrBareReplies] = bareRepliesValue
-	w.events = events
-	r, err := c.request(ctx, svc, m, w)
+	if r == nil && err == nil {
+		m := &nats.Msg{Data: data, Header: nats.Header{}}
+		m.Header.Set(proto.HdrOp, proto.OpNew)
+		m.Header.Set(proto.HdrNotify, notify)
+		if c.keepalive > 0 {
+			m.Header.Set(proto.HdrKeepalive, c.keepaliveHdr)
+		}
+		m.Header[proto.HdrBareReplies] = bareRepliesValue
+		w.events = events
+		r, err = c.request(ctx, svc, m, w)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -98,6 +117,7 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 			return nil, nil, proto.Errorf(proto.CodeBadRequest, "bare reply to NEW with reply subject %q: want %s<replica>.<conversation>", r.Reply, proto.ReplicaPrefix)
 		}
 		cv.bare = true
+		svc.bareNewSeen.Store(true) // a replica that takes bare NEWs too
 		if tr := traceOf(ctx); tr != nil && tr.Replica == "" {
 			tr.Replica = cv.replica
 		}
@@ -121,6 +141,36 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	}
 	return cv, r.Data, nil
 }
+
+// bareNew sends a conversation's NEW bare (PROTOCOL §6.4, "Bare NEW"): no
+// headers, to the service's NEW subject, with the event subject notify as
+// its reply subject. It is what Open sends once a replica of the service
+// answered a NEW bare (its version takes bare NEWs) and while the client's
+// keepalive is the one a bare NEW stands for. Its reply comes on the
+// event token, as an OLD's does. Like a bare CALL it carries no deadline
+// (the client keeps it and cancels the NEW at the replica when it passes)
+// and asks for no statuses (the client asks who holds it by FIND). A 503
+// (no free replica takes bare NEWs: all full, or older) is for Open to
+// answer with the NEW with headers; the token has seen no other message.
+func (c *Client) bareNew(ctx context.Context, svc *svcNames, token, notify string, events chan *nats.Msg, data []byte, w watch) (*nats.Msg, error) {
+	if !c.rearm(token, svc.newSubj) {
+		return nil, closedError()
+	}
+	w.svc, w.find, w.bare = svc.svc, true, true
+	w.token, w.reply, w.ch, w.events = token, notify, events, nil
+	r, err := c.roundTrip(ctx, &nats.Msg{Subject: svc.newSubj, Data: data}, w)
+	if err != nil {
+		return nil, err
+	}
+	if e := proto.ErrorFromHeader(r.Header); e != nil {
+		return nil, e
+	}
+	return r, nil
+}
+
+// bareNewBackoff is how long a client sends NEWs with headers after a bare
+// one found no replica that takes them.
+const bareNewBackoff = time.Second
 
 // bareRepliesValue is Muster-Bare-Replies: 1, shared by every NEW (nats.go
 // only reads it).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Subject prefixes and names. Everything Muster puts on NATS lives under
@@ -23,6 +24,12 @@ const (
 	// standby that takes it a serving replica, which answers it. A client
 	// tries it after a 503 on the warm subject and before the broker.
 	StandbyPrefix = "muster.standby."
+	// NewPrefix + CLASS.NAME.SERVICE takes bare NEWs: a conversation's
+	// opening message with no headers at all, its reply subject the
+	// client's event subject (what Muster-Notify would say). Replicas that
+	// take them subscribe it in queue group WarmQueue beside the warm
+	// subject, while they have a free slot (PROTOCOL.md §6.4).
+	NewPrefix = "muster.new."
 
 	// CallPrefix + CLASS.NAME.SERVICE is the broker's entry: a request there
 	// is queued durably until a replica takes it, or answered at once with a
@@ -78,6 +85,13 @@ const (
 
 // WarmSubject returns the warm-path subject of s.
 func WarmSubject(s Service) string { return WarmPrefix + s.Tokens() }
+
+// NewSubject returns the subject of bare NEWs of s.
+func NewSubject(s Service) string { return NewPrefix + s.Tokens() }
+
+// BareNewKeepalive is the keepalive a bare NEW asks for: the Go client's
+// default, which a bare NEW cannot say (it has no Muster-Keepalive).
+const BareNewKeepalive = 500 * time.Millisecond
 
 // StandbySubject returns the subject of the standby replicas of s.
 func StandbySubject(s Service) string { return StandbyPrefix + s.Tokens() }

@@ -28,6 +28,11 @@ func ScopedUserCreds(k *Keys, role Role, s Scope) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return userCreds(k, role, s, p)
+}
+
+// userCreds signs credentials for role and s with permissions p.
+func userCreds(k *Keys, role Role, s Scope, p Perms) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, err

@@ -73,6 +73,7 @@ var table = map[Role]Perms{
 	RoleClient: {
 		Pub: []Grant{
 			{"muster.svc.>", "warm calls and NEW"},
+			{"muster.new.>", "bare NEW (no headers) to a free replica"},
 			{"muster.standby.>", "calls and NEW to a standby replica (after a 503 on the warm subject)"},
 			{"muster.call.>", "calls through a broker; FIND of a queued request"},
 			{"muster.rep.*", "OLD, EOC, CANCEL, PING to the replica of a conversation"},
@@ -102,6 +103,7 @@ var table = map[Role]Perms{
 		},
 		Sub: []Grant{
 			{"muster.svc." + PhService + " muster", "the warm subject, in queue group muster only"},
+			{"muster.new." + PhService + " muster", "bare NEWs, beside the warm subject, in queue group muster only"},
 			{"muster.standby." + PhService + " muster", "the standby subject, in queue group muster only"},
 			{"muster.held." + PhService, "FIND and CANCEL of held requests"},
 			{"muster.rep." + PhID, "its private subject"},
