@@ -185,6 +185,12 @@ func (r *replica) onHeld(nm *nats.Msg) {
 		held.stopCtx()
 		r.ack(nm.Reply, held.ID())
 	case held != nil:
+		if held.keepalive > 0 {
+			// The client asking is a sign of life, as a PING is: a bare
+			// NEW's client learns its replica by FIND (no "working"),
+			// one ping interval in, and PINGs only from then on.
+			held.heard.Store(time.Now().UnixNano())
+		}
 		r.status(nm.Reply, proto.StatusWorking, held.ID())
 	case waiting && op != proto.OpCancel:
 		r.status(nm.Reply, proto.StatusQueued, "")

@@ -118,6 +118,7 @@ type replica struct {
 	warmNew     *nats.Subscription // bare NEWs (proto.NewSubject), subscribed and left with warm
 	drainedNew  *nats.Subscription // the bare-NEW subscription last left
 	newSubject  string             // proto.NewSubject of the service, built once
+	noBareNew   atomic.Bool        // the server refused the bare-NEW subscription (watchRefusals)
 	subs        []*nats.Subscription
 	pullInbox   string
 	pulling     bool                     // a pull request is open at the server

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,16 +31,39 @@ func (r *replica) subscribeWarmLocked() error {
 		return fmt.Errorf("worker: subscribe warm path: %w", err)
 	}
 	r.warm = s
-	// Bare NEWs, into the same buffer. Without them (refused, or
-	// credentials from before they existed: the server then delivers
-	// nothing) a client's bare NEW gets a 503 and it sends the NEW with
+	// Bare NEWs, into the same buffer. Without them (the subscription
+	// failed, or the server refused it: credentials from before the
+	// grant) a client's bare NEW gets a 503 and it sends the NEW with
 	// headers to the warm subject: slower, never lost.
+	if r.noBareNew.Load() {
+		return nil
+	}
 	if n, err := r.nc.ChanQueueSubscribe(r.newSubject, proto.WarmQueue, r.warmCh); err != nil {
 		r.cfg.logger.Warn("cannot take bare NEWs; conversations open with headers", "err", err)
 	} else {
 		r.warmNew = n
 	}
 	return nil
+}
+
+// watchRefusals chains an error handler in front of the connection's
+// until the returned function restores it: when the server refuses the
+// subscription to the NEW subject (it says so asynchronously), the
+// replica stops asking for it, rather than at every return to the warm
+// path, each a line in the server's log.
+func (r *replica) watchRefusals() (restore func()) {
+	prev := r.nc.ErrorHandler()
+	want := `subscription to "` + r.newSubject + `"`
+	r.nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(err.Error()), strings.ToLower(want)) &&
+			r.noBareNew.CompareAndSwap(false, true) {
+			r.cfg.logger.Warn("the server refuses bare NEWs to these credentials; conversations open with headers (new credentials fix it)", "subject", r.newSubject)
+		}
+		if prev != nil {
+			prev(nc, sub, err)
+		}
+	})
+	return func() { r.nc.SetErrorHandler(prev) }
 }
 
 // joinWarmLocked is subscribeWarmLocked where a failure can only be

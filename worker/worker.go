@@ -82,6 +82,7 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		defer signal.Stop(usr1)
 	}
 	r := newReplica(cfg, h, nc)
+	defer r.watchRefusals()()
 	if err := r.start(ctx); err != nil {
 		return err
 	}

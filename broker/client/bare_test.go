@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,4 +350,58 @@ func TestBareNew(t *testing.T) {
 	converse("c4", "bold2")
 	next(warm, "NEW with headers")
 	none(bare, "bare NEWs during the back-off")
+}
+
+// TestBareNewRunsOnce: a replica's error reply to a bare NEW is the NEW's
+// answer, whatever its code; 0900/0006 from a handler (it was refused
+// something itself) is not the server refusing the bare NEW, which the
+// client would answer by sending the NEW again with headers.
+func TestBareNewRunsOnce(t *testing.T) {
+	e := harness.Start(t, broker.Config{})
+	const svc = "T/BARENEW/ONCE"
+	var denies atomic.Int32
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+			if string(m.Data) == "deny" {
+				denies.Add(1)
+				return nil, true, proto.Errorf(proto.CodeNotPermitted, "the handler was refused something")
+			}
+			return m.Data, string(m.Data) != "one", nil // "one" stays open: its reply goes bare
+		})
+	}, worker.WithService(svc), worker.WithCapacity(4)) // free while "one" is open
+	spy := testutil.Connect(t, e.Server)
+	bare := make(chan *nats.Msg, 16)
+	if _, err := spy.ChanSubscribe(proto.NewSubject(proto.MustService(svc)), bare); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testutil.Context(t, 10*time.Second)
+	cv, _, err := e.Client.Open(ctx, svc, []byte("one")) // answered bare: bare NEWs from now on
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cv.Cancel(ctx)
+	_, _, err = e.Client.Open(ctx, svc, []byte("deny"))
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeNotPermitted {
+		t.Fatalf("Open = %v, want the handler's 0900/0006", err)
+	}
+	if n := denies.Load(); n != 1 {
+		t.Fatalf("the handler ran the NEW %d times, want 1", n)
+	}
+	if _, _, err := e.Client.Open(ctx, svc, []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"deny", "three"} { // both went bare
+		select {
+		case m := <-bare:
+			if string(m.Data) != want {
+				t.Fatalf("bare NEW %q, want %q", m.Data, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no bare NEW %q", want)
+		}
+	}
 }

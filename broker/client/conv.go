@@ -79,18 +79,22 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 		}
 	}()
 	var r *nats.Msg
-	if c.keepalive == proto.BareNewKeepalive && svc.bareNewOK(c.now.Load()) {
+	if c.keepalive == proto.BareNewKeepalive && c.ping <= proto.BareNewKeepalive && svc.bareNewOK(c.now.Load()) {
 		r, err = c.bareNew(ctx, svc, token, notify, events, data, w)
-		var pe *proto.Error
 		switch {
 		case errors.Is(err, errNoResponders):
 			// No free replica takes bare NEWs now: with headers, to the
 			// warm subject and on (older replicas there too); bare again
 			// after a while.
 			svc.bareNewOff.Store(c.now.Load() + int64(bareNewBackoff))
-			r, err = nil, nil
-		case errors.As(err, &pe) && pe.Code == proto.CodeNotPermitted:
+		case errors.Is(err, errBareNewRefused):
 			svc.bareNewOff.Store(math.MaxInt64) // credentials from before bare NEWs
+		}
+		if errors.Is(err, errNoResponders) || errors.Is(err, errBareNewRefused) {
+			// Nobody got it. What the attempt may still bring to the
+			// event token (a refusal of another Open's bare NEW, which
+			// the server reports by subject; a nudge) is not an event.
+			c.quiet(token, events)
 			r, err = nil, nil
 		}
 	}
@@ -162,10 +166,32 @@ func (c *Client) bareNew(ctx context.Context, svc *svcNames, token, notify strin
 	if err != nil {
 		return nil, err
 	}
+	if deniedMsg(r) != nil {
+		return nil, errBareNewRefused // the server refused the publish (denied.go)
+	}
 	if e := proto.ErrorFromHeader(r.Header); e != nil {
-		return nil, e
+		return nil, e // the replica's (a handler's 0900/0006 included): the NEW ran
 	}
 	return r, nil
+}
+
+// errBareNewRefused is a bare NEW the server refused to publish: the
+// client's credentials predate the grant on muster.new.>.
+var errBareNewRefused = errors.New("client: bare NEW refused by the server")
+
+// quiet makes the event token's waiter, after a bare NEW nobody got,
+// what registerConv made it: no subject for refusals to match, no nudge,
+// nothing in its channel.
+func (c *Client) quiet(token string, events chan *nats.Msg) {
+	c.mu.Lock()
+	if w, ok := c.waiters[token]; ok {
+		w.subject, w.wake = "", 0
+		c.waiters[token] = w
+	}
+	c.mu.Unlock()
+	for len(events) > 0 {
+		<-events
+	}
 }
 
 // bareNewBackoff is how long a client sends NEWs with headers after a bare

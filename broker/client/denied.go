@@ -55,13 +55,25 @@ func (c *Client) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) 
 	}
 }
 
+// deniedSubject marks the message denied hands a waiter: never a real
+// message's subject (those are the client's inbox).
+const deniedSubject = "denied"
+
+// deniedMsg returns m if it is the message denied hands a waiter, else nil.
+func deniedMsg(m *nats.Msg) *nats.Msg {
+	if m != nil && m.Subject == deniedSubject {
+		return m
+	}
+	return nil
+}
+
 // denied ends the requests the server refused.
 func (c *Client) denied(d *denial) {
 	inbox := !d.publish && d.subject == c.prefix+"*"
 	if inbox {
 		c.inboxDenied.Store(d.err)
 	}
-	m := &nats.Msg{Subject: "denied", Header: nats.Header{}}
+	m := &nats.Msg{Subject: deniedSubject, Header: nats.Header{}}
 	proto.SetError(m.Header, d.err)
 	c.mu.Lock()
 	defer c.mu.Unlock()

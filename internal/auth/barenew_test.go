@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,11 +45,22 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := connect(t, srv, k, auth.RoleReplica, auth.Scope{Name: "bnrep", Service: svc})
-	startReplicaOf(t, rep, "bnrep", svc, func(ctx context.Context, c *worker.Conv) error {
-		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
-			return m.Data, string(m.Data) == "bye", nil
-		})
-	})
+	rctx, stop := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- worker.Run(rctx, worker.HandlerFunc(func(ctx context.Context, c *worker.Conv) error {
+			return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+				return m.Data, string(m.Data) == "bye", nil
+			})
+		}), worker.WithConn(rep.nc), worker.WithService(svc), worker.WithReplicaID("bnrep"), worker.WithCapacity(16),
+			worker.WithSignals(false), worker.WithLogger(quiet), worker.WithReadyFunc(func() { close(ready) }))
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("replica: %v (violations %v)", err, rep.violations())
+	}
+	t.Cleanup(func() { stop(); <-done })
 	admin := connect(t, srv, k, auth.RoleAdmin, auth.Scope{})
 	bare := make(chan *nats.Msg, 16)
 	if _, err := admin.nc.ChanSubscribe(proto.NewSubject(proto.MustService(svc)), bare); err != nil {
@@ -121,14 +133,117 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	converse(old, 4)
+	converse(old, 1) // answered bare: the next NEWs try bare
+	// Eight at once all try bare and are refused, each refusal reported
+	// by subject to every Open still trying: all open with headers, and
+	// no refusal is taken for a later event of a conversation.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := testutil.Context(t, 10*time.Second)
+			cv, _, err := old.Open(ctx, svc, []byte("one"))
+			if err == nil {
+				var got []byte
+				if got, err = cv.Send(ctx, []byte("two")); err == nil && string(got) != "two" {
+					err = fmt.Errorf("Send = %q", got)
+				}
+				if err == nil {
+					err = cv.End(ctx)
+				}
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a conversation opened at the same time: %v", err)
+		}
+	}
+	converse(old, 2)
 	if len(bare) != 0 {
 		t.Fatalf("%d bare NEWs of the older credentials reached the subject", len(bare))
 	}
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if n := refused.Load(); n != 1 {
-			return fmt.Errorf("the server refused %d bare NEWs of the older credentials, want 1 (tried once, then with headers)", n)
+		if n := refused.Load(); n < 1 || n > 8 {
+			return fmt.Errorf("the server refused %d bare NEWs of the older credentials, want 1 to 8 (the ones tried at once, then none)", n)
 		}
 		return nil
 	})
+}
+
+// TestBareNewWithOlderReplicaCredentials: a replica whose credentials came
+// from before bare NEWs (no grant to subscribe muster.new.<service>) has
+// its subscription refused once and asks no more, though it returns to
+// the warm path after every conversation (capacity 1); a client's bare
+// NEW then gets a 503 and the conversation opens with headers.
+func TestBareNewWithOlderReplicaCredentials(t *testing.T) {
+	k, err := auth.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startSecure(t, k)
+	const svc = "T/BARENEW/OLDREP"
+	ctx := testutil.Context(t, 30*time.Second)
+	att := connect(t, srv, k, auth.RoleAttach, auth.Scope{Name: "host1"})
+	ajs, _ := jetstream.New(att.nc)
+	if _, err := streams.EnsureQueue(ctx, ajs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.EnsureBucket(ctx, ajs, proto.ReplicaBucket); err != nil {
+		t.Fatal(err)
+	}
+	scope := auth.Scope{Name: "oldrep", Service: svc}
+	creds, err := auth.ScopedUserCredsWithout(k, auth.RoleReplica, scope, proto.NewSubject(proto.MustService(svc))+" muster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "oldrep.creds")
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var refusals atomic.Int32
+	rnc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(path),
+		nats.CustomInboxPrefix(auth.InboxPrefix(scope.UserName(auth.RoleReplica))),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if strings.Contains(err.Error(), `Subscription to "`+proto.NewSubject(proto.MustService(svc))+`"`) {
+				refusals.Add(1)
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rnc.Close()
+	startReplicaOf(t, &user{nc: rnc}, "oldrep", svc, func(ctx context.Context, c *worker.Conv) error {
+		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+			return m.Data, string(m.Data) == "bye", nil
+		})
+	})
+	cl := connect(t, srv, k, auth.RoleClient, auth.Scope{Name: "cli"})
+	cli, err := client.New(cl.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		cv, got, err := cli.Open(ctx, svc, []byte("one"))
+		if err != nil || string(got) != "one" {
+			t.Fatalf("conversation %d: Open = %q, %v", i+1, got, err)
+		}
+		if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" || cv.Ended() == nil {
+			t.Fatalf("conversation %d: Send = %q, %v (ended %v)", i+1, got, err, cv.Ended())
+		}
+	}
+	if err := rnc.Flush(); err != nil { // any refusal still on its way has come
+		t.Fatal(err)
+	}
+	if n := refusals.Load(); n != 1 {
+		t.Fatalf("the server refused the bare-NEW subscription %d times, want 1 (asked once, then not)", n)
+	}
+	if v := cl.violations(); len(v) != 0 {
+		t.Fatalf("the client was refused: %v", v)
+	}
 }
