@@ -334,6 +334,9 @@ func TestBareNew(t *testing.T) {
 	if err := bareSub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
+	if err := spy.Flush(); err != nil { // the server has taken the UNSUB
+		t.Fatal(err)
+	}
 	for len(warm) > 0 {
 		<-warm
 	}
