@@ -84,7 +84,7 @@ func (r *replica) onBare(nm *nats.Msg) (replaced bool) {
 // its step here: steps.go).
 func (r *replica) toConv(c *Conv, op string, nm *nats.Msg) (replaced bool) {
 	if c.keepalive > 0 {
-		c.heard.Store(time.Now().UnixNano()) // the client is there
+		c.heard.Store(r.mono(time.Now())) // the client is there
 	}
 	c.mu.Lock()
 	if op == proto.OpOld && c.step != nil {
@@ -189,7 +189,7 @@ func (r *replica) onHeld(nm *nats.Msg) {
 			// The client asking is a sign of life, as a PING is: a bare
 			// NEW's client learns its replica by FIND (no "working"),
 			// one ping interval in, and PINGs only from then on.
-			held.heard.Store(time.Now().UnixNano())
+			held.heard.Store(r.mono(time.Now()))
 		}
 		r.status(nm.Reply, proto.StatusWorking, held.ID())
 	case waiting && op != proto.OpCancel:

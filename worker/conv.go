@@ -40,7 +40,9 @@ type Conv struct {
 	// keepalive is what the client asked for with NEW (Muster-Keepalive; 0:
 	// none): the replica ends the conversation when nothing came from the
 	// client for lostAfter keepalives. heard is when the client's last
-	// message for it came (UnixNano).
+	// message for it came, on the replica's monotonic clock (r.mono): a
+	// step of the wall clock (a VM's clock sync) must not make a client
+	// look silent.
 	keepalive time.Duration
 	heard     atomic.Int64
 	// stepping is set while onPrivate waits for the handler's reply to

@@ -33,8 +33,8 @@ func (r *replica) progressTick() {
 		if c.keepalive > 0 {
 			switch {
 			case rejoined:
-				c.heard.Store(now.UnixNano())
-			case connected && now.Sub(time.Unix(0, c.heard.Load())) > lostAfter*c.keepalive:
+				c.heard.Store(r.mono(now))
+			case connected && time.Duration(r.mono(now)-c.heard.Load()) > lostAfter*c.keepalive:
 				lost = append(lost, c)
 			}
 		}
@@ -52,6 +52,6 @@ func (r *replica) progressTick() {
 		c.timeOut()
 	}
 	for _, c := range lost {
-		c.loseClient(now.Sub(time.Unix(0, c.heard.Load())))
+		c.loseClient(time.Duration(r.mono(now) - c.heard.Load()))
 	}
 }

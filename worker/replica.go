@@ -160,6 +160,10 @@ type replica struct {
 	tickParked atomic.Bool
 }
 
+// mono returns t on the replica's monotonic clock: nanoseconds since it
+// was created, measured without the wall clock (Conv.heard).
+func (r *replica) mono(t time.Time) int64 { return int64(t.Sub(r.started)) }
+
 func newReplica(cfg *config, h Handler, nc *nats.Conn) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{

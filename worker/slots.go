@@ -106,7 +106,7 @@ func (r *replica) accept(nm *nats.Msg, replyTo, ackTo string) (c *Conv, handled 
 		c.ctx, c.cancel = context.WithCancel(r.baseCtx) // CANCEL aborts one conversation
 		c.in, c.idleOut, c.turn = make(chan *nats.Msg, 1), make(chan struct{}), make(chan struct{}, 1)
 		if keepalive > 0 {
-			c.heard.Store(c.started.UnixNano())
+			c.heard.Store(r.mono(c.started))
 		}
 	}
 	if c.call {
