@@ -3,14 +3,12 @@ package auth_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,6 +19,44 @@ import (
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
 )
+
+// byeSteps echoes each message and ends the conversation with "bye".
+func byeSteps(ctx context.Context, c *worker.Conv) error {
+	return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
+		return m.Data, string(m.Data) == "bye", nil
+	})
+}
+
+// ensureAssets makes the queue stream and the replica bucket with an
+// attach manager's credentials, as one does before replicas start.
+func ensureAssets(t *testing.T, srv *server.Server, k *auth.Keys) {
+	t.Helper()
+	ctx := testutil.Context(t, 30*time.Second)
+	att := connect(t, srv, k, auth.RoleAttach, auth.Scope{Name: "host1"})
+	ajs, _ := jetstream.New(att.nc)
+	if _, err := streams.EnsureQueue(ctx, ajs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.EnsureBucket(ctx, ajs, proto.ReplicaBucket); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// converse opens n conversations one after another and ends each from the
+// replica's side (byeSteps).
+func converse(t *testing.T, cli *client.Client, svc string, n int) {
+	t.Helper()
+	ctx := testutil.Context(t, 10*time.Second)
+	for i := 0; i < n; i++ {
+		cv, got, err := cli.Open(ctx, svc, []byte("one"))
+		if err != nil || string(got) != "one" {
+			t.Fatalf("conversation %d: Open = %q, %v", i+1, got, err)
+		}
+		if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" || cv.Ended() == nil {
+			t.Fatalf("conversation %d: Send = %q, %v (ended %v)", i+1, got, err, cv.Ended())
+		}
+	}
+}
 
 // TestBareNewWithOlderClientCredentials: a client whose credentials came
 // from before bare NEWs (no publish grant on muster.new.>) still opens
@@ -35,32 +71,9 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 	}
 	srv := startSecure(t, k)
 	const svc = "T/BARENEW/SVC"
-	ctx := testutil.Context(t, 30*time.Second)
-	att := connect(t, srv, k, auth.RoleAttach, auth.Scope{Name: "host1"})
-	ajs, _ := jetstream.New(att.nc)
-	if _, err := streams.EnsureQueue(ctx, ajs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := streams.EnsureBucket(ctx, ajs, proto.ReplicaBucket); err != nil {
-		t.Fatal(err)
-	}
+	ensureAssets(t, srv, k)
 	rep := connect(t, srv, k, auth.RoleReplica, auth.Scope{Name: "bnrep", Service: svc})
-	rctx, stop := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- worker.Run(rctx, worker.HandlerFunc(func(ctx context.Context, c *worker.Conv) error {
-			return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
-				return m.Data, string(m.Data) == "bye", nil
-			})
-		}), worker.WithConn(rep.nc), worker.WithService(svc), worker.WithReplicaID("bnrep"), worker.WithCapacity(16),
-			worker.WithSignals(false), worker.WithLogger(quiet), worker.WithReadyFunc(func() { close(ready) }))
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("replica: %v (violations %v)", err, rep.violations())
-	}
-	t.Cleanup(func() { stop(); <-done })
+	startReplicaOf(t, rep, "bnrep", svc, byeSteps, worker.WithCapacity(16))
 	admin := connect(t, srv, k, auth.RoleAdmin, auth.Scope{})
 	bare := make(chan *nats.Msg, 16)
 	if _, err := admin.nc.ChanSubscribe(proto.NewSubject(proto.MustService(svc)), bare); err != nil {
@@ -69,22 +82,6 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 	if err := admin.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	converse := func(cli *client.Client, n int) {
-		t.Helper()
-		ctx := testutil.Context(t, 10*time.Second)
-		for i := 0; i < n; i++ {
-			cv, got, err := cli.Open(ctx, svc, []byte("one"))
-			if err != nil || string(got) != "one" {
-				t.Fatalf("conversation %d: Open = %q, %v", i+1, got, err)
-			}
-			if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" {
-				t.Fatalf("conversation %d: Send = %q, %v", i+1, got, err)
-			}
-			if cv.Ended() == nil {
-				t.Fatalf("conversation %d: not ended by the replica", i+1)
-			}
-		}
-	}
 
 	// Today's client credentials: the second NEW goes bare.
 	now := connect(t, srv, k, auth.RoleClient, auth.Scope{Name: "now"})
@@ -92,7 +89,7 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	converse(cli, 3)
+	converse(t, cli, svc, 3)
 	select {
 	case m := <-bare:
 		if len(m.Header) != 0 || !strings.HasPrefix(m.Reply, auth.InboxPrefix(auth.Scope{Name: "now"}.UserName(auth.RoleClient))) {
@@ -108,32 +105,18 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 		<-bare
 	}
 
-	// Credentials from before: refused once, then with headers.
-	creds, err := auth.ScopedUserCredsWithout(k, auth.RoleClient, auth.Scope{Name: "old"}, "muster.new.>")
+	// Credentials from before: refused, then with headers.
+	oldScope := auth.Scope{Name: "old"}
+	creds, err := auth.ScopedUserCredsWithout(k, auth.RoleClient, oldScope, "muster.new.>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "old.creds")
-	if err := os.WriteFile(path, creds, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var refused atomic.Int32
-	onc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(path),
-		nats.CustomInboxPrefix(auth.InboxPrefix(auth.Scope{Name: "old"}.UserName(auth.RoleClient))),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if strings.Contains(err.Error(), `Publish to "`+proto.NewSubject(proto.MustService(svc))+`"`) {
-				refused.Add(1)
-			}
-		}))
+	ou := connectCreds(t, srv, creds, auth.RoleClient, oldScope)
+	old, err := client.New(ou.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer onc.Close()
-	old, err := client.New(onc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	converse(old, 1) // answered bare: the next NEWs try bare
+	converse(t, old, svc, 1) // answered bare: the next NEWs try bare
 	// Eight at once all try bare and are refused, each refusal reported
 	// by subject to every Open still trying: all open with headers, and
 	// no refusal is taken for a later event of a conversation.
@@ -164,12 +147,13 @@ func TestBareNewWithOlderClientCredentials(t *testing.T) {
 			t.Fatalf("a conversation opened at the same time: %v", err)
 		}
 	}
-	converse(old, 2)
+	converse(t, old, svc, 2)
 	if len(bare) != 0 {
 		t.Fatalf("%d bare NEWs of the older credentials reached the subject", len(bare))
 	}
+	refusal := `Publish to "` + proto.NewSubject(proto.MustService(svc)) + `"`
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if n := refused.Load(); n < 1 || n > 8 {
+		if n := ou.count(refusal); n < 1 || n > 8 {
 			return fmt.Errorf("the server refused %d bare NEWs of the older credentials, want 1 to 8 (the ones tried at once, then none)", n)
 		}
 		return nil
@@ -188,59 +172,25 @@ func TestBareNewWithOlderReplicaCredentials(t *testing.T) {
 	}
 	srv := startSecure(t, k)
 	const svc = "T/BARENEW/OLDREP"
-	ctx := testutil.Context(t, 30*time.Second)
-	att := connect(t, srv, k, auth.RoleAttach, auth.Scope{Name: "host1"})
-	ajs, _ := jetstream.New(att.nc)
-	if _, err := streams.EnsureQueue(ctx, ajs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := streams.EnsureBucket(ctx, ajs, proto.ReplicaBucket); err != nil {
-		t.Fatal(err)
-	}
+	ensureAssets(t, srv, k)
 	scope := auth.Scope{Name: "oldrep", Service: svc}
-	creds, err := auth.ScopedUserCredsWithout(k, auth.RoleReplica, scope, proto.NewSubject(proto.MustService(svc))+" muster")
+	newSubject := proto.NewSubject(proto.MustService(svc))
+	creds, err := auth.ScopedUserCredsWithout(k, auth.RoleReplica, scope, newSubject+" muster")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "oldrep.creds")
-	if err := os.WriteFile(path, creds, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var refusals atomic.Int32
-	rnc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(path),
-		nats.CustomInboxPrefix(auth.InboxPrefix(scope.UserName(auth.RoleReplica))),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if strings.Contains(err.Error(), `Subscription to "`+proto.NewSubject(proto.MustService(svc))+`"`) {
-				refusals.Add(1)
-			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rnc.Close()
-	startReplicaOf(t, &user{nc: rnc}, "oldrep", svc, func(ctx context.Context, c *worker.Conv) error {
-		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
-			return m.Data, string(m.Data) == "bye", nil
-		})
-	})
+	rep := connectCreds(t, srv, creds, auth.RoleReplica, scope)
+	startReplicaOf(t, rep, "oldrep", svc, byeSteps)
 	cl := connect(t, srv, k, auth.RoleClient, auth.Scope{Name: "cli"})
 	cli, err := client.New(cl.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 5; i++ {
-		cv, got, err := cli.Open(ctx, svc, []byte("one"))
-		if err != nil || string(got) != "one" {
-			t.Fatalf("conversation %d: Open = %q, %v", i+1, got, err)
-		}
-		if got, err := cv.Send(ctx, []byte("bye")); err != nil || string(got) != "bye" || cv.Ended() == nil {
-			t.Fatalf("conversation %d: Send = %q, %v (ended %v)", i+1, got, err, cv.Ended())
-		}
-	}
-	if err := rnc.Flush(); err != nil { // any refusal still on its way has come
+	converse(t, cli, svc, 5)
+	if err := rep.nc.Flush(); err != nil { // any refusal still on its way has come
 		t.Fatal(err)
 	}
-	if n := refusals.Load(); n != 1 {
+	if n := rep.count(`Subscription to "` + newSubject + `"`); n != 1 {
 		t.Fatalf("the server refused the bare-NEW subscription %d times, want 1 (asked once, then not)", n)
 	}
 	if v := cl.violations(); len(v) != 0 {

@@ -67,6 +67,12 @@ func connect(t *testing.T, srv *server.Server, k *auth.Keys, role auth.Role, s a
 	if err != nil {
 		t.Fatal(err)
 	}
+	return connectCreds(t, srv, creds, role, s)
+}
+
+// connectCreds is connect with the given creds (of role, scope s).
+func connectCreds(t *testing.T, srv *server.Server, creds []byte, role auth.Role, s auth.Scope) *user {
+	t.Helper()
 	path, err := auth.WriteCredsFile(filepath.Join(t.TempDir(), "creds", string(role)+".creds"), creds)
 	if err != nil {
 		t.Fatal(err)
@@ -89,4 +95,15 @@ func connect(t *testing.T, srv *server.Server, k *auth.Keys, role auth.Role, s a
 	t.Cleanup(nc.Close)
 	u.nc = nc
 	return u
+}
+
+// count returns how many of the violations reported to u contain s.
+func (u *user) count(s string) int {
+	n := 0
+	for _, e := range u.violations() {
+		if strings.Contains(e, s) {
+			n++
+		}
+	}
+	return n
 }

@@ -41,16 +41,16 @@ func startReplica(t *testing.T, srv interface{ ClientURL() string }, u *user, id
 }
 
 // startReplicaOf runs a real replica of svc with u's connection, as id,
-// serving h, until the test ends.
-func startReplicaOf(t *testing.T, u *user, id, svc string, h worker.HandlerFunc) {
+// serving h, until the test ends; opts come after (and so override) its own.
+func startReplicaOf(t *testing.T, u *user, id, svc string, h worker.HandlerFunc, opts ...worker.Option) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- worker.Run(ctx, h, worker.WithConn(u.nc), worker.WithService(svc),
+		done <- worker.Run(ctx, h, append([]worker.Option{worker.WithConn(u.nc), worker.WithService(svc),
 			worker.WithReplicaID(id), worker.WithCapacity(1), worker.WithSignals(false), worker.WithLogger(quiet),
-			worker.WithReadyFunc(func() { close(ready) }))
+			worker.WithReadyFunc(func() { close(ready) })}, opts...)...)
 	}()
 	select {
 	case <-ready:
