@@ -29,22 +29,7 @@ import (
 func TestOldGoesBareOnlyWhenOffered(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	e.StartReplica(echoConv, worker.WithService("T/BARE/GO"), worker.WithReplicaID("bgo1"))
-	// The older replica: answers NEW on its service's warm subject without
-	// Muster-Bare, and every message on its private subject.
-	old := testutil.Connect(t, e.Server)
-	if _, err := old.Subscribe(proto.WarmSubject(proto.MustService("T/BARE/OLD")), func(m *nats.Msg) {
-		r := nats.NewMsg(m.Reply)
-		r.Header.Set(proto.HdrReplica, "bold1")
-		r.Header.Set(proto.HdrConv, "c1")
-		r.Data = m.Data
-		_ = old.PublishMsg(r)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Subscribe(proto.ReplicaSubject("bold1"), func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
-		t.Fatal(err)
-	}
-	old.Flush()
+	olderReplica(t, e, "T/BARE/OLD", "bold1")
 	spy := testutil.Connect(t, e.Server)
 	var mu sync.Mutex
 	seen := map[string][]nats.Header{}
@@ -151,11 +136,7 @@ func TestCancelEndsAPendingSend(t *testing.T) {
 func TestBareRepliesOnlyWhenAsked(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	const svc = "T/BARE/REPLIES"
-	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
-		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
-			return m.Data, string(m.Data) == "bye", nil
-		})
-	}, worker.WithService(svc), worker.WithReplicaID("brep1"))
+	e.StartReplica(byeSteps, worker.WithService(svc), worker.WithReplicaID("brep1"))
 	nc := testutil.Connect(t, e.Server)
 	for _, asks := range []bool{true, false} {
 		notify := nats.NewInbox() + ".1-" + strings.Repeat("x", 22) // a token long enough for bare OLDs
@@ -242,11 +223,7 @@ func TestBareRepliesOnlyWhenAsked(t *testing.T) {
 func TestBareNew(t *testing.T) {
 	e := harness.Start(t, broker.Config{})
 	const svc = "T/BARENEW/GO"
-	rep := e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
-		return c.Steps(ctx, func(_ context.Context, m *worker.Message) ([]byte, bool, error) {
-			return m.Data, string(m.Data) == "bye", nil
-		})
-	}, worker.WithService(svc), worker.WithReplicaID("bnew1"))
+	rep := e.StartReplica(byeSteps, worker.WithService(svc), worker.WithReplicaID("bnew1"))
 	s := proto.MustService(svc)
 	spy := testutil.Connect(t, e.Server)
 	warm, bare := make(chan *nats.Msg, 16), make(chan *nats.Msg, 16)
@@ -314,22 +291,7 @@ func TestBareNew(t *testing.T) {
 	if err := rep.Wait(t, 10*time.Second); err != nil {
 		t.Fatalf("replica stopped with %v", err)
 	}
-	old := testutil.Connect(t, e.Server)
-	if _, err := old.QueueSubscribe(proto.WarmSubject(s), proto.WarmQueue, func(m *nats.Msg) {
-		r := nats.NewMsg(m.Reply)
-		r.Header.Set(proto.HdrReplica, "bold2")
-		r.Header.Set(proto.HdrConv, "c9")
-		r.Data = m.Data
-		_ = old.PublishMsg(r)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Subscribe(proto.ReplicaSubject("bold2"), func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	olderReplica(t, e, svc, "bold2")
 	// The spy leaves the NEW subject: nobody takes bare NEWs now.
 	if err := bareSub.Unsubscribe(); err != nil {
 		t.Fatal(err)

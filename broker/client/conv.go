@@ -81,19 +81,13 @@ func (c *Client) Open(ctx context.Context, service string, data []byte) (_ *Conv
 	var r *nats.Msg
 	if c.keepalive == proto.BareNewKeepalive && c.ping <= proto.BareNewKeepalive && svc.bareNewOK(c.now.Load()) {
 		r, err = c.bareNew(ctx, svc, token, notify, events, data, w)
-		switch {
-		case errors.Is(err, errNoResponders):
-			// No free replica takes bare NEWs now: with headers, to the
-			// warm subject and on (older replicas there too); bare again
-			// after a while.
-			svc.bareNewOff.Store(c.now.Load() + int64(bareNewBackoff))
-		case errors.Is(err, errBareNewRefused):
-			svc.bareNewOff.Store(math.MaxInt64) // credentials from before bare NEWs
-		}
-		if errors.Is(err, errNoResponders) || errors.Is(err, errBareNewRefused) {
-			// Nobody got it. What the attempt may still bring to the
-			// event token (a refusal of another Open's bare NEW, which
-			// the server reports by subject; a nudge) is not an event.
+		if off, fellBack := bareNewFallback(err, c.now.Load()); fellBack {
+			// Nobody got it: with headers, to the warm subject and on
+			// (older replicas there too). What the attempt may still
+			// bring to the event token (a refusal of another Open's bare
+			// NEW, which the server reports by subject; a nudge) is not
+			// an event.
+			svc.bareNewOff.Store(off)
 			c.quiet(token, events)
 			r, err = nil, nil
 		}
@@ -166,13 +160,27 @@ func (c *Client) bareNew(ctx context.Context, svc *svcNames, token, notify strin
 	if err != nil {
 		return nil, err
 	}
-	if deniedMsg(r) != nil {
+	if isDenied(r) {
 		return nil, errBareNewRefused // the server refused the publish (denied.go)
 	}
 	if e := proto.ErrorFromHeader(r.Header); e != nil {
 		return nil, e // the replica's (a handler's 0900/0006 included): the NEW ran
 	}
 	return r, nil
+}
+
+// bareNewFallback reports whether a bare NEW that ended with err reached
+// nobody, so that Open sends it with headers, and until when (the
+// client's coarse clock) NEWs then go with headers: a while after a 503
+// (no free replica takes bare NEWs now), for good after a refusal.
+func bareNewFallback(err error, now int64) (off int64, fellBack bool) {
+	switch {
+	case errors.Is(err, errNoResponders):
+		return now + int64(bareNewBackoff), true
+	case errors.Is(err, errBareNewRefused):
+		return math.MaxInt64, true // credentials from before bare NEWs
+	}
+	return 0, false
 }
 
 // errBareNewRefused is a bare NEW the server refused to publish: the
@@ -235,7 +243,7 @@ func (cv *Conv) Send(ctx context.Context, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Header == nil && r.Reply != "" && proto.IsEOCReply(r.Reply, cv.id) || r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
+	if proto.IsEOCReply(r.Reply, cv.id) || r.Header.Get(proto.HdrStatus) == proto.StatusEOC {
 		cv.end(proto.ErrEOC) // a bare ending reply (Muster-Bare-Replies), or one with headers
 	}
 	return r.Data, nil

@@ -59,13 +59,8 @@ func (c *Client) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) 
 // message's subject (those are the client's inbox).
 const deniedSubject = "denied"
 
-// deniedMsg returns m if it is the message denied hands a waiter, else nil.
-func deniedMsg(m *nats.Msg) *nats.Msg {
-	if m != nil && m.Subject == deniedSubject {
-		return m
-	}
-	return nil
-}
+// isDenied reports whether m is the message denied hands a waiter.
+func isDenied(m *nats.Msg) bool { return m != nil && m.Subject == deniedSubject }
 
 // denied ends the requests the server refused.
 func (c *Client) denied(d *denial) {
