@@ -68,6 +68,14 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 		}
 		return nil
 	})
+	// The server's advisory that the replica handed a request back.
+	naked, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED." + proto.QueueStream + "." + proto.ConsumerName(svc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	// Two requests queued meanwhile, as a broker queues them.
 	js, _ := jetstream.New(nc)
 	callers := make([]*nats.Subscription, 2)
@@ -93,6 +101,13 @@ func queuedBeforeWarm(t *testing.T, s *server.Server, svc proto.Service) {
 		}
 		return nil
 	})
+	// And the server has taken Q1 back: it is next to deliver. (The
+	// replica's -NAK and its next pull are handled by different
+	// goroutines of the server: a pull that overtook the -NAK would bring
+	// Q2 first, a race of the server's and not the order under test.)
+	if _, err := naked.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("no advisory that Q1 was handed back: %v", err)
+	}
 	// Warm calls hammer the service from now on.
 	hammer, stop := context.WithCancel(ctx)
 	defer stop()
