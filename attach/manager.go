@@ -92,6 +92,8 @@ type Manager struct {
 	retired    map[string]proto.Stats // final counters of exited replicas, per service (stats.go)
 	sample0    sampled                // the last heartbeat's sample (stats.go)
 	registered bool                   // the registration was written, so Shutdown deletes it
+	serving    map[string]servingRec  // serving replicas of services with standbys, any host's, by record key (standby.go)
+	viewFrom   time.Time              // when the replica-record follower started: serving is complete one heartbeat later
 
 	sub    *nats.Subscription
 	reset  *nats.Subscription // muster.attach.reset.> (heal.go)
@@ -147,6 +149,8 @@ type replicaRun struct {
 	spawned      time.Time   // when its process was exec'd (zero until then)
 	placement    string      // why it was started (ProcInfo.Placement)
 	standby      bool        // started as a standby and not activated yet (standby.go)
+	armable      bool        // a standby whose record says it takes SIGUSR2 (standby.go)
+	armed        bool        // a standby asked to take the warm subject too
 	last         proto.Stats // the counters of its latest registration record
 	active       int         // its open calls and conversations, per that record
 	registered   bool
@@ -207,6 +211,9 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	for i := range cfg.Services {
 		sc := &cfg.Services[i]
 		m.svcs[sc.Service] = &svcRun{cfg: sc}
+		if sc.Standby > 0 && m.serving == nil {
+			m.serving = map[string]servingRec{} // followed only when standbys are kept (standby.go)
+		}
 	}
 	if err := os.MkdirAll(cfg.Host.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("attach: %w", err)
@@ -255,6 +262,9 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	// once after a reconnect or a stall (kvwatch), ready before the first
 	// replica starts.
 	follow := kvwatch.New(kvwatch.Config{KV: m.repKV, Conn: nc, Apply: m.onReplicaRecord, UpdatesOnly: true, Log: m.log})
+	m.mu.Lock()
+	m.viewFrom = time.Now()
+	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); follow.Run(runCtx) }()
 	if err := follow.Sync(ctx); err != nil {

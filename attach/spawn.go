@@ -109,6 +109,10 @@ func (m *Manager) spawnBatch(batch []*replicaRun) {
 // reads it again at each reconnect.
 const ReplicaCredsFile = ".muster-nats.creds"
 
+// StandbyArmFile is the file in a standby's temp dir that says whether it
+// is armed (MUSTER_STANDBY_ARM; standby.go).
+const StandbyArmFile = ".muster-standby-arm"
+
 // spawn starts the process of reserved replica r. It runs without the lock.
 func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 	if m.opts.beforeSpawn != nil {
@@ -149,7 +153,7 @@ func (m *Manager) spawn(r *replicaRun) (*proc.Proc, error) {
 	m.mu.Unlock()
 	env := m.env(sc, conn, r.id, tempDir)
 	if standby {
-		env = append(env, proto.EnvStandby+"=1")
+		env = append(env, proto.EnvStandby+"=1", proto.EnvStandbyArm+"="+filepath.Join(tempDir, StandbyArmFile))
 	}
 	p, err := proc.Start(proc.Spec{
 		ID: r.id, Path: sc.Program, Args: sc.Args, Env: env,

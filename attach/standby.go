@@ -1,8 +1,16 @@
 package attach
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/musterhq/muster/broker/proto"
 )
 
 // Standby replicas ("standby: N" in a service's config): the manager keeps
@@ -70,5 +78,109 @@ func (m *Manager) keepStandbyLocked(s *svcRun) {
 	k := min(s.cfg.Standby-all, s.cfg.Max-starting-running-all, m.maxReplicasLocked()-len(m.reps))
 	if k > 0 && !time.Now().Before(s.nextStart) {
 		m.reserveKindLocked(s, k, "standby", true)
+	}
+}
+
+// Arming (worker/standby.go, PROTOCOL §6.13). A client's call reaches a
+// parked standby only after the warm subject answered "no responders",
+// a round trip of 0.24–0.45 ms in a sub-millisecond first reply (bench
+// standby). So while a service has no serving replica on any host, the
+// manager arms its parked standbys: they take the warm subject too, and
+// the client's first request activates one directly. When a serving
+// replica appears, it disarms them. The view is the replica records the
+// manager follows anyway (serving: ready records of services with
+// standbys, dropped when deleted, quiescing, standby, or three of their
+// heartbeats old), complete once it has followed them for two of its
+// heartbeats. It may be stale; that costs little either way: an armed
+// standby next to a serving replica only activates early, on work, and a
+// disarmed one is reached after the 503 as before. Only standbys whose
+// record says they take SIGUSR2 are signalled (for an older replica
+// program it would be fatal).
+
+// servingRec is one serving replica in the manager's view.
+type servingRec struct {
+	svc   string
+	until time.Time // stale after this: three of its heartbeats
+}
+
+// followServingLocked takes a replica record into the view of serving
+// replicas and returns the service it concerns, if that keeps standbys
+// here (nil otherwise).
+func (m *Manager) followServingLocked(e jetstream.KeyValueEntry) *svcRun {
+	if m.serving == nil {
+		return nil // no service keeps standbys here
+	}
+	key := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		old, ok := m.serving[key]
+		delete(m.serving, key)
+		if !ok {
+			return nil
+		}
+		return m.svcs[old.svc]
+	}
+	info, err := proto.DecodeReplicaInfo(e.Value())
+	if err != nil {
+		return nil
+	}
+	s := m.svcs[info.Service]
+	if s == nil || s.cfg.Standby == 0 {
+		return nil
+	}
+	if info.State != proto.StateReady {
+		delete(m.serving, key)
+		return s
+	}
+	hb := time.Duration(info.HeartbeatMS) * time.Millisecond
+	if hb <= 0 {
+		hb = m.cfg.Host.Heartbeat
+	}
+	m.serving[key] = servingRec{svc: info.Service, until: time.Now().Add(3 * hb)}
+	return s
+}
+
+// servingLocked reports whether the view holds a serving replica of svc.
+// Stale entries are dropped on the way.
+func (m *Manager) servingLocked(svc string, now time.Time) bool {
+	found := false
+	for k, rec := range m.serving {
+		switch {
+		case now.After(rec.until):
+			delete(m.serving, k)
+		case rec.svc == svc:
+			found = true
+		}
+	}
+	return found
+}
+
+// armStandbysLocked arms the parked standbys of s while the service has no
+// serving replica, and disarms them when it has one: it writes the wanted
+// state into each one's arm file, then signals SIGUSR2.
+func (m *Manager) armStandbysLocked(s *svcRun, now time.Time) {
+	if s.cfg.Standby == 0 || m.serving == nil {
+		return
+	}
+	want := now.Sub(m.viewFrom) >= 2*m.cfg.Host.Heartbeat && !m.servingLocked(s.cfg.Service, now)
+	for _, r := range s.reps {
+		if !r.standby || !r.armable || !r.registered || r.proc == nil || r.stopReason != "" || r.armed == want {
+			continue
+		}
+		r.armed = want // also when it fails: once per change, not every check
+		file := filepath.Join(m.cfg.Host.TempDir, r.id, StandbyArmFile)
+		var err error
+		if want {
+			err = os.WriteFile(file, []byte("1\n"), 0o600)
+		} else if err = os.Remove(file); errors.Is(err, fs.ErrNotExist) {
+			err = nil // no file: disarmed
+		}
+		if err == nil {
+			err = r.proc.Signal(syscall.SIGUSR2)
+		}
+		if err != nil {
+			m.log.Warn("standby arming not changed", "service", s.cfg.Service, "replica", r.id, "armed", want, "err", err)
+			continue
+		}
+		m.log.Debug("standby arming changed", "service", s.cfg.Service, "replica", r.id, "armed", want)
 	}
 }

@@ -3,6 +3,7 @@
 package attach
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
+	"github.com/musterhq/muster/worker"
 )
 
 // standbyFigures waits until the brokers see want serving replicas and
@@ -201,5 +203,81 @@ func TestPlacementPrefersParkedStandby(t *testing.T) {
 	}
 	if n := b.Counters()[svc].Started; n != 0 {
 		t.Errorf("host without a standby started %d replicas, want 0", n)
+	}
+}
+
+// armOf waits until the record of replica id says arm (ArmOn, ArmOff).
+func armOf(t *testing.T, m *Manager, id, want string) {
+	t.Helper()
+	ctx := testutil.Context(t, 20*time.Second)
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		e, err := m.repKV.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		ri, err := proto.DecodeReplicaInfo(e.Value())
+		if err != nil {
+			return err
+		}
+		if ri.State != proto.StateStandby || ri.Arm != want {
+			return fmt.Errorf("state %q, arm %q; want standby, arm %q", ri.State, ri.Arm, want)
+		}
+		return nil
+	})
+}
+
+// While a service has no serving replica, its parked standby is armed: a
+// plain request on the warm subject reaches it (no "no responders" first)
+// and activates it. The standby started behind it stays disarmed while
+// that replica serves, is armed once it has exited, and disarmed again
+// when a serving replica appears (here one started by hand).
+func TestArmedStandbyTakesWarmCalls(t *testing.T) {
+	const svc = "T/SB/ARM"
+	e, m, id := standbySetup(t, svc, "500ms")
+	armOf(t, m, id, proto.ArmOn)
+	nc := testutil.Connect(t, e.Server)
+	warm := proto.WarmSubject(proto.MustService(svc))
+	if r, err := nc.Request(warm, []byte("direct"), 10*time.Second); err != nil || string(r.Data) != "direct" {
+		t.Fatalf("warm request to the armed standby: %v", err)
+	}
+	if n := m.Counters()[svc].Activated; n != 0 {
+		t.Fatalf("%d standbys activated by a notification, want the warm request's", n)
+	}
+	next := ""
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if next = parkedStandby(t, m, svc); next == id {
+			return errors.New("the activated replica is still the parked standby")
+		}
+		return nil
+	})
+	// Its record says off while the activated one serves (the manager
+	// saw that one's "ready" before it started this one).
+	armOf(t, m, next, proto.ArmOff)
+	m.mu.Lock()
+	armed := m.reps[next].armed
+	m.mu.Unlock()
+	if armed {
+		t.Fatal("the new standby was armed while a replica serves")
+	}
+	standbyFigures(t, e, svc, 0, 1) // the activated one idled out
+	armOf(t, m, next, proto.ArmOn)
+	// A serving replica appears: the standby is disarmed, and warm
+	// requests reach only that replica.
+	e.StartReplica(func(ctx context.Context, c *worker.Conv) error {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		return c.Reply(append([]byte("by hand: "), m.Data...))
+	}, worker.WithService(svc), worker.WithHeartbeat(200*time.Millisecond))
+	armOf(t, m, next, proto.ArmOff)
+	for i := 0; i < 20; i++ {
+		r, err := nc.Request(warm, []byte("x"), 10*time.Second)
+		if err != nil || string(r.Data) != "by hand: x" {
+			t.Fatalf("warm request %d with the standby disarmed: %q %v", i, r.Data, err)
+		}
+	}
+	if got := parkedStandby(t, m, svc); got != next {
+		t.Fatalf("the parked standby changed from %s to %s", next, got)
 	}
 }

@@ -156,18 +156,21 @@ func (m *Manager) backoffLocked(s *svcRun) {
 // onReplicaRecord takes one registration write: registered means started,
 // and each record is a heartbeat.
 func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.followServingLocked(e); s != nil {
+		defer m.armStandbysLocked(s, time.Now()) // after the record is taken: a standby's first registers it
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	r := m.reps[e.Key()]
 	if r == nil {
 		return
 	}
 	info, err := proto.DecodeReplicaInfo(e.Value())
 	if err == nil {
-		r.last, r.active = info.Stats, info.Active
+		r.last, r.active, r.armable = info.Stats, info.Active, info.Arm != ""
 		if r.standby && info.State != proto.StateStandby {
 			// Activated by work on the standby subject: it serves now,
 			// and checkReplicas starts the next standby behind it.
@@ -269,6 +272,7 @@ func (m *Manager) checkReplicas() {
 		}
 		m.keepMinLocked(s)
 		m.keepStandbyLocked(s)
+		m.armStandbysLocked(s, now)
 		m.probeIfDueLocked(s, now)
 	}
 }

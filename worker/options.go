@@ -22,7 +22,8 @@ type config struct {
 	idleTimeout  time.Duration
 	minReplicas  int
 	exitAfterEOC bool
-	standby      bool // MUSTER_STANDBY: start parked on the standby subject (standby.go)
+	standby      bool   // MUSTER_STANDBY: start parked on the standby subject (standby.go)
+	armFile      string // MUSTER_STANDBY_ARM: read at SIGUSR2, whether a parked standby takes the warm subject too
 	convTimeout  time.Duration
 	heartbeat    time.Duration
 	grace        time.Duration
@@ -96,6 +97,14 @@ func WithMinReplicas(n int) Option {
 // attach manager that started it); then it serves as any replica.
 func WithStandby(on bool) Option {
 	return overrides(proto.EnvStandby, func(c *config) error { c.standby = on; return nil })
+}
+
+// WithStandbyArmFile names the file a parked standby reads when it gets
+// SIGUSR2 (from the attach manager that started it): "1" arms it (it takes
+// the warm subject too, and the first call there activates it), anything
+// else, or no file, disarms it.
+func WithStandbyArmFile(path string) Option {
+	return overrides(proto.EnvStandbyArm, func(c *config) error { c.armFile = path; return nil })
 }
 
 // WithExitAfterConversation makes the replica exit when its first
@@ -221,6 +230,7 @@ func resolve(lookup func(string) (string, bool), opts []Option) (*config, error)
 		{proto.EnvMinReplicas, num(WithMinReplicas)},
 		{proto.EnvExitAfterEOC, func(v string) Option { return WithExitAfterConversation(v == "1" || v == "true") }},
 		{proto.EnvStandby, func(v string) Option { return WithStandby(v == "1" || v == "true") }},
+		{proto.EnvStandbyArm, WithStandbyArmFile},
 		{proto.EnvConvTimeout, dur(WithConvTimeout)},
 		{proto.EnvHeartbeat, dur(WithHeartbeat)},
 		{proto.EnvGrace, dur(WithGrace)},

@@ -100,10 +100,16 @@ func (r *replica) info() proto.ReplicaInfo {
 	now := time.Now()
 	msgs := r.stats.msgs.Load()
 	r.mu.Lock()
-	state, active := proto.StateReady, r.active
+	state, active, arm := proto.StateReady, r.active, ""
 	switch r.state {
 	case stateStandby:
 		state = proto.StateStandby
+		if r.cfg.signals && r.cfg.armFile != "" { // Run takes SIGUSR2
+			arm = proto.ArmOff
+			if r.armedWarm != nil {
+				arm = proto.ArmOn
+			}
+		}
 	case stateQuiescing:
 		state = proto.StateQuiescing
 	}
@@ -140,7 +146,7 @@ func (r *replica) info() proto.ReplicaInfo {
 			BytesIn: r.stats.bytesIn.Load(), BytesOut: r.stats.bytesOut.Load(),
 			ProcessingNS: r.stats.procNS.Load(), Queued: r.stats.queued.Load(),
 		},
-		Attach: r.cfg.attachID, LastActive: lastActive, Convs: convs, ConvsOmitted: omitted,
+		Attach: r.cfg.attachID, Arm: arm, LastActive: lastActive, Convs: convs, ConvsOmitted: omitted,
 	}
 }
 

@@ -145,6 +145,8 @@ type replica struct {
 	privateState
 	callSeq      uint64             // the last call's number (its key in calls); guarded by mu
 	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
+	armedWarm    *nats.Subscription // an armed standby's warm subscription (standby.go); guarded by mu
+	armedNew     *nats.Subscription // and its bare-NEW one
 	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
 	activatedWhy string             // what activated a standby; written before activated is closed
 	joinPending  bool               // activated by a request that is being served: no warm path or pull until join; guarded by mu

@@ -91,7 +91,7 @@ func (r *replica) unsubscribeWarmLocked() {
 // onWarm takes a call or NEW from the warm path on the dispatcher's
 // goroutine: a call is served inline, a conversation by a worker.
 func (r *replica) onWarm(nm *nats.Msg) {
-	if r.isStandby() && r.activateOnly("work on the standby subject") {
+	if r.isStandby() && r.activateOnly("work on the standby subject (or the warm subject, armed)") {
 		defer r.join() // after the first reply (or the hand-over of a NEW)
 	}
 	c, handled := r.accept(nm, nm.Reply, "")

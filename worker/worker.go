@@ -81,6 +81,14 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		signal.Notify(usr1, syscall.SIGUSR1)
 		defer signal.Stop(usr1)
 	}
+	var usr2 chan os.Signal
+	if cfg.signals && cfg.standby && cfg.armFile != "" {
+		// And arms or disarms it (standby.go): the file says which, so
+		// signals that coalesce lose nothing.
+		usr2 = make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		defer signal.Stop(usr2)
+	}
 	r := newReplica(cfg, h, nc)
 	defer r.watchRefusals()()
 	if err := r.start(ctx); err != nil {
@@ -99,6 +107,9 @@ wait:
 			r.quiesce("signal " + s.String())
 		case <-usr1:
 			r.activate("SIGUSR1 from the attach manager")
+			continue
+		case <-usr2:
+			r.rearm()
 			continue
 		case <-r.stop:
 		}

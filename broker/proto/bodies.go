@@ -71,6 +71,10 @@ const (
 	// serving; it counts in no figure until it takes work (it is then
 	// "ready").
 	StateStandby = "standby"
+
+	// A parked standby's arming (ReplicaInfo.Arm).
+	ArmOn  = "on"
+	ArmOff = "off"
 )
 
 // ReplicaInfo is a replica's registration, kept in ReplicaBucket under its
@@ -93,6 +97,11 @@ type ReplicaInfo struct {
 	// Attach is the id of the attach manager that started it (from
 	// MUSTER_ATTACH_ID; "" when started by hand).
 	Attach string `json:"attach,omitempty"`
+	// Arm is set by a parked standby that its attach manager may arm
+	// (MUSTER_STANDBY_ARM and SIGUSR2; PROTOCOL §6.13): ArmOn while it
+	// takes the warm subject too, ArmOff while not. Empty: it cannot be
+	// armed (SIGUSR2 would end it), so its manager never signals it.
+	Arm string `json:"arm,omitempty"`
 	// LastActive is when it last received a message (Unix ms, to within
 	// a quarter second; 0: never).
 	LastActive int64 `json:"last_active,omitempty"`

@@ -30,6 +30,7 @@ const (
 	EnvTempDir      = "MUSTER_TEMP_DIR"       // the replica's own temp dir (removed after it exits)
 	EnvAttachID     = "MUSTER_ATTACH_ID"      // id of the attach manager that started it (recorded in its registration; empty when started by hand)
 	EnvStandby      = "MUSTER_STANDBY"        // "1": start as a standby (parked on the standby subject until work or SIGUSR1 comes)
+	EnvStandbyArm   = "MUSTER_STANDBY_ARM"    // path of the file a parked standby reads at SIGUSR2: "1" takes the warm subject too (armed), anything else leaves it
 )
 
 // EnvPrefix starts every variable of the contract; an attach config may

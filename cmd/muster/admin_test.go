@@ -137,3 +137,19 @@ func TestReplicaControlErrors(t *testing.T) {
 		})
 	}
 }
+
+// replica ls and show say when a parked standby is armed.
+func TestStateOfArmedStandby(t *testing.T) {
+	for _, tc := range []struct {
+		state, arm, want string
+	}{
+		{proto.StateStandby, proto.ArmOn, "standby (armed)"},
+		{proto.StateStandby, proto.ArmOff, "standby"},
+		{proto.StateStandby, "", "standby"},
+		{proto.StateReady, "", "ready"},
+	} {
+		if got := stateOf(proto.ReplicaInfo{State: tc.state, Arm: tc.arm}); got != tc.want {
+			t.Errorf("state %q arm %q: %q, want %q", tc.state, tc.arm, got, tc.want)
+		}
+	}
+}

@@ -497,12 +497,21 @@ func printReplicas(w interface{ Write([]byte) (int, error) }, reps []picture.Rep
 		if host == "" {
 			host = r.Host
 		}
-		rows = append(rows, []string{r.ID, r.Service, host, itoa(r.PID), r.State, fmt.Sprintf("%d/%d", r.Active, r.Capacity),
+		rows = append(rows, []string{r.ID, r.Service, host, itoa(r.PID), stateOf(r.ReplicaInfo), fmt.Sprintf("%d/%d", r.Active, r.Capacity),
 			itoa(r.Stats.Messages), bytesStr(float64(r.Stats.BytesIn)) + "/" + bytesStr(float64(r.Stats.BytesOut)), avg,
 			fmt.Sprintf("%.0f%%", r.CPUPercent), bytesStr(float64(r.RSS)), ago(now, r.Started), ago(now, r.LastActive),
 			strings.Join(orDash(names), ",")})
 	}
 	return table(w, "ID\tSERVICE\tHOST\tPID\tSTATE\tACTIVE\tEVENTS\tIN/OUT\tAVG\tCPU\tRSS\tUP\tLAST\tCLIENTS", rows)
+}
+
+// stateOf is a replica's state for operators: a standby its manager armed
+// (it takes the warm subject too) says so.
+func stateOf(r proto.ReplicaInfo) string {
+	if r.State == proto.StateStandby && r.Arm == proto.ArmOn {
+		return r.State + " (armed)"
+	}
+	return r.State
 }
 
 func runReplicaShow(c *cli.Context) error {
@@ -523,7 +532,7 @@ func runReplicaShow(c *cli.Context) error {
 		}
 		w := c.App.Writer
 		now := time.UnixMilli(p.At)
-		fmt.Fprintf(w, "replica %s of %s, %s, pid %d on %s (host %s), version %s\n", r.ID, r.Service, r.State, r.PID, r.Host, orDash([]string{r.Attach})[0], r.Version)
+		fmt.Fprintf(w, "replica %s of %s, %s, pid %d on %s (host %s), version %s\n", r.ID, r.Service, stateOf(r.ReplicaInfo), r.PID, r.Host, orDash([]string{r.Attach})[0], r.Version)
 		fmt.Fprintf(w, "  up %s, last active %s ago, heard %s ago\n", ago(now, r.Started), ago(now, r.LastActive), ago(now, r.Updated))
 		fmt.Fprintf(w, "  active %d of %d, requests %d (warm %d, queued %d), events %d, errors %d\n", r.Active, r.Capacity,
 			r.Stats.Conversations, r.Stats.Warm(), r.Stats.Queued, r.Stats.Messages, r.Stats.Errors)
