@@ -281,3 +281,48 @@ func TestArmedStandbyTakesWarmCalls(t *testing.T) {
 		t.Fatalf("the parked standby changed from %s to %s", next, got)
 	}
 }
+
+// A standby of a replica program that cannot be armed (its record has no
+// "arm": one from before arming, for which SIGUSR2 is fatal) is never
+// signalled: it stays parked and unarmed, and calls reach it after the
+// warm subject's 503, as before.
+func TestUnarmableStandbyNotSignalled(t *testing.T) {
+	const svc = "T/SB/NOARM"
+	e := harness.Start(t, broker.Config{})
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-no-arm max: 3, standby: 1, idle_timeout: 10s"))
+	standbyFigures(t, e, svc, 0, 1)
+	id := parkedStandby(t, m, svc)
+	armOf(t, m, id, "")
+	// Past the point where an armable one is armed (two heartbeats of
+	// the manager's view, and the 100 ms check).
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if time.Since(m.viewFrom) < 2*m.cfg.Host.Heartbeat+200*time.Millisecond {
+			return errors.New("the view is not complete yet")
+		}
+		return nil
+	})
+	m.mu.Lock()
+	r := m.reps[id]
+	armed := r != nil && r.armed
+	m.mu.Unlock()
+	if r == nil || armed {
+		t.Fatalf("standby gone (%v) or marked armed (%v)", r == nil, armed)
+	}
+	armOf(t, m, id, "")
+	nc := testutil.Connect(t, e.Server)
+	if _, err := nc.Request(proto.WarmSubject(proto.MustService(svc)), []byte("x"), 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("warm request: %v, want no responders", err)
+	}
+	got, err := e.Client.Call(testutil.Context(t, 10*time.Second), svc, []byte("after the 503"))
+	if err != nil || string(got) != "after the 503" {
+		t.Fatalf("call: %q %v", got, err)
+	}
+	m.mu.Lock()
+	alive := m.reps[id] != nil
+	m.mu.Unlock()
+	if !alive {
+		t.Fatal("the standby that took the call is gone")
+	}
+}

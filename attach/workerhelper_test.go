@@ -15,6 +15,7 @@ import (
 
 	"github.com/musterhq/muster/attach/internal/proc"
 	"github.com/musterhq/muster/attach/internal/proctest"
+	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/worker"
@@ -32,6 +33,7 @@ import (
 //	worker-fail-until  exits 1 before registering until the file $ATTACH_TEST_MARKER exists, then serves demo.Echo
 //	worker-grandchild  starts a sleeping grandchild, then serves demo.Echo
 //	worker-ignore-term serves, but ignores SIGTERM
+//	worker-no-arm      demo.Echo as a replica program from before standby arming (no MUSTER_STANDBY_ARM: SIGUSR2 ends it)
 //	manager            runs an attach manager (see managerHelper)
 func workerHelper(mode string) (int, bool) {
 	if dir := os.Getenv(pidDirEnv); dir != "" && mode != "manager" {
@@ -93,6 +95,9 @@ func workerHelper(mode string) (int, bool) {
 	case "worker-ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		return run(demo.Echo, worker.WithSignals(false)), true
+	case "worker-no-arm":
+		_ = os.Unsetenv(proto.EnvStandbyArm)
+		return run(demo.Echo), true
 	case "manager":
 		return managerHelper(), true
 	}
