@@ -100,6 +100,9 @@ func TestArmedStandbyActivatedByWarmCall(t *testing.T) {
 	}, WithStandby(true), WithStandbyArmFile(file), WithCapacity(2))
 	startTestReplica(t, r)
 	r.rearm()
+	if err := r.nc.Flush(); err != nil { // the server has the SUB
+		t.Fatal(err)
+	}
 	r.mu.Lock()
 	armedSub := r.armedWarm
 	r.mu.Unlock()

@@ -92,16 +92,43 @@ func (r *replica) unsubscribeWarmLocked() {
 // goroutine: a call is served inline, a conversation by a worker.
 func (r *replica) onWarm(nm *nats.Msg) {
 	if r.isStandby() && r.activateOnly("work on the standby subject (or the warm subject, armed)") {
-		defer r.join() // after the first reply (or the hand-over of a NEW)
+		r.firstWork(nm)
+		return
 	}
+	r.serveWarm(nm)
+}
+
+// serveWarm serves a call inline, hands a NEW to a worker, and forwards
+// what the replica cannot take.
+func (r *replica) serveWarm(nm *nats.Msg) (inline bool) {
 	c, handled := r.accept(nm, nm.Reply, "")
 	switch {
 	case c != nil && c.call:
 		r.serveInline(c)
+		return true
 	case c != nil:
 		r.handOver(c)
 	case !handled:
 		r.forward(nm)
+	}
+	return false
+}
+
+// firstWork serves the request that activated a standby, then joins it to
+// the warm path and the queue (join). A call's reply is written out at
+// once: it would wait in the connection's buffer for the flusher
+// goroutine, which, with one P (GOMAXPROCS is the capacity), runs only
+// after what the activation and the end of the call made runnable (the
+// heartbeat's log line, a quiesce with exit_after_conversation).
+// FlushTimeout writes the buffer in place with a PING and returns without
+// waiting for its PONG. Timed on both sides (bench standby, 30 calls per
+// run, two alternating runs each): from the reply's publish to the
+// client's receipt took 221/238 µs with it, 480/602 µs without; the
+// whole first reply p50 735/780 against 929/1179 µs.
+func (r *replica) firstWork(nm *nats.Msg) {
+	defer r.join()
+	if r.serveWarm(nm) {
+		_ = r.nc.FlushTimeout(time.Nanosecond)
 	}
 }
 
