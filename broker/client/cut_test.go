@@ -319,3 +319,64 @@ func TestBrokerLostBeforeQueued(t *testing.T) {
 		t.Fatal("call still waiting 15s after its broker died with the request")
 	}
 }
+
+// TestBareNewLostInACut: a bare NEW (PROTOCOL §6.4, "Bare NEW") is found
+// like a bare call: if the client's connection drops while it waits, the
+// NEW may have gone into the cut, and no replica holds it; Open ends with
+// 0215/0148 rather than waiting to its deadline. The stand-in replica
+// answers the first NEW (with headers) bare, so the client's next NEW goes
+// bare, and swallows that one.
+func TestBareNewLostInACut(t *testing.T) {
+	const svc, id = "T/CUT/NEW", "fake2"
+	s := testutil.StartNATS(t)
+	fake := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if _, err := fake.QueueSubscribe(proto.WarmSubject(proto.MustService(svc)), "muster", func(m *nats.Msg) {
+		_ = fake.PublishRequest(m.Reply, proto.ConvReplySubject(id, "c1"), m.Data) // a bare reply to the NEW
+	}); err != nil {
+		t.Fatal(err)
+	}
+	took := make(chan struct{}, 1)
+	if _, err := fake.QueueSubscribe(proto.NewSubject(proto.MustService(svc)), "muster", func(m *nats.Msg) {
+		if len(m.Header) == 0 {
+			select {
+			case took <- struct{}{}:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Flush(); err != nil { // the server has the subscriptions
+		t.Fatal(err)
+	}
+	nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, got, err := c.Open(testutil.Context(t, 10*time.Second), svc, []byte("first")); err != nil || string(got) != "first" {
+		t.Fatalf("first Open: %q %v", got, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := c.Open(testutil.Context(t, 30*time.Second), svc, []byte("second"))
+		errc <- err
+	}()
+	select {
+	case <-took:
+	case err := <-errc:
+		t.Fatalf("Open ended before the bare NEW was taken: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second NEW did not go bare")
+	}
+	testutil.RestartNATS(t, s, nil)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, proto.ErrBrokerNotActive) {
+			t.Fatalf("Open: %v; want 0215/0148", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open still waiting 10s after the cut, though nobody holds its NEW")
+	}
+}
