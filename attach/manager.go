@@ -93,7 +93,9 @@ type Manager struct {
 	sample0    sampled                // the last heartbeat's sample (stats.go)
 	registered bool                   // the registration was written, so Shutdown deletes it
 	serving    map[string]servingRec  // serving replicas of services with standbys, any host's, by record key (standby.go)
-	viewFrom   time.Time              // when the replica-record follower started: serving is complete one heartbeat later
+	viewFrom   time.Time              // when the replica-record follower started
+	seeded     bool                   // serving was filled from the bucket (seedServing)
+	touched    map[string]bool        // records the follower delivered while seedServing runs
 
 	sub    *nats.Subscription
 	reset  *nats.Subscription // muster.attach.reset.> (heal.go)
@@ -149,8 +151,12 @@ type replicaRun struct {
 	spawned      time.Time   // when its process was exec'd (zero until then)
 	placement    string      // why it was started (ProcInfo.Placement)
 	standby      bool        // started as a standby and not activated yet (standby.go)
+	recPID       int         // the pid its record gives (standby.go: signals go to it only if it is the process's own)
 	armable      bool        // a standby whose record says it takes SIGUSR2 (standby.go)
+	armReported  string      // what its record says of its arming
 	armed        bool        // a standby asked to take the warm subject too
+	armTries     int         // SIGUSR2s sent for the current arming
+	armSent      time.Time   // when the last one was sent
 	last         proto.Stats // the counters of its latest registration record
 	active       int         // its open calls and conversations, per that record
 	registered   bool
@@ -270,6 +276,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg *Config, opts Options) (_ *Ma
 	if err := follow.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("attach: watch replicas: %w", err)
 	}
+	m.seedServing(ctx)
 	m.joinPool(ctx, runCtx, js)
 	if m.sub, err = nc.Subscribe(proto.AttachSubject(id), m.onNotify); err != nil {
 		return nil, fmt.Errorf("attach: subscribe: %w", err)

@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -48,10 +49,10 @@ func (m *Manager) activateLocked(s *svcRun, k int) int {
 		if n >= k {
 			break
 		}
-		if !r.standby || !r.registered || r.proc == nil || r.stopReason != "" {
+		if !r.standby || !r.registered || r.stopReason != "" || !r.signalable() {
 			continue
 		}
-		if err := r.proc.Signal(syscall.SIGUSR1); err != nil {
+		if err := r.proc.SignalLeader(syscall.SIGUSR1, nil); err != nil {
 			m.log.Warn("standby not activated", "service", s.cfg.Service, "replica", r.id, "err", err)
 			continue
 		}
@@ -111,6 +112,9 @@ func (m *Manager) followServingLocked(e jetstream.KeyValueEntry) *svcRun {
 		return nil // no service keeps standbys here
 	}
 	key := e.Key()
+	if m.touched != nil {
+		m.touched[key] = true // seedServing leaves it: this is newer
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		old, ok := m.serving[key]
 		delete(m.serving, key)
@@ -156,31 +160,103 @@ func (m *Manager) servingLocked(svc string, now time.Time) bool {
 
 // armStandbysLocked arms the parked standbys of s while the service has no
 // serving replica, and disarms them when it has one: it writes the wanted
-// state into each one's arm file, then signals SIGUSR2.
+// state into each one's arm file, then signals SIGUSR2 to that process
+// alone. A standby whose record still says otherwise a heartbeat later is
+// signalled again, up to armTries times per change.
 func (m *Manager) armStandbysLocked(s *svcRun, now time.Time) {
 	if s.cfg.Standby == 0 || m.serving == nil {
 		return
 	}
-	want := now.Sub(m.viewFrom) >= 2*m.cfg.Host.Heartbeat && !m.servingLocked(s.cfg.Service, now)
+	want := m.viewCompleteLocked(now) && !m.servingLocked(s.cfg.Service, now)
+	wantArm := proto.ArmOff
+	if want {
+		wantArm = proto.ArmOn
+	}
 	for _, r := range s.reps {
-		if !r.standby || !r.armable || !r.registered || r.proc == nil || r.stopReason != "" || r.armed == want {
+		if !r.standby || !r.armable || !r.registered || r.stopReason != "" || !r.signalable() {
 			continue
 		}
-		r.armed = want // also when it fails: once per change, not every check
+		if r.armed != want {
+			r.armed, r.armTries = want, 0
+		} else if r.armReported == wantArm || r.armTries >= armTries || now.Sub(r.armSent) < m.cfg.Host.Heartbeat {
+			continue // done, given up, or asked a moment ago
+		}
+		r.armTries++
+		r.armSent = now
 		file := filepath.Join(m.cfg.Host.TempDir, r.id, StandbyArmFile)
-		var err error
-		if want {
-			err = os.WriteFile(file, []byte("1\n"), 0o600)
-		} else if err = os.Remove(file); errors.Is(err, fs.ErrNotExist) {
-			err = nil // no file: disarmed
-		}
-		if err == nil {
-			err = r.proc.Signal(syscall.SIGUSR2)
-		}
+		err := r.proc.SignalLeader(syscall.SIGUSR2, func() error {
+			if want {
+				return os.WriteFile(file, []byte("1\n"), 0o600)
+			}
+			if err := os.Remove(file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil // no file: disarmed
+		})
 		if err != nil {
 			m.log.Warn("standby arming not changed", "service", s.cfg.Service, "replica", r.id, "armed", want, "err", err)
 			continue
 		}
-		m.log.Debug("standby arming changed", "service", s.cfg.Service, "replica", r.id, "armed", want)
+		m.log.Debug("standby arming changed", "service", s.cfg.Service, "replica", r.id, "armed", want, "try", r.armTries)
 	}
+}
+
+// armTries bounds the SIGUSR2s per change of a standby's arming that its
+// record does not confirm (a standby that cannot subscribe says so in its
+// log at each).
+const armTries = 3
+
+// signalable reports whether r's own process is the one that registered
+// (its record's pid): a signal then reaches the replica itself. The
+// replica of a wrapper that does not exec (a shell script) is never
+// signalled: the signal's default action would end the wrapper.
+func (r *replicaRun) signalable() bool { return r.proc != nil && r.recPID == r.proc.PID() }
+
+// viewCompleteLocked reports whether the view of serving replicas holds
+// every live record: filled from the bucket at start (seedServing), or,
+// if that failed, followed for two of the manager's heartbeats.
+func (m *Manager) viewCompleteLocked(now time.Time) bool {
+	return m.seeded || now.Sub(m.viewFrom) >= 2*m.cfg.Host.Heartbeat
+}
+
+// seedServing fills the view of serving replicas from the bucket, once,
+// after the follower has started: a record the follower has delivered
+// meanwhile is newer and stays. Without it the view would be complete
+// only after the longest heartbeat of any replica (up to a day for one
+// started by hand).
+func (m *Manager) seedServing(ctx context.Context) {
+	m.mu.Lock()
+	if m.serving == nil {
+		m.mu.Unlock()
+		return
+	}
+	m.touched = map[string]bool{}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.touched = nil
+		m.mu.Unlock()
+	}()
+	keys, err := m.repKV.ListKeys(ctx)
+	if err != nil {
+		m.log.Warn("replica records not read; standbys are armed two heartbeats from now", "err", err)
+		return
+	}
+	for k := range keys.Keys() {
+		e, err := m.repKV.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile, or unreadable: the follower has it
+		}
+		m.mu.Lock()
+		if !m.touched[k] {
+			m.followServingLocked(e)
+		}
+		m.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	m.mu.Lock()
+	m.seeded = true
+	m.mu.Unlock()
 }

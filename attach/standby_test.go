@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/musterhq/muster/broker"
 	"github.com/musterhq/muster/broker/proto"
+	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
@@ -233,7 +235,7 @@ func armOf(t *testing.T, m *Manager, id, want string) {
 // when a serving replica appears (here one started by hand).
 func TestArmedStandbyTakesWarmCalls(t *testing.T) {
 	const svc = "T/SB/ARM"
-	e, m, id := standbySetup(t, svc, "500ms")
+	e, m, id := standbySetup(t, svc, "2s") // the next standby registers before the activated one idles out
 	armOf(t, m, id, proto.ArmOn)
 	nc := testutil.Connect(t, e.Server)
 	warm := proto.WarmSubject(proto.MustService(svc))
@@ -283,7 +285,7 @@ func TestArmedStandbyTakesWarmCalls(t *testing.T) {
 }
 
 // A standby of a replica program that cannot be armed (its record has no
-// "arm": one from before arming, for which SIGUSR2 is fatal) is never
+// "arm"; this one dies of SIGUSR2, as a C or shell program does) is never
 // signalled: it stays parked and unarmed, and calls reach it after the
 // warm subject's 503, as before.
 func TestUnarmableStandbyNotSignalled(t *testing.T) {
@@ -324,5 +326,90 @@ func TestUnarmableStandbyNotSignalled(t *testing.T) {
 	m.mu.Unlock()
 	if !alive {
 		t.Fatal("the standby that took the call is gone")
+	}
+}
+
+// crashedOrStarted fails the test if svc's processes crashed, or more than
+// want were started.
+func crashedOrStarted(t *testing.T, m *Manager, svc string, want int64) {
+	t.Helper()
+	if c := m.Counters()[svc]; c.Crashed != 0 || c.Started != want {
+		t.Fatalf("%d crashed (last exit %q), %d started; want 0 and %d", c.Crashed, c.LastExit, c.Started, want)
+	}
+}
+
+// pastArming waits until the manager's view is complete and three of its
+// heartbeats have passed since standby id registered: an armable standby
+// would have been armed by then (and signalled again if it said no).
+func pastArming(t *testing.T, m *Manager, id string) {
+	t.Helper()
+	registered := time.Now()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if !m.viewCompleteLocked(time.Now()) || time.Since(registered) < 3*m.cfg.Host.Heartbeat {
+			return errors.New("not past the arming yet")
+		}
+		return nil
+	})
+}
+
+// A standby started through a wrapper that does not exec (a shell script:
+// the replica is the wrapper's child, and its record names the child's
+// pid) is never signalled: SIGUSR2 and SIGUSR1 would end the wrapper and
+// with it the standby, again at every start. It is reached through the
+// standby subject, and a broker's notification starts a process instead
+// of activating it.
+func TestWrappedStandbyNotSignalled(t *testing.T) {
+	const svc = "T/SB/WRAP"
+	e := harness.Start(t, broker.Config{})
+	cfg := testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Services[0].Program, cfg.Services[0].Args = "/bin/sh", []string{"-c", exe + " -test.run=^$; true"}
+	m := startManager(t, e, cfg)
+	standbyFigures(t, e, svc, 0, 1)
+	id := parkedStandby(t, m, svc)
+	pastArming(t, m, id)
+	armOf(t, m, id, proto.ArmOff) // the Go replica could be armed: its wrapper could not
+	crashedOrStarted(t, m, svc, 1)
+	brokerCall(t, testutil.Connect(t, e.Server), svc, "through the broker") // notified: a new process, not SIGUSR1
+	if n := m.Counters()[svc].Activated; n != 0 {
+		t.Fatalf("%d standbys activated by signal", n)
+	}
+	crashedOrStarted(t, m, svc, 2)
+	got, err := e.Client.Call(testutil.Context(t, 10*time.Second), svc, []byte("direct"))
+	if err != nil || string(got) != "direct" {
+		t.Fatalf("call: %q %v", got, err)
+	}
+	crashedOrStarted(t, m, svc, 2)
+}
+
+// A manager that starts while another replica of the service serves
+// (started by hand, with a heartbeat longer than the manager's) sees it
+// from the bucket at once: its standby is not armed next to it.
+func TestStandbyNotArmedBesideReplicaSeenAtStart(t *testing.T) {
+	const svc = "T/SB/SEED"
+	e := harness.Start(t, broker.Config{})
+	e.StartReplica(demo.Echo, worker.WithService(svc), worker.WithHeartbeat(10*time.Second))
+	m := startManager(t, e, testConfig(t, 8, svc+" worker-echo max: 3, standby: 1, idle_timeout: 10s"))
+	id := parkedStandby(t, m, svc)
+	pastArming(t, m, id)
+	// At once, not eventually: the replica's next record, 10 s from its
+	// start, would disarm a standby armed by a view still incomplete.
+	m.mu.Lock()
+	armed := m.reps[id].armed
+	m.mu.Unlock()
+	if armed {
+		t.Fatal("armed beside a serving replica")
+	}
+	e2, err := m.repKV.Get(testutil.Context(t, 5*time.Second), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri, err := proto.DecodeReplicaInfo(e2.Value()); err != nil || ri.Arm != proto.ArmOff {
+		t.Fatalf("the standby's record says arm %q (%v), want off", ri.Arm, err)
 	}
 }

@@ -170,7 +170,8 @@ func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 	}
 	info, err := proto.DecodeReplicaInfo(e.Value())
 	if err == nil {
-		r.last, r.active, r.armable = info.Stats, info.Active, info.Arm != ""
+		r.last, r.active, r.recPID = info.Stats, info.Active, info.PID
+		r.armable, r.armReported = info.Arm != "", info.Arm
 		if r.standby && info.State != proto.StateStandby {
 			// Activated by work on the standby subject: it serves now,
 			// and checkReplicas starts the next standby behind it.

@@ -33,7 +33,7 @@ import (
 //	worker-fail-until  exits 1 before registering until the file $ATTACH_TEST_MARKER exists, then serves demo.Echo
 //	worker-grandchild  starts a sleeping grandchild, then serves demo.Echo
 //	worker-ignore-term serves, but ignores SIGTERM
-//	worker-no-arm      demo.Echo as a replica program from before standby arming (no MUSTER_STANDBY_ARM: SIGUSR2 ends it)
+//	worker-no-arm      demo.Echo as a replica program that cannot be armed (it ignores MUSTER_STANDBY_ARM) and, like a C or shell program, dies of SIGUSR2 (exit 12)
 //	manager            runs an attach manager (see managerHelper)
 func workerHelper(mode string) (int, bool) {
 	if dir := os.Getenv(pidDirEnv); dir != "" && mode != "manager" {
@@ -97,6 +97,9 @@ func workerHelper(mode string) (int, bool) {
 		return run(demo.Echo, worker.WithSignals(false)), true
 	case "worker-no-arm":
 		_ = os.Unsetenv(proto.EnvStandbyArm)
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		go func() { <-usr2; os.Exit(12) }()
 		return run(demo.Echo), true
 	case "manager":
 		return managerHelper(), true

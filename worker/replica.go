@@ -143,19 +143,20 @@ type replica struct {
 
 	stallState
 	privateState
-	callSeq      uint64             // the last call's number (its key in calls); guarded by mu
-	standbySub   *nats.Subscription // the standby subject while parked; guarded by mu
-	armedWarm    *nats.Subscription // an armed standby's warm subscription (standby.go); guarded by mu
-	armedNew     *nats.Subscription // and its bare-NEW one
-	parked       atomic.Bool        // in the standby state (read on the warm path without the lock)
-	activatedWhy string             // what activated a standby; written before activated is closed
-	joinPending  bool               // activated by a request that is being served: no warm path or pull until join; guarded by mu
-	activated    chan struct{}      // closed when a standby becomes a serving replica (or at once for others)
-	work         chan *Conv         // hands queued conversations to idle workers
-	warmCh       chan *nats.Msg     // the warm subscription delivers here; the dispatcher reads it
-	fullSig      chan struct{}      // wakes the forwarder when the replica fills up
-	stop         chan struct{}      // closed when the replica starts to quiesce
-	hbKick       chan struct{}      // asks the heartbeat loop to write now
+	callSeq       uint64               // the last call's number (its key in calls); guarded by mu
+	standbySub    *nats.Subscription   // the standby subject while parked; guarded by mu
+	armedWarm     *nats.Subscription   // an armed standby's warm subscription (standby.go); guarded by mu
+	armedNew      *nats.Subscription   // and its bare-NEW one
+	standbyDrains []*nats.Subscription // the standby's subscriptions left (drains), for closeSubscriptions
+	parked        atomic.Bool          // in the standby state (read on the warm path without the lock)
+	activatedWhy  string               // what activated a standby; written before activated is closed
+	joinPending   bool                 // activated by a request that is being served: no warm path or pull until join; guarded by mu
+	activated     chan struct{}        // closed when a standby becomes a serving replica (or at once for others)
+	work          chan *Conv           // hands queued conversations to idle workers
+	warmCh        chan *nats.Msg       // the warm subscription delivers here; the dispatcher reads it
+	fullSig       chan struct{}        // wakes the forwarder when the replica fills up
+	stop          chan struct{}        // closed when the replica starts to quiesce
+	hbKick        chan struct{}        // asks the heartbeat loop to write now
 	// tickKick restarts the parked progress tick; tickParked says it is
 	// parked (register.go).
 	tickKick   chan struct{}
@@ -388,12 +389,12 @@ func (r *replica) closeSubscriptions() {
 	r.mu.Lock()
 	r.unsubscribeWarmLocked()
 	subs := r.subs
-	for _, d := range []*nats.Subscription{r.drainedWarm, r.drainedNew} {
+	for _, d := range append([]*nats.Subscription{r.drainedWarm, r.drainedNew}, r.standbyDrains...) {
 		if d != nil {
 			subs = append(subs, d)
 		}
 	}
-	r.subs, r.drainedWarm, r.drainedNew = nil, nil, nil
+	r.subs, r.drainedWarm, r.drainedNew, r.standbyDrains = nil, nil, nil, nil
 	r.mu.Unlock()
 	closed := make([]<-chan nats.SubStatus, 0, len(subs))
 	// The connection may drop while the drains run (a server going down

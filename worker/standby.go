@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -47,6 +48,7 @@ func (r *replica) parkLocked() error {
 func (r *replica) unparkLocked() {
 	if r.standbySub != nil {
 		_ = r.standbySub.Drain()
+		r.leftLocked(r.standbySub)
 		r.standbySub = nil
 	}
 	if r.armedWarm == nil {
@@ -119,15 +121,21 @@ func (r *replica) disarmLocked() {
 			_ = s.Drain()
 		}
 	}
-	// closeSubscriptions waits for these drains (a standby has left no
-	// warm path before).
-	if r.armedWarm != nil {
-		r.drainedWarm = r.armedWarm
-	}
-	if r.armedNew != nil {
-		r.drainedNew = r.armedNew
-	}
+	r.leftLocked(r.armedWarm, r.armedNew)
 	r.armedWarm, r.armedNew = nil, nil
+}
+
+// leftLocked keeps the standby's subscriptions being drained, so that
+// closeSubscriptions waits for them too.
+func (r *replica) leftLocked(subs ...*nats.Subscription) {
+	// Those drained already are done with: a standby armed and disarmed
+	// over a long life keeps only the last few.
+	r.standbyDrains = slices.DeleteFunc(r.standbyDrains, func(s *nats.Subscription) bool { return !s.IsValid() })
+	for _, s := range subs {
+		if s != nil {
+			r.standbyDrains = append(r.standbyDrains, s)
+		}
+	}
 }
 
 // isStandby costs the warm path an atomic load, not a lock.

@@ -100,7 +100,8 @@ type ReplicaInfo struct {
 	// Arm is set by a parked standby that its attach manager may arm
 	// (MUSTER_STANDBY_ARM and SIGUSR2; PROTOCOL §6.13): ArmOn while it
 	// takes the warm subject too, ArmOff while not. Empty: it cannot be
-	// armed (SIGUSR2 would end it), so its manager never signals it.
+	// armed (SIGUSR2's default action would end it), so its manager never
+	// signals it.
 	Arm string `json:"arm,omitempty"`
 	// LastActive is when it last received a message (Unix ms, to within
 	// a quarter second; 0: never).

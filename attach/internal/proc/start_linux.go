@@ -127,6 +127,29 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 	return nil
 }
 
+// SignalLeader sends sig to the replica's own process only (not the rest
+// of its group: a shell wrapper or a sidecar may die of a signal the
+// replica handles), after running before, if given, under the same lock:
+// nothing it writes can race the temp dir's removal after the reap. After
+// the replica has been reaped it returns ErrDone and does neither. (Until
+// it is reaped, its PID cannot be reused.)
+func (p *Proc) SignalLeader(sig syscall.Signal, before func() error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return ErrDone
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Kill(p.ident.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("attach: replica %s: signal %v: %w", p.spec.ID, sig, err)
+	}
+	return nil
+}
+
 // copyOutput copies the replica's output into Log until every writer of the
 // pipe is gone (or wait closes the pipe). A failing Log does not stop the
 // draining, so the replica never blocks on a full pipe. It is owned by the

@@ -37,3 +37,6 @@ func (id Ident) Check() (bool, string) { return false, ErrUnsupported.Error() }
 func signalGroup(int, syscall.Signal) error { return ErrUnsupported }
 
 func waitGroupGone(int, <-chan struct{}) bool { return false }
+
+// SignalLeader returns ErrUnsupported.
+func (p *Proc) SignalLeader(syscall.Signal, func() error) error { return ErrUnsupported }
