@@ -17,6 +17,7 @@ import (
 	"github.com/musterhq/muster/broker/proto"
 	"github.com/musterhq/muster/examples/demo"
 	"github.com/musterhq/muster/internal/harness"
+	"github.com/musterhq/muster/internal/natsconn"
 	"github.com/musterhq/muster/internal/testutil"
 	"github.com/musterhq/muster/worker"
 )
@@ -412,4 +413,46 @@ func TestStandbyNotArmedBesideReplicaSeenAtStart(t *testing.T) {
 	if ri, err := proto.DecodeReplicaInfo(e2.Value()); err != nil || ri.Arm != proto.ArmOff {
 		t.Fatalf("the standby's record says arm %q (%v), want off", ri.Arm, err)
 	}
+}
+
+// An armed standby stays armed across a NATS restart (its client library
+// subscribes again): after the restart a plain warm request reaches it
+// and activates it, and nothing was restarted.
+func TestArmedStandbyAcrossNATSRestart(t *testing.T) {
+	const svc = "T/SB/RESTART"
+	s := testutil.StartNATS(t)
+	nc := testutil.Connect(t, s, testutil.Reconnecting...)
+	cfg := testConfig(t, 8, svc+" worker-echo max: 2, standby: 1, idle_timeout: 10s")
+	m, err := Start(testutil.Context(t, 10*time.Second), nc, cfg, Options{Conn: natsconn.Config{URL: s.ClientURL()}, Logger: harness.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := parkedStandby(t, m, svc)
+	armOf(t, m, id, proto.ArmOn)
+	s = testutil.RestartNATS(t, s, nil)
+	caller := testutil.Connect(t, s)
+	warm := proto.WarmSubject(proto.MustService(svc))
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		r, err := caller.Request(warm, []byte("after the restart"), 5*time.Second)
+		if err != nil {
+			return err // no responders until the standby has subscribed again
+		}
+		if string(r.Data) != "after the restart" {
+			t.Fatalf("reply %q", r.Data)
+		}
+		return nil
+	})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { // its record says it serves
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if r := m.reps[id]; r == nil || r.standby {
+			return errors.New("the standby has not become the serving replica")
+		}
+		return nil
+	})
+	if c := m.Counters()[svc]; c.Activated != 0 || c.Crashed != 0 || c.Hung != 0 {
+		t.Fatalf("counters %+v: the standby did not serve the call itself, or a replica failed", c)
+	}
+	shutdown(t, m) // before the restarted server goes (its cleanup runs first)
+	assertNoLeftovers(t, cfg)
 }
