@@ -30,6 +30,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "clients", Value: d.Clients, Usage: "warm, conv: concurrent callers"},
 			&cli.IntFlag{Name: "replicas", Value: d.Replicas, Usage: "warm, conv: replicas and raw responders"},
 			&cli.IntFlag{Name: "capacity", Usage: "warm, conv: conversations per replica (default: clients)"},
+			&cli.IntFlag{Name: "conv-messages", Value: d.ConvMessages, Usage: "conv: messages per conversation, NEW and the last OLD included (≥ 2; the target is judged at the default)"},
 			&cli.BoolFlag{Name: "loop-handler", Usage: "warm, conv: the replicas serve with a Receive/Reply loop (default: Conv.Steps)"},
 			&cli.DurationFlag{Name: "duration", Value: d.Duration, Usage: "warm, conv: measuring time per system; host: load time, and rest time (rounded up to whole heartbeats)"},
 			&cli.IntFlag{Name: "reps", Value: d.Reps, Usage: "cold: repetitions per system"},
@@ -66,7 +67,7 @@ func runBench(c *cli.Context) error {
 	}
 	cfg := bench.Config{
 		Conn: connConfigFromCLI(c), Executable: exe,
-		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), LoopHandler: c.Bool("loop-handler"), Duration: c.Duration("duration"),
+		Clients: c.Int("clients"), Replicas: c.Int("replicas"), Capacity: c.Int("capacity"), LoopHandler: c.Bool("loop-handler"), ConvMessages: c.Int("conv-messages"), Duration: c.Duration("duration"),
 		Reps: c.Int("reps"), Burst: c.Int("burst"), MaxReplicas: c.Int("max-replicas"), IdleTimeout: c.Duration("idle-timeout"),
 		Services: bench.Defaults().Services, Hosts: c.Int("hosts"), Insecure: c.Bool("insecure"),
 		HostServices: bench.Defaults().HostServices, Live: c.Int("live"), Rate: c.Int("rate"),
@@ -74,6 +75,9 @@ func runBench(c *cli.Context) error {
 	}
 	if c.IsSet("services") {
 		cfg.Services, cfg.HostServices = c.Int("services"), c.Int("services")
+	}
+	if cfg.ConvMessages < 2 {
+		return fmt.Errorf("bench: --conv-messages %d: a conversation has at least 2 messages (the NEW and the last OLD)", cfg.ConvMessages)
 	}
 	if cfg.Clients < 1 || cfg.Replicas < 1 || cfg.Reps < 1 || cfg.Burst < 1 || cfg.MaxReplicas < 1 || cfg.Services < 1 || cfg.Hosts < 1 ||
 		cfg.Live < 1 || cfg.Rate < 1 || cfg.Duration <= 0 || cfg.IdleTimeout <= 0 {

@@ -145,3 +145,22 @@ func TestBenchHost(t *testing.T) {
 		t.Errorf("notes %q do not say %q", res.Notes, want)
 	}
 }
+
+// --conv-messages sets the length of conv's conversations (both sides),
+// and a conversation shorter than a NEW and a last OLD is refused.
+func TestBenchConvMessages(t *testing.T) {
+	if r := runApp(context.Background(), nil, "bench", "--conv-messages", "1", "conv"); r.err == nil || !strings.Contains(r.err.Error(), "--conv-messages 1") {
+		t.Fatalf("--conv-messages 1: %v", r.err)
+	}
+	r := runApp(context.Background(), nil, "bench", "--json", "--duration", "200ms", "--clients", "2", "--conv-messages", "3", "conv")
+	if r.err != nil && exitCode(r.err) != 3 {
+		t.Fatalf("bench: %v\nstderr: %s", r.err, r.stderr.String())
+	}
+	var res bench.Result
+	if err := json.Unmarshal([]byte(r.stdout.String()), &res); err != nil {
+		t.Fatalf("%q: %v", r.stdout.String(), err)
+	}
+	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "conversations of 3 messages (NEW, 1 OLD, a last OLD the replica ends) vs 3 raw requests") {
+		t.Fatalf("notes %q", res.Notes)
+	}
+}

@@ -39,6 +39,7 @@ type Config struct {
 	Replicas      int           // warm, conv: warm replicas and raw responders (2)
 	Capacity      int           // warm, conv: conversations per replica (0: clients, so no call waits for a slot)
 	LoopHandler   bool          // warm, conv: the replicas' handler is a Receive/Reply loop (default: Conv.Steps)
+	ConvMessages  int           // conv: messages per conversation, NEW and last OLD included (10)
 	Duration      time.Duration // warm, conv: measuring time per system; host: load time, and rest time rounded up to whole heartbeats (5s)
 	Reps          int           // cold: repetitions per system (30)
 	Burst         int           // burst: concurrent calls (1000)
@@ -60,7 +61,7 @@ type Config struct {
 
 // Defaults returns the documented defaults.
 func Defaults() Config {
-	return Config{Clients: 16, Replicas: 2, Duration: 5 * time.Second, Reps: 30, Burst: 1000, MaxReplicas: 16,
+	return Config{Clients: 16, Replicas: 2, ConvMessages: 10, Duration: 5 * time.Second, Reps: 30, Burst: 1000, MaxReplicas: 16,
 		IdleTimeout: 2 * time.Second, Services: 10000, Hosts: 100,
 		HostServices: 1000, Live: 200, Rate: 1000}
 }

@@ -297,10 +297,10 @@ func runConv(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer p.close()
-	const msgs = 10
+	msgs := int64(cfg.ConvMessages)
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	raw := func() error {
-		for i := 0; i < msgs; i++ {
+		for i := int64(0); i < msgs; i++ {
 			if _, err := p.rawNC.Request(p.raw, payload, 5*time.Second); err != nil {
 				return err
 			}
@@ -314,12 +314,12 @@ func runConv(ctx context.Context, cfg Config) (*Result, error) {
 		if err != nil {
 			return err
 		}
-		for i := 2; i < msgs; i++ {
+		for i := int64(2); i < msgs; i++ {
 			if _, err := cv.Send(c, payload); err != nil {
 				return err
 			}
 		}
-		if _, err := cv.Send(c, []byte("bye")); err != nil { // the 10th message; the replica ends it
+		if _, err := cv.Send(c, []byte("bye")); err != nil { // the last message; the replica ends it
 			return err
 		}
 		if cv.Ended() == nil {
@@ -343,7 +343,7 @@ func runConv(ctx context.Context, cfg Config) (*Result, error) {
 		Figures: []Figure{
 			ratioFigure("messages", "msgs/s", float64(mc*msgs)/secs, float64(bc*msgs)/secs, 0.9, true),
 		},
-		Notes: []string{fmt.Sprintf("%d clients, conversations of %d messages (NEW, 8 OLD, a last OLD the replica ends) vs %d raw requests; the replicas serve with %s", cfg.Clients, msgs, msgs, handlerStyle(cfg)),
+		Notes: []string{fmt.Sprintf("%d clients, conversations of %d messages (NEW, %d OLD, a last OLD the replica ends) vs %d raw requests; the replicas serve with %s", cfg.Clients, msgs, msgs-2, msgs, handlerStyle(cfg)),
 			costNote("message", []string{"raw", "Muster"}, counts, msgs, costs)},
 	}, nil
 }
