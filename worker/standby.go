@@ -82,16 +82,20 @@ func (r *replica) rearm() {
 	want := err == nil && strings.TrimSpace(string(b)) == "1"
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state != stateStandby || want == (r.armedWarm != nil) {
+	if r.state != stateStandby {
 		return
 	}
-	if !want {
+	switch {
+	case want == (r.armedWarm != nil): // asked again: its record did not say so yet
+	case !want:
 		r.disarmLocked()
-	} else if err := r.armLocked(); err != nil {
-		r.cfg.logger.Warn("standby not armed; calls reach it after the warm subject's 503", "err", err)
-		return
+	default:
+		if err := r.armLocked(); err != nil {
+			r.cfg.logger.Warn("standby not armed; calls reach it after the warm subject's 503", "err", err)
+			return
+		}
 	}
-	r.dirty.Store(true) // the record says armed or not
+	r.dirty.Store(true) // the record says armed or not, now
 	select {
 	case r.hbKick <- struct{}{}:
 	default:
