@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,7 +33,7 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 	for _, cut := range []bool{false, true} {
 		t.Run(map[bool]string{false: "connection up", true: "connection cut"}[cut], func(t *testing.T) {
 			s := testutil.StartNATS(t)
-			sink := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+			sink := cutConn(t, s)
 			took := make(chan struct{}, 1)
 			if _, err := sink.QueueSubscribe(proto.WarmSubject(proto.MustService(svc)), "muster", func(*nats.Msg) {
 				select {
@@ -45,12 +46,7 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 			if err := sink.Flush(); err != nil { // the server has the subscription
 				t.Fatal(err)
 			}
-			nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-			c, err := client.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := cutClient(t, s)
 			errc := make(chan error, 1)
 			go func() {
 				_, err := c.Call(testutil.Context(t, 20*time.Second), svc, []byte("x"))
@@ -92,7 +88,7 @@ func TestCutConnectionIsNotBlamedOnTheReplica(t *testing.T) {
 func TestReplyLostInACut(t *testing.T) {
 	const svc, id = "T/CUT/Y", "fake1"
 	s := testutil.StartNATS(t)
-	fake := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	fake := cutConn(t, s)
 	took := make(chan struct{}, 1)
 	if _, err := fake.QueueSubscribe(proto.WarmSubject(proto.MustService(svc)), "muster", func(m *nats.Msg) {
 		st := nats.NewMsg(m.Reply)
@@ -116,33 +112,13 @@ func TestReplyLostInACut(t *testing.T) {
 	if err := fake.Flush(); err != nil { // the server has the subscriptions
 		t.Fatal(err)
 	}
-	nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	c, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cutClient(t, s)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Call(testutil.Context(t, 30*time.Second), svc, []byte("x"))
 		errc <- err
 	}()
-	select {
-	case <-took:
-	case err := <-errc:
-		t.Fatalf("call ended before the fake replica took it: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the fake replica did not get the call")
-	}
-	testutil.RestartNATS(t, s, nil)
-	select {
-	case err := <-errc:
-		if !errors.Is(err, proto.ErrBrokerNotActive) {
-			t.Fatalf("call: %v; want 0215/0148", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("call still waiting 10s after the cut, though its replica no longer holds it")
-	}
+	lostInACut(t, s, took, errc, "call")
 }
 
 // TestQueuedRequestTakenInACut: a caller told "queued" that then loses its
@@ -155,12 +131,8 @@ func TestQueuedRequestTakenInACut(t *testing.T) {
 	const svc = "T/CUT/Q"
 	e := harness.Start(t, broker.Config{})
 	harness.RegisterAttach(t, e, "cut-attach", svc) // attachable, never starts anything
-	nc := testutil.Connect(t, e.Server, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	c, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	nc := cutConn(t, e.Server)
+	c := newClient(t, nc)
 	js, err := jetstream.New(e.NC)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +301,7 @@ func TestBrokerLostBeforeQueued(t *testing.T) {
 func TestBareNewLostInACut(t *testing.T) {
 	const svc, id = "T/CUT/NEW", "fake2"
 	s := testutil.StartNATS(t)
-	fake := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	fake := cutConn(t, s)
 	if _, err := fake.QueueSubscribe(proto.WarmSubject(proto.MustService(svc)), "muster", func(m *nats.Msg) {
 		_ = fake.PublishRequest(m.Reply, proto.ConvReplySubject(id, "c1"), m.Data) // a bare reply to the NEW
 	}); err != nil {
@@ -349,12 +321,7 @@ func TestBareNewLostInACut(t *testing.T) {
 	if err := fake.Flush(); err != nil { // the server has the subscriptions
 		t.Fatal(err)
 	}
-	nc := testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	c, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cutClient(t, s)
 	if _, got, err := c.Open(testutil.Context(t, 10*time.Second), svc, []byte("first")); err != nil || string(got) != "first" {
 		t.Fatalf("first Open: %q %v", got, err)
 	}
@@ -363,20 +330,39 @@ func TestBareNewLostInACut(t *testing.T) {
 		_, _, err := c.Open(testutil.Context(t, 30*time.Second), svc, []byte("second"))
 		errc <- err
 	}()
+	lostInACut(t, s, took, errc, "Open (its second NEW, bare)")
+}
+
+// cutConn connects to s and reconnects at once after a cut or a restart.
+func cutConn(t *testing.T, s *server.Server) *nats.Conn {
+	return testutil.Connect(t, s, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+}
+
+// cutClient is a client on its own cutConn, closed at the test's end.
+func cutClient(t *testing.T, s *server.Server) *client.Client {
+	return newClient(t, cutConn(t, s))
+}
+
+// lostInACut waits until the stand-in replica has taken what (it
+// signals took; its outcome comes on errc), restarts NATS (s), and wants
+// what to end with 0215/0148 soon after: nobody holds it any more, and
+// its answer may have gone into the cut.
+func lostInACut(t *testing.T, s *server.Server, took <-chan struct{}, errc <-chan error, what string) {
+	t.Helper()
 	select {
 	case <-took:
 	case err := <-errc:
-		t.Fatalf("Open ended before the bare NEW was taken: %v", err)
+		t.Fatalf("%s ended before the stand-in replica took it: %v", what, err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("the second NEW did not go bare")
+		t.Fatalf("the stand-in replica did not get the %s", what)
 	}
 	testutil.RestartNATS(t, s, nil)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, proto.ErrBrokerNotActive) {
-			t.Fatalf("Open: %v; want 0215/0148", err)
+			t.Fatalf("%s: %v; want 0215/0148", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Open still waiting 10s after the cut, though nobody holds its NEW")
+		t.Fatalf("%s still waiting 10s after the cut, though nobody holds it", what)
 	}
 }
