@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/musterhq/muster/broker/proto"
 )
 
@@ -91,12 +89,12 @@ func (m *Manager) keepStandbyLocked(s *svcRun) {
 // replica appears, it disarms them. The view is the replica records the
 // manager follows anyway (serving: ready records of services with
 // standbys, dropped when deleted, quiescing, standby, or three of their
-// heartbeats old), complete once it has followed them for two of its
-// heartbeats. It may be stale; that costs little either way: an armed
+// heartbeats old), read whole from the bucket once at start
+// (seedServing). It may be stale; that costs little either way: an armed
 // standby next to a serving replica only activates early, on work, and a
 // disarmed one is reached after the 503 as before. Only standbys whose
-// record says they take SIGUSR2 are signalled (for an older replica
-// program it would be fatal).
+// record says they take SIGUSR2 are signalled (its default action ends a
+// program that does not), and only their own process (signalable).
 
 // servingRec is one serving replica in the manager's view.
 type servingRec struct {
@@ -104,28 +102,20 @@ type servingRec struct {
 	until time.Time // stale after this: three of its heartbeats
 }
 
-// followServingLocked takes a replica record into the view of serving
-// replicas and returns the service it concerns, if that keeps standbys
-// here (nil otherwise).
-func (m *Manager) followServingLocked(e jetstream.KeyValueEntry) *svcRun {
-	if m.serving == nil {
-		return nil // no service keeps standbys here
-	}
-	key := e.Key()
+// followServingLocked takes the replica record under key (nil: deleted)
+// into the view of serving replicas and returns the service it concerns,
+// if that keeps standbys here (nil otherwise).
+func (m *Manager) followServingLocked(key string, info *proto.ReplicaInfo) *svcRun {
 	if m.touched != nil {
 		m.touched[key] = true // seedServing leaves it: this is newer
 	}
-	if e.Operation() != jetstream.KeyValuePut {
+	if info == nil {
 		old, ok := m.serving[key]
 		delete(m.serving, key)
 		if !ok {
 			return nil
 		}
 		return m.svcs[old.svc]
-	}
-	info, err := proto.DecodeReplicaInfo(e.Value())
-	if err != nil {
-		return nil
 	}
 	s := m.svcs[info.Service]
 	if s == nil || s.cfg.Standby == 0 {
@@ -247,9 +237,13 @@ func (m *Manager) seedServing(ctx context.Context) {
 		if err != nil {
 			continue // deleted meanwhile, or unreadable: the follower has it
 		}
+		info, err := proto.DecodeReplicaInfo(e.Value())
+		if err != nil {
+			continue
+		}
 		m.mu.Lock()
 		if !m.touched[k] {
-			m.followServingLocked(e)
+			m.followServingLocked(k, &info)
 		}
 		m.mu.Unlock()
 	}

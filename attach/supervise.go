@@ -158,17 +158,25 @@ func (m *Manager) backoffLocked(s *svcRun) {
 func (m *Manager) onReplicaRecord(e jetstream.KeyValueEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s := m.followServingLocked(e); s != nil {
-		defer m.armStandbysLocked(s, time.Now()) // after the record is taken: a standby's first registers it
-	}
-	if e.Operation() != jetstream.KeyValuePut {
-		return
-	}
+	put := e.Operation() == jetstream.KeyValuePut
 	r := m.reps[e.Key()]
-	if r == nil {
+	var info proto.ReplicaInfo
+	var err error
+	if put && (r != nil || m.serving != nil) { // decoded only when someone reads it
+		info, err = proto.DecodeReplicaInfo(e.Value())
+	}
+	if m.serving != nil && err == nil { // a service here keeps standbys (standby.go)
+		rec := &info
+		if !put {
+			rec = nil
+		}
+		if s := m.followServingLocked(e.Key(), rec); s != nil {
+			defer m.armStandbysLocked(s, time.Now()) // after the record is taken: a standby's first registers it
+		}
+	}
+	if !put || r == nil {
 		return
 	}
-	info, err := proto.DecodeReplicaInfo(e.Value())
 	if err == nil {
 		r.last, r.active, r.recPID = info.Stats, info.Active, info.PID
 		r.armable, r.armReported = info.Arm != "", info.Arm

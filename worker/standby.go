@@ -54,7 +54,7 @@ func (r *replica) unparkLocked() {
 	if r.armedWarm == nil {
 		return
 	}
-	if r.warm == nil && r.state == stateReady && r.active < r.cfg.capacity && !r.joinPending && !r.backlog {
+	if r.mayJoinWarmLocked() {
 		r.warm, r.warmNew = r.armedWarm, r.armedNew
 		r.armedWarm, r.armedNew = nil, nil
 		return
@@ -90,7 +90,8 @@ func (r *replica) rearm() {
 	case !want:
 		r.disarmLocked()
 	default:
-		if err := r.armLocked(); err != nil {
+		var err error
+		if r.armedWarm, r.armedNew, err = r.subscribeWarmSubjects(); err != nil {
 			r.cfg.logger.Warn("standby not armed; calls reach it after the warm subject's 503", "err", err)
 			return
 		}
@@ -100,21 +101,6 @@ func (r *replica) rearm() {
 	case r.hbKick <- struct{}{}:
 	default:
 	}
-}
-
-// armLocked subscribes a parked standby to the warm and bare-NEW subjects.
-func (r *replica) armLocked() error {
-	w, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
-	if err != nil {
-		return fmt.Errorf("subscribe warm subject: %w", err)
-	}
-	r.armedWarm = w
-	if !r.noBareNew.Load() {
-		if n, err := r.nc.ChanQueueSubscribe(r.newSubject, proto.WarmQueue, r.warmCh); err == nil {
-			r.armedNew = n
-		}
-	}
-	return nil
 }
 
 // disarmLocked leaves them; requests already on their way still reach the

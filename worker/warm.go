@@ -23,27 +23,39 @@ import (
 // (forward): its caller goes to the broker itself.
 
 func (r *replica) subscribeWarmLocked() error {
-	if r.warm != nil || r.state != stateReady || r.active >= r.cfg.capacity || r.joinPending || r.backlog {
+	if !r.mayJoinWarmLocked() {
 		return nil
 	}
-	s, err := r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
+	var err error
+	r.warm, r.warmNew, err = r.subscribeWarmSubjects()
+	return err
+}
+
+// mayJoinWarmLocked reports whether the replica belongs on the warm path
+// now and is not on it: ready, a slot free, no standby activation being
+// served, no queued requests to take first.
+func (r *replica) mayJoinWarmLocked() bool {
+	return r.warm == nil && r.state == stateReady && r.active < r.cfg.capacity && !r.joinPending && !r.backlog
+}
+
+// subscribeWarmSubjects subscribes the warm subject and, into the same
+// buffer, the bare-NEW subject. Without the latter (the subscription
+// failed, or the server refused it: credentials from before the grant) a
+// client's bare NEW gets a 503 and it sends the NEW with headers to the
+// warm subject: slower, never lost.
+func (r *replica) subscribeWarmSubjects() (warm, bareNew *nats.Subscription, err error) {
+	warm, err = r.nc.ChanQueueSubscribe(proto.WarmSubject(r.cfg.service), proto.WarmQueue, r.warmCh)
 	if err != nil {
-		return fmt.Errorf("worker: subscribe warm path: %w", err)
+		return nil, nil, fmt.Errorf("worker: subscribe warm path: %w", err)
 	}
-	r.warm = s
-	// Bare NEWs, into the same buffer. Without them (the subscription
-	// failed, or the server refused it: credentials from before the
-	// grant) a client's bare NEW gets a 503 and it sends the NEW with
-	// headers to the warm subject: slower, never lost.
 	if r.noBareNew.Load() {
-		return nil
+		return warm, nil, nil
 	}
-	if n, err := r.nc.ChanQueueSubscribe(r.newSubject, proto.WarmQueue, r.warmCh); err != nil {
+	if bareNew, err = r.nc.ChanQueueSubscribe(r.newSubject, proto.WarmQueue, r.warmCh); err != nil {
 		r.cfg.logger.Warn("cannot take bare NEWs; conversations open with headers", "err", err)
-	} else {
-		r.warmNew = n
+		return warm, nil, nil
 	}
-	return nil
+	return warm, bareNew, nil
 }
 
 // watchRefusals chains an error handler in front of the connection's

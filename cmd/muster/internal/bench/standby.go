@@ -23,8 +23,9 @@ import (
 // keeps one standby (standby: 1): the attach manager has armed the parked
 // standby (it takes the warm subject too, as no replica serves), so the Go
 // client's call reaches it directly; it becomes the serving replica and
-// answers; the manager starts a new standby behind it. The replica exits after its conversation, so every
-// repetition starts from zero serving replicas and one parked standby.
+// answers; the manager starts a new standby behind it. The replica exits
+// after its conversation, so every repetition starts from zero serving
+// replicas and one parked standby.
 // Baseline: the floor of `cold` (exec examples/floor → first reply).
 func runStandby(ctx context.Context, cfg Config) (*Result, error) {
 	mg, floor, done, err := startExamples(ctx, cfg, "STANDBY", func(s *attach.ServiceConfig) { s.Max, s.Standby = 2, 1 })
